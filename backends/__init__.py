@@ -1,0 +1,1 @@
+"""Built-in backends, one module per broker (installed as ``msgbus.backends``)."""

@@ -1,0 +1,1 @@
+"""The bank example: an account service and an email service (see README)."""

@@ -1,0 +1,338 @@
+"""The backend SPI: what a broker module implements so the :class:`~msgbus.Bus` can drive it.
+
+A backend is a class with ``schemes``, ``features`` and ``extra`` class attributes, a
+``from_url`` constructor, ``publish``/``flush``/``subscribe``/``close``. Everything users see
+(serialization, retries, dead letters, threads, signals) lives above this interface, in
+``msgbus.bus``, so every backend gets it for free.
+
+Threading contract: ``publish`` and ``flush`` may be called from any thread at once.
+A :class:`Subscription` is driven by one thread (``receive``), while ``ack``/``nack`` of its
+deliveries may come from other threads and ``close`` from any thread (it wakes a blocked
+``receive``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
+from typing import Any, ClassVar, TypeVar
+
+from msgbus.errors import ConfigurationError, UnknownOption
+from msgbus.url import BusURL
+
+__all__ = [
+    "Backend",
+    "Delivery",
+    "Features",
+    "ResolvedFuture",
+    "Subscription",
+    "parse_options",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """What a backend guarantees; the conformance suite reads these to decide what to assert.
+
+    - ``consumer_groups``: every group gets every message; members of a group share them.
+    - ``per_key_order``: messages with one key reach the handler in publish order, even with
+      several members in a group (the bus keeps per-key order inside one member anyway).
+    - ``persistent``: a confirmed publish survives a broker restart.
+    - ``native_dead_letter``: the broker itself can dead-letter (informational; the bus always
+      publishes to ``<topic>.dlq`` itself).
+    - ``requeue``: ``nack(requeue=True)`` makes the broker deliver the message again.
+    - ``replay``: a new group can start from the beginning of the topic (``from_beginning``).
+    - ``cross_process``: members of one group may live in different processes.
+    - ``max_message_bytes``: the largest body the backend accepts by default (None: no limit
+      known).
+    """
+
+    consumer_groups: bool = True
+    per_key_order: bool = False
+    persistent: bool = False
+    native_dead_letter: bool = False
+    requeue: bool = True
+    replay: bool = False
+    cross_process: bool = True
+    max_message_bytes: int | None = None
+
+
+class Delivery:
+    """One message handed out by a :class:`Subscription`, not yet settled.
+
+    ``ack()`` tells the broker the message is done; ``nack(requeue=True)`` hands it back for
+    redelivery, ``nack(requeue=False)`` drops it. Settling twice, or after the subscription
+    was closed, is a no-op (the broker redelivers what was unsettled at close).
+    ``native_id`` is a broker-assigned id used when the publisher set none.
+    """
+
+    __slots__ = ("_settle", "body", "headers", "key", "native_id", "redelivered", "token", "topic")
+
+    def __init__(
+        self,
+        topic: str,
+        body: bytes,
+        headers: dict[str, str],
+        key: str | None,
+        settle: Callable[[Delivery, bool, bool], None],
+        *,
+        redelivered: bool = False,
+        native_id: str | None = None,
+        token: Any = None,
+    ) -> None:
+        self.topic = topic
+        self.body = body
+        self.headers = headers
+        self.key = key
+        self.redelivered = redelivered
+        self.native_id = native_id
+        self.token = token
+        self._settle: Callable[[Delivery, bool, bool], None] | None = settle
+
+    def ack(self) -> None:
+        """Acknowledge: the broker will not deliver this message to this group again."""
+        settle, self._settle = self._settle, None
+        if settle is not None:
+            settle(self, True, False)
+
+    def nack(self, requeue: bool = True) -> None:
+        """Reject: with ``requeue`` the broker redelivers it (to any member), else drops it."""
+        settle, self._settle = self._settle, None
+        if settle is not None:
+            settle(self, False, requeue)
+
+    @property
+    def settled(self) -> bool:
+        """True once ``ack`` or ``nack`` was called."""
+        return self._settle is None
+
+    def __repr__(self) -> str:
+        return f"<Delivery topic={self.topic!r} key={self.key!r} bytes={len(self.body)}>"
+
+
+class Subscription(ABC):
+    """A consumer's attachment to ``topic`` as a member of ``group``; ready when returned.
+
+    Deliveries not acknowledged when the subscription closes (or its process dies) are
+    redelivered to another member of the group.
+    """
+
+    topic: str
+    group: str | None
+
+    @abstractmethod
+    def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
+        """Return up to ``max_messages`` deliveries, waiting at most ``timeout`` seconds.
+
+        Returns an empty list on timeout or once the subscription is closed. Raises
+        :class:`~msgbus.BrokerUnavailable` when the connection is lost beyond recovery.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Detach; wake a blocked ``receive``; unsettled deliveries go back to the broker.
+
+        Idempotent and callable from any thread.
+        """
+
+    def __iter__(self) -> Iterator[Delivery]:
+        """Yield deliveries one at a time until the subscription is closed."""
+        while not self.closed:
+            yield from self.receive(100, 0.5)
+
+    @property
+    @abstractmethod
+    def closed(self) -> bool:
+        """True once ``close`` was called (or the backend was closed)."""
+
+
+class Backend(ABC):
+    """A broker driver. Subclasses set ``schemes``, ``features`` and ``extra``.
+
+    Use as a context manager or call ``close()``; after ``close`` every method raises
+    :class:`~msgbus.BusClosed`.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    features: Features = Features()
+    extra: ClassVar[str] = ""
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: BusURL, **options: Any) -> Backend:
+        """Build a connected backend from ``url`` and keyword ``options``.
+
+        Unknown options raise :class:`~msgbus.UnknownOption` listing the valid ones; an
+        unreachable broker raises :class:`~msgbus.BrokerUnavailable` within a bounded time.
+        """
+
+    @abstractmethod
+    def publish(
+        self, topic: str, body: bytes, *, key: str | None, headers: Mapping[str, str]
+    ) -> Future[None]:
+        """Send ``body``; the returned future resolves once the broker holds it durably.
+
+        The future fails with a :class:`~msgbus.PublishError` subclass (or
+        ``BrokerUnavailable``) if the broker refuses or loses the message. Raises
+        :class:`~msgbus.MessageTooLarge` at once for oversized bodies. Thread-safe.
+        """
+
+    @abstractmethod
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every publish so far has resolved; raise ``TimeoutError`` if not in time."""
+
+    @abstractmethod
+    def subscribe(
+        self, topic: str, group: str | None, *, prefetch: int, from_beginning: bool = False
+    ) -> Subscription:
+        """Join ``group`` on ``topic`` and return once ready to receive.
+
+        ``group=None`` asks for a private group that exists only as long as this subscription
+        (an exclusive auto-delete queue, a unique consumer group id, ...). A message published
+        after this returns reaches this group. A new group starts at the end of the topic
+        unless ``from_beginning`` (only where ``features.replay``). ``prefetch`` bounds the
+        unacknowledged deliveries the broker hands this member.
+        """
+
+    @abstractmethod
+    def close(self, timeout: float | None = None) -> None:
+        """Flush pending publishes (up to ``timeout``), close subscriptions and connections.
+
+        Idempotent.
+        """
+
+    def describe(self) -> str:
+        """A one-line description for logs and reports; never contains a password."""
+        return type(self).__name__
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class ResolvedFuture(Future):  # type: ignore[type-arg]
+    """A future that is already resolved when created (cheap; for in-process backends)."""
+
+    __slots__ = ()
+
+    def __init__(self, result: Any = None, exception: BaseException | None = None) -> None:
+        self._result = result
+        self._exception = exception
+        self._state = "FINISHED"
+        self._done_callbacks = []
+        self._waiters = []
+        self._condition = _NO_CONDITION
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        """Call ``fn(self)`` at once (the future is already done)."""
+        fn(self)
+
+
+class _NoCondition:
+    """Stand-in for the Condition a resolved future never needs to wait on."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def notify_all(self) -> None:
+        return None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+
+_NO_CONDITION: Any = _NoCondition()
+
+# --------------------------------------------------------------------------- options
+
+Opts = TypeVar("Opts")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_options(
+    options_type: type[Opts],
+    url: BusURL,
+    options: Mapping[str, Any],
+    *,
+    backend: str,
+    url_fields: Mapping[str, Any] | None = None,
+) -> Opts:
+    """Build the dataclass ``options_type`` from URL query strings and keyword options.
+
+    Keywords win over the URL query; ``url_fields`` (values taken from the URL itself, such as
+    the user name) are applied first. Strings are converted to each field's annotated type
+    (bool, int, float, str, ``Literal`` choices, their ``| None`` forms). An unknown key raises
+    :class:`UnknownOption` naming the valid ones (and the nearest match); a bad value raises
+    :class:`ConfigurationError` naming the option, never echoing a secret field's value.
+    """
+    if not dataclasses.is_dataclass(options_type):
+        raise TypeError(f"{options_type!r} is not a dataclass")
+    hints = typing.get_type_hints(options_type)
+    fields = {f.name: f for f in dataclasses.fields(options_type) if f.init}
+    values: dict[str, Any] = dict(url_fields or {})
+    for source, items in (("URL option", url.query), ("option", options)):
+        for name, raw in items.items():
+            if name not in fields or name.startswith("_"):
+                valid = ", ".join(sorted(n for n in fields if not n.startswith("_")))
+                close = difflib.get_close_matches(name, list(fields), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UnknownOption(
+                    f"unknown {source} {name!r} for the {backend} backend{hint}; "
+                    f"valid options: {valid}"
+                )
+            secret = not fields[name].repr
+            values[name] = _convert(name, raw, hints[name], backend=backend, secret=secret)
+    return options_type(**values)
+
+
+def _convert(name: str, raw: Any, hint: Any, *, backend: str, secret: bool) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        hint = inner[0] if len(inner) == 1 else inner[0]
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    shown = "<hidden>" if secret else repr(raw)
+    if origin is typing.Literal:
+        value = raw.lower() if isinstance(raw, str) else raw
+        if value not in args:
+            choices = ", ".join(repr(a) for a in args)
+            raise ConfigurationError(
+                f"{backend} option {name!r} must be one of {choices}, not {shown}"
+            )
+        return value
+    if hint is bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise ConfigurationError(f"{backend} option {name!r} must be true or false, not {shown}")
+    if hint in (int, float):
+        if isinstance(raw, bool):
+            raise ConfigurationError(f"{backend} option {name!r} must be a number, not {shown}")
+        try:
+            return hint(raw)
+        except (TypeError, ValueError):
+            kind = "an integer" if hint is int else "a number"
+            raise ConfigurationError(
+                f"{backend} option {name!r} must be {kind}, not {shown}"
+            ) from None
+    if hint is str:
+        if not isinstance(raw, str):
+            raise ConfigurationError(f"{backend} option {name!r} must be a string, not {shown}")
+        return raw
+    return raw

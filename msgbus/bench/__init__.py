@@ -1,0 +1,1 @@
+"""Benchmarks: the memory throughput benchmark and the broker comparison (``msgbus bench``)."""

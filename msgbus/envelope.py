@@ -1,0 +1,132 @@
+"""Between payloads and the wire: build headers and bodies for publishing, Messages on receipt.
+
+The body on the wire is the serialized payload alone; every piece of metadata travels in
+headers (see :mod:`msgbus.message`). These functions are pure and thread-safe.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from msgbus.backend import Delivery
+from msgbus.errors import ConfigurationError, ReservedHeader, SerializationError
+from msgbus.message import (
+    CONTENT_TYPE,
+    CORRELATION_ID,
+    MESSAGE_ID,
+    METADATA_HEADERS,
+    TIMESTAMP,
+    Message,
+    is_reserved,
+)
+from msgbus.serialization import BYTES, JSON, Codec, codec_for_content_type, get_codec
+
+__all__ = ["check_topic", "decode", "encode", "new_message_id"]
+
+
+def new_message_id() -> str:
+    """A fresh random message id: 32 lowercase hex characters."""
+    return os.urandom(16).hex()
+
+
+def check_topic(topic: object) -> str:
+    """Return ``topic`` if it is a usable topic name, else raise :class:`ConfigurationError`.
+
+    A topic is 1–200 characters of letters, digits, ``.``, ``_`` and ``-`` (the subset every
+    broker accepts in topic, routing-key and destination names).
+    """
+    if not isinstance(topic, str) or not topic or len(topic) > 200:
+        raise ConfigurationError(f"a topic must be a non-empty string, not {topic!r}")
+    if not topic.replace(".", "").replace("_", "").replace("-", "").isalnum() or (
+        not topic.isascii()
+    ):
+        raise ConfigurationError(
+            f"invalid topic {topic!r}: use letters, digits, '.', '_' and '-' only"
+        )
+    return topic
+
+
+def encode(
+    payload: Any,
+    *,
+    codec: str | None,
+    headers: Mapping[str, str] | None,
+    correlation_id: str | None,
+    message_id: str | None,
+) -> tuple[bytes, dict[str, str]]:
+    """Serialize ``payload`` and build the wire headers.
+
+    The codec is the named one, else ``bytes`` for bytes-like payloads, else ``json``.
+    Raises :class:`SerializationError` when the payload does not fit the codec and
+    :class:`ReservedHeader` when a user header takes a reserved name.
+    """
+    chosen: Codec
+    if codec is not None:
+        chosen = get_codec(codec)
+    elif isinstance(payload, bytes | bytearray | memoryview):
+        chosen = BYTES
+    else:
+        chosen = JSON
+    try:
+        body = chosen.encode(payload)
+    except SerializationError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(
+            f"cannot encode payload with the {chosen.name} codec: {exc}"
+        ) from exc
+    wire: dict[str, str] = {}
+    if headers:
+        for name, value in headers.items():
+            if not isinstance(name, str) or not isinstance(value, str):
+                raise ConfigurationError(
+                    f"headers map str to str; got {type(name).__name__} -> {type(value).__name__}"
+                )
+            if is_reserved(name):
+                raise ReservedHeader(
+                    f"header {name!r} is reserved for msgbus metadata; choose another name"
+                )
+            wire[name] = value
+    wire[CONTENT_TYPE] = chosen.content_type
+    wire[MESSAGE_ID] = message_id or new_message_id()
+    wire[TIMESTAMP] = str(time.time_ns() // 1_000_000)
+    if correlation_id is not None:
+        wire[CORRELATION_ID] = str(correlation_id)
+    return body, wire
+
+
+def decode(delivery: Delivery, declared: Codec | None) -> Message:
+    """Turn a delivery into a :class:`Message` (attempt 1).
+
+    The codec is the one named by the ``content-type`` header, else the subscription's
+    ``declared`` codec, else none (payload = the raw bytes). An unknown content type also
+    leaves the payload as bytes. Raises :class:`~msgbus.DecodeError` when the codec rejects
+    the body.
+    """
+    headers = delivery.headers
+    content_type = headers.get(CONTENT_TYPE)
+    codec = codec_for_content_type(content_type) if content_type else declared
+    body = delivery.body
+    payload = codec.decode(body) if codec is not None else body
+    user = {k: v for k, v in headers.items() if k not in METADATA_HEADERS}
+    stamp = headers.get(TIMESTAMP)
+    try:
+        timestamp = int(stamp) / 1000 if stamp else 0.0
+    except ValueError:
+        timestamp = 0.0
+    return Message(
+        id=headers.get(MESSAGE_ID) or delivery.native_id or "",
+        topic=delivery.topic,
+        payload=payload,
+        body=body,
+        key=delivery.key,
+        headers=user,
+        timestamp=timestamp,
+        attempt=1,
+        content_type=content_type,
+        correlation_id=headers.get(CORRELATION_ID),
+        redelivered=delivery.redelivered,
+    )
