@@ -300,11 +300,10 @@ def _convert(name: str, raw: Any, hint: Any, *, backend: str, secret: bool) -> A
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        hint = inner[0] if len(inner) == 1 else inner[0]
+        empty = raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null"))
+        if empty and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
         origin, args = typing.get_origin(hint), typing.get_args(hint)
     shown = "<hidden>" if secret else repr(raw)
     if origin is typing.Literal:

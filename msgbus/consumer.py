@@ -23,7 +23,9 @@ from msgbus.backend import Delivery, Subscription
 from msgbus.envelope import decode
 from msgbus.errors import BrokerUnavailable, DecodeError, MsgBusError, Reject
 from msgbus.message import (
+    CONTENT_TYPE,
     DLQ_ATTEMPTS,
+    DLQ_CONTENT_TYPE,
     DLQ_ERROR,
     DLQ_ERROR_TYPE,
     DLQ_GROUP,
@@ -298,6 +300,9 @@ class Consumer:
         headers[DLQ_ATTEMPTS] = str(work.attempt if work.message is not None else 0)
         headers[DLQ_ERROR_TYPE] = f"{type(error).__module__}.{type(error).__qualname__}"
         headers[DLQ_ERROR] = str(error)[:1000]
+        if isinstance(error, DecodeError) and CONTENT_TYPE in headers:
+            headers[DLQ_CONTENT_TYPE] = headers[CONTENT_TYPE]
+            headers[CONTENT_TYPE] = "application/octet-stream"
         try:
             future = self.backend.publish(
                 spec.topic + DEAD_LETTER_SUFFIX, delivery.body, key=delivery.key, headers=headers

@@ -81,7 +81,7 @@ class SerializationError(MsgBusError, ValueError):
 
 
 class DecodeError(MsgBusError):
-    """A received body could not be decoded; the bus sends such messages to the dead-letter topic."""
+    """A received body could not be decoded; the bus dead-letters such messages."""
 
 
 class BusClosed(MsgBusError):

@@ -15,6 +15,7 @@ __all__ = [
     "CONTENT_TYPE",
     "CORRELATION_ID",
     "DLQ_ATTEMPTS",
+    "DLQ_CONTENT_TYPE",
     "DLQ_ERROR",
     "DLQ_ERROR_TYPE",
     "DLQ_GROUP",
@@ -47,6 +48,9 @@ DLQ_ERROR_TYPE = "msgbus-dlq-error-type"
 """On a dead letter: the qualified class name of the last exception."""
 DLQ_ERROR = "msgbus-dlq-error"
 """On a dead letter: the text of the last exception (truncated to 1,000 characters)."""
+DLQ_CONTENT_TYPE = "msgbus-dlq-content-type"
+"""On a dead letter that could not be decoded: its original content type (the dead letter
+itself is marked ``application/octet-stream`` so that it can always be read)."""
 
 RESERVED_HEADERS = frozenset({CONTENT_TYPE, MESSAGE_ID, TIMESTAMP, CORRELATION_ID})
 """Header names users may not set themselves (besides anything starting ``msgbus-``)."""

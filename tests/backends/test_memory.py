@@ -1,0 +1,19 @@
+"""The conformance suite on the in-process memory backend."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from msgbus.testing.conformance import BackendConformance
+
+
+class TestMemoryConformance(BackendConformance):
+    """Every conformance test, on a fresh named memory broker per test."""
+
+    timeout = 10.0
+
+    @pytest.fixture
+    def url(self) -> str:
+        return f"memory://conf-{uuid.uuid4().hex[:8]}"
