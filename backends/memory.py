@@ -211,7 +211,7 @@ class _MemorySubscription(Subscription):
                             Delivery(
                                 stored.topic,
                                 stored.body,
-                                dict(stored.headers),
+                                stored.headers,
                                 stored.key,
                                 settle,
                                 redelivered=redelivered,

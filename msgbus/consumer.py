@@ -72,7 +72,7 @@ class _Work:
 
     __slots__ = ("attempt", "dead_error", "delivery", "lane", "message")
 
-    def __init__(self, delivery: Delivery, lane: object) -> None:
+    def __init__(self, delivery: Delivery, lane: str | None) -> None:
         self.delivery = delivery
         self.lane = lane
         self.message: Message | None = None
@@ -93,28 +93,26 @@ class Consumer:
         self.spec = spec
         self.subscription: Subscription | None = None
         self._cond = threading.Condition()
-        self._lanes: dict[object, deque[_Work]] = {}
+        self._lanes: dict[str, deque[_Work]] = {}
         self._ready: deque[object] = deque()
         self._delayed: list[tuple[float, int, object]] = []
         self._seq = itertools.count()
         self._buffered = 0
+        self._limit = max(spec.prefetch, spec.concurrency)
         self._running = 0
-        self._fetching = False
-        self._workers_stop = False
+        self._fetching_now = False
+        self._failures = 0
+        self._stopping = False
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Subscribe and start the fetch and worker threads; ready when it returns."""
+        """Subscribe and start the worker threads; the subscription is ready when it returns."""
         spec = self.spec
         self.subscription = self.backend.subscribe(
             spec.topic, spec.group, prefetch=spec.prefetch, from_beginning=spec.from_beginning
         )
-        self._fetching = True
-        fetch = threading.Thread(target=self._fetch_loop, name=f"msgbus-fetch {spec.name}")
-        fetch.daemon = True
-        self._threads.append(fetch)
         for index in range(spec.concurrency):
             worker = threading.Thread(
                 target=self._work_loop, name=f"msgbus-worker-{index} {spec.name}", daemon=True
@@ -126,8 +124,7 @@ class Consumer:
     def stop_fetching(self) -> None:
         """Take no more messages from the broker (those buffered are not started either)."""
         with self._cond:
-            self._fetching = False
-            self._workers_stop = True
+            self._stopping = True
             self._cond.notify_all()
 
     def drain(self, deadline: float) -> bool:
@@ -152,70 +149,73 @@ class Consumer:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
-    # ------------------------------------------------------------------ fetching
-
-    def _fetch_loop(self) -> None:
-        sub = self.subscription
-        assert sub is not None
-        limit = max(self.spec.prefetch, self.spec.concurrency)
-        failures = 0
-        while True:
-            with self._cond:
-                while self._fetching and self._buffered >= limit:
-                    self._cond.wait()
-                if not self._fetching:
-                    return
-                room = limit - self._buffered
-            try:
-                batch = sub.receive(room, 1.0)
-                failures = 0
-            except BrokerUnavailable as exc:
-                failures += 1
-                delay = min(5.0, 0.1 * 2**failures)
-                log.warning(
-                    "%s: receive failed (%s); retrying in %.1fs", self.spec.name, exc, delay
-                )
-                with self._cond:
-                    self._cond.wait_for(lambda: not self._fetching, delay)
-                continue
-            if not batch:
-                if sub.closed:
-                    return
-                continue
-            with self._cond:
-                if not self._fetching:
-                    return  # not started: the broker redelivers them after close
-                self._buffered += len(batch)
-                lanes = self._lanes
-                for delivery in batch:
-                    key = delivery.key
-                    work = _Work(delivery, key if key is not None else object())
-                    lane = lanes.get(work.lane)
-                    if lane is None:
-                        lanes[work.lane] = deque((work,))
-                        self._ready.append(work.lane)
-                    else:
-                        lane.append(work)
-                self._cond.notify(len(batch))
-
-    # ------------------------------------------------------------------ working
+    # ------------------------------------------------------------------ scheduling
 
     def _next_work(self) -> _Work | None:
-        """Under the lock: wait for a runnable lane; None when the workers must stop."""
+        """Under the lock: return the next runnable work, or None when the workers must stop.
+
+        Leader/follower: a worker that finds nothing to run and room in the buffer fetches
+        from the broker itself (one worker at a time), so a message needs no hand-off
+        between threads. ``_ready`` holds keys whose lane head is runnable, and unkeyed works
+        themselves.
+        """
         cond = self._cond
         while True:
-            if self._workers_stop:
+            if self._stopping:
                 return None
             delayed = self._delayed
-            if delayed:
-                now = time.monotonic()
-                while delayed and delayed[0][0] <= now:
-                    self._ready.append(heapq.heappop(delayed)[2])
+            now = time.monotonic()
+            while delayed and delayed[0][0] <= now:
+                self._ready.append(heapq.heappop(delayed)[2])
             if self._ready:
-                lane = self._ready.popleft()
+                item = self._ready.popleft()
                 self._running += 1
-                return self._lanes[lane][0]
-            cond.wait(delayed[0][0] - time.monotonic() if delayed else None)
+                return item if isinstance(item, _Work) else self._lanes[item][0]
+            wait = delayed[0][0] - now if delayed else None
+            if not self._fetching_now and self._buffered < self._limit:
+                self._fetch(min(wait, 1.0) if wait is not None else 1.0)
+            else:
+                cond.wait(wait)
+
+    def _fetch(self, timeout: float) -> None:
+        """Under the lock (released while receiving): move one batch into the lanes."""
+        sub = self.subscription
+        assert sub is not None
+        self._fetching_now = True
+        room = self._limit - self._buffered
+        self._cond.release()
+        try:
+            batch = sub.receive(room, timeout)
+            self._failures = 0
+        except BrokerUnavailable as exc:
+            self._failures += 1
+            delay = min(5.0, 0.1 * 2**self._failures)
+            log.warning("%s: receive failed (%s); retrying in %.1fs", self.spec.name, exc, delay)
+            batch = []
+            self._cond.acquire()
+            self._cond.wait(delay)
+            self._cond.release()
+        finally:
+            self._cond.acquire()
+            self._fetching_now = False
+        if not batch or self._stopping:
+            return  # when stopping, unstarted deliveries go back at close
+        self._buffered += len(batch)
+        lanes, ready = self._lanes, self._ready
+        for delivery in batch:
+            key = delivery.key
+            work = _Work(delivery, key)
+            if key is None:
+                ready.append(work)  # unkeyed: a lane of its own
+                continue
+            lane = lanes.get(key)
+            if lane is None:
+                lanes[key] = deque((work,))
+                ready.append(key)
+            else:
+                lane.append(work)
+        if len(batch) > 1:
+            self._cond.notify(len(batch) - 1)
 
     def _work_loop(self) -> None:
         cond = self._cond
@@ -227,21 +227,26 @@ class Consumer:
             retry_in = self._process(work)
             with cond:
                 self._running -= 1
-                lane = work.lane
+                key = work.lane
                 if retry_in is not None:
+                    due = time.monotonic() + retry_in
                     heapq.heappush(
-                        self._delayed, (time.monotonic() + retry_in, next(self._seq), lane)
+                        self._delayed, (due, next(self._seq), work if key is None else key)
                     )
                     cond.notify_all()
                     continue
-                queue = self._lanes[lane]
-                queue.popleft()
+                was_full = self._buffered >= self._limit
                 self._buffered -= 1
-                if queue:
-                    self._ready.append(lane)
-                else:
-                    del self._lanes[lane]
-                cond.notify_all()
+                if key is not None:
+                    queue = self._lanes[key]
+                    queue.popleft()
+                    if queue:
+                        self._ready.append(key)
+                        cond.notify()
+                    else:
+                        del self._lanes[key]
+                if was_full or self._running == 0:
+                    cond.notify_all()  # a fetch may go on now; drain may be waiting
 
     def _process(self, work: _Work) -> float | None:
         """Handle one attempt; return the delay before the next try, or None when settled."""

@@ -59,9 +59,12 @@ def _json_encode(payload: Any) -> bytes:
     return _json_encoder.encode(payload).encode("utf-8")
 
 
+_json_decoder = json.JSONDecoder()
+
+
 def _json_decode(body: bytes) -> Any:
     try:
-        return json.loads(body)
+        return _json_decoder.decode(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"body is not valid JSON: {exc}") from exc
 
@@ -98,6 +101,7 @@ def register_codec(codec: Codec, *, replace: bool = False) -> None:
         raise ConfigurationError(f"a codec named {codec.name!r} is already registered")
     _CODECS[codec.name] = codec
     _BY_CONTENT_TYPE[_media_type(codec.content_type)] = codec
+    _BY_CONTENT_TYPE[codec.content_type] = codec
 
 
 def get_codec(name: str) -> Codec:
@@ -113,7 +117,8 @@ def codec_for_content_type(content_type: str | None) -> Codec | None:
     """Return the codec for a content type (parameters such as charset ignored), or None."""
     if not content_type:
         return None
-    return _BY_CONTENT_TYPE.get(_media_type(content_type))
+    codec = _BY_CONTENT_TYPE.get(content_type)
+    return codec if codec is not None else _BY_CONTENT_TYPE.get(_media_type(content_type))
 
 
 def _media_type(content_type: str) -> str:

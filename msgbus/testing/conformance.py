@@ -233,9 +233,13 @@ class BackendConformance:
         self, connect: Connect, topic: str, group: str
     ) -> None:
         one, two = connect(), connect()
-        first, second = Recorder(), Recorder()
-        one.subscribe(topic, first, group=group)
-        two.subscribe(topic, second, group=group)
+
+        def work(msg: msgbus.Message) -> None:
+            time.sleep(0.001)  # handler cost, so that no member can drain the topic alone
+
+        first, second = Recorder(work), Recorder(work)
+        one.subscribe(topic, first, group=group, prefetch=10)
+        two.subscribe(topic, second, group=group, prefetch=10)
         one.start()
         two.start()
         count = 200
