@@ -196,30 +196,19 @@ class _MemorySubscription(Subscription):
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
         group = self._group
         deadline: float | None = None
+        taken: list[tuple[_Stored, bool]] = []
         with self._broker.lock:
             while True:
                 if self._closed:
                     return []
                 room = self._prefetch - len(self._unacked)
                 if group.ready and room > 0:
-                    out = []
-                    settle = self._settle
+                    unacked = self._unacked
                     for _ in range(min(max_messages, room, len(group.ready))):
-                        stored, redelivered = group.take()
-                        self._unacked[stored.seq] = stored
-                        out.append(
-                            Delivery(
-                                stored.topic,
-                                stored.body,
-                                stored.headers,
-                                stored.key,
-                                settle,
-                                redelivered=redelivered,
-                                native_id=f"{self._broker.name}:{stored.seq}",
-                                token=stored,
-                            )
-                        )
-                    return out
+                        item = group.take()
+                        unacked[item[0].seq] = item[0]
+                        taken.append(item)
+                    break
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + timeout
@@ -231,6 +220,21 @@ class _MemorySubscription(Subscription):
                     group.changed.wait(remaining)
                 finally:
                     group.waiting -= 1
+        settle = self._settle
+        prefix = self._broker.name + ":"
+        return [
+            Delivery(
+                stored.topic,
+                stored.body,
+                stored.headers,
+                stored.key,
+                settle,
+                redelivered=redelivered,
+                native_id=prefix + str(stored.seq),
+                token=stored,
+            )
+            for stored, redelivered in taken
+        ]
 
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         stored: _Stored = delivery.token

@@ -21,6 +21,7 @@ from msgbus.message import (
     METADATA_HEADERS,
     TIMESTAMP,
     Message,
+    build_message,
     is_reserved,
 )
 from msgbus.serialization import BYTES, JSON, Codec, codec_for_content_type, get_codec
@@ -145,16 +146,15 @@ def decode(delivery: Delivery, declared: Codec | None) -> Message:
         timestamp = int(stamp) / 1000 if stamp else 0.0
     except ValueError:
         timestamp = 0.0
-    return Message(
-        id=headers.get(MESSAGE_ID) or delivery.native_id or "",
-        topic=delivery.topic,
-        payload=payload,
-        body=body,
-        key=delivery.key,
-        headers=user,
-        timestamp=timestamp,
-        attempt=1,
-        content_type=content_type,
-        correlation_id=headers.get(CORRELATION_ID),
-        redelivered=delivery.redelivered,
+    return build_message(
+        headers.get(MESSAGE_ID) or delivery.native_id or "",
+        delivery.topic,
+        payload,
+        body,
+        delivery.key,
+        user,
+        timestamp,
+        content_type,
+        headers.get(CORRELATION_ID),
+        delivery.redelivered,
     )

@@ -65,7 +65,7 @@ def is_reserved(name: str) -> bool:
     return lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_PREFIX)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
     """One message as a handler receives it. Immutable and safe to share between threads.
 
@@ -90,3 +90,39 @@ class Message:
     content_type: str | None = None
     correlation_id: str | None = None
     redelivered: bool = False
+
+
+_new = object.__new__
+
+
+def build_message(
+    id: str,
+    topic: str,
+    payload: Any,
+    body: bytes,
+    key: str | None,
+    headers: Mapping[str, str],
+    timestamp: float,
+    content_type: str | None,
+    correlation_id: str | None,
+    redelivered: bool,
+) -> Message:
+    """Construct a :class:`Message` (attempt 1) without the frozen ``__init__``'s cost.
+
+    Used on the receive path, where it runs once per message; the result is the same as
+    calling ``Message(...)`` with these fields.
+    """
+    message = _new(Message)
+    fields = message.__dict__
+    fields["id"] = id
+    fields["topic"] = topic
+    fields["payload"] = payload
+    fields["body"] = body
+    fields["key"] = key
+    fields["headers"] = headers
+    fields["timestamp"] = timestamp
+    fields["attempt"] = 1
+    fields["content_type"] = content_type
+    fields["correlation_id"] = correlation_id
+    fields["redelivered"] = redelivered
+    return message

@@ -53,18 +53,38 @@ def _json_default(value: Any) -> Any:
 _json_encoder = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
 )
+# The C encoder built once (JSONEncoder.encode builds one per call). Without a markers dict
+# it does no circular-reference check: a cycle ends in RecursionError, reported below.
+_c_encoder = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, _json_default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+    if getattr(json.encoder, "c_make_encoder", None) is not None
+    else None
+)
 
 
 def _json_encode(payload: Any) -> bytes:
-    return _json_encoder.encode(payload).encode("utf-8")
+    if _c_encoder is None or isinstance(payload, str):
+        return _json_encoder.encode(payload).encode("utf-8")
+    try:
+        return "".join(_c_encoder(payload, 0)).encode("utf-8")
+    except RecursionError:
+        raise SerializationError("payload is too deeply nested or contains a cycle") from None
 
 
 _json_decoder = json.JSONDecoder()
+_JSON_STARTS = frozenset('{["-0123456789tfn')
 
 
 def _json_decode(body: bytes) -> Any:
     try:
-        return _json_decoder.decode(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        if text[:1] in _JSON_STARTS:  # the common case, without JSONDecoder's two regex scans
+            value, end = _json_decoder.raw_decode(text)
+            if end == len(text) or not text[end:].strip():
+                return value
+        return _json_decoder.decode(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"body is not valid JSON: {exc}") from exc
 

@@ -1,0 +1,254 @@
+"""Memory backend benchmark: msgbus ``memory://`` next to kombu's ``memory://`` in one run.
+
+``python -m msgbus.bench.memory [--messages N] [--repeats R] [--rate 1000]``
+
+Measures, with ~200-byte JSON payloads:
+
+- end-to-end throughput: one publisher publishing N messages as fast as it can while one
+  subscriber handles and acknowledges them; the clock runs from the first publish to the
+  last handler call. Runs alternate between msgbus and kombu; medians (min-max) are reported.
+- latency at a fixed rate (open loop): each message carries its intended send time
+  (``time.monotonic_ns``); latency is handler time minus intended time, so a stalled
+  publisher shows up as latency (no coordinated omission).
+
+kombu's memory transport is measured twice for latency: with its default 1 s polling
+interval, and with 1 ms polling. Its throughput is measured with 0 ms polling (its best
+case). Needs kombu (``pip install "msgbus[kombu]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import msgbus
+
+__all__ = ["main", "msgbus_latency", "msgbus_throughput"]
+
+PAYLOAD = {
+    "type": "account.created",
+    "version": 1,
+    "event_id": "6f1c0a7e2b9d4f3a8c5e1d0b7a6f4e2c",
+    "account_id": 1234567,
+    "owner": "Ana Example",
+    "email": "ana.example@example.com",
+    "created_at": "2026-11-26T18:00:00.000000+00:00",
+}
+
+
+def _payload(sent_ns: int = 0) -> dict[str, Any]:
+    return {**PAYLOAD, "sent_ns": sent_ns}
+
+
+def msgbus_throughput(messages: int) -> float:
+    """Messages/s from first publish to last handler call on a fresh memory broker."""
+    bus = msgbus.connect(f"memory://bench-{uuid.uuid4().hex[:8]}")
+    done = threading.Event()
+    count = 0
+
+    def handle(msg: msgbus.Message) -> None:
+        nonlocal count
+        count += 1
+        if count == messages:
+            done.set()
+
+    bus.subscribe("bench", handle, group="g", prefetch=1000)
+    bus.start()
+    payload = _payload()
+    started = time.perf_counter()
+    for _ in range(messages):
+        bus.publish("bench", payload)
+    if not done.wait(120):
+        raise RuntimeError(f"msgbus handled only {count} of {messages} messages")
+    elapsed = time.perf_counter() - started
+    bus.close()
+    return messages / elapsed
+
+
+def _kombu_connection(polling_interval: float) -> Any:
+    from kombu import Connection
+
+    return Connection("memory://", transport_options={"polling_interval": polling_interval})
+
+
+def kombu_throughput(messages: int) -> float:
+    """The same work through kombu's memory transport (publish, consume, ack; 0 ms polling)."""
+    from kombu import Exchange, Queue
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    exchange = Exchange(name, type="direct")
+    queue = Queue(name, exchange, routing_key=name)
+    done = threading.Event()
+    ready = threading.Event()
+    count = 0
+
+    def on_message(body: Any, message: Any) -> None:
+        nonlocal count
+        message.ack()
+        count += 1
+        if count == messages:
+            done.set()
+
+    def consume() -> None:
+        with (
+            _kombu_connection(0.0) as conn,
+            conn.Consumer(queue, callbacks=[on_message], accept=["json"]),
+        ):
+            ready.set()
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.5)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    ready.wait(10)
+    payload = _payload()
+    with _kombu_connection(0.0) as conn:
+        producer = conn.Producer(serializer="json")
+        started = time.perf_counter()
+        for _ in range(messages):
+            producer.publish(payload, exchange=exchange, routing_key=name, declare=[queue])
+        if not done.wait(120):
+            raise RuntimeError(f"kombu handled only {count} of {messages} messages")
+        elapsed = time.perf_counter() - started
+    thread.join(5)
+    return messages / elapsed
+
+
+def _paced(rate: float, messages: int, send: Callable[[int], None]) -> None:
+    """Open-loop pacing: message i is due at start + i/rate; send(intended_ns)."""
+    interval_ns = int(1e9 / rate)
+    start = time.monotonic_ns()
+    for i in range(messages):
+        intended = start + i * interval_ns
+        delay = (intended - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            time.sleep(delay)
+        send(intended)
+
+
+def msgbus_latency(rate: float, messages: int) -> list[float]:
+    """Publish→handler latencies (ms) at ``rate`` msg/s, measured from the intended send time."""
+    bus = msgbus.connect(f"memory://lat-{uuid.uuid4().hex[:8]}")
+    latencies: list[float] = []
+    done = threading.Event()
+
+    def handle(msg: msgbus.Message) -> None:
+        latencies.append((time.monotonic_ns() - msg.payload["sent_ns"]) / 1e6)
+        if len(latencies) == messages:
+            done.set()
+
+    bus.subscribe("lat", handle, group="g")
+    bus.start()
+    _paced(rate, messages, lambda ns: bus.publish("lat", _payload(ns)))
+    done.wait(60)
+    bus.close()
+    return latencies
+
+
+def kombu_latency(rate: float, messages: int, polling_interval: float) -> list[float]:
+    """The same through kombu's memory transport with the given polling interval."""
+    from kombu import Exchange, Queue
+
+    name = f"lat-{uuid.uuid4().hex[:8]}"
+    exchange = Exchange(name, type="direct")
+    queue = Queue(name, exchange, routing_key=name)
+    latencies: list[float] = []
+    done = threading.Event()
+    ready = threading.Event()
+
+    def on_message(body: Any, message: Any) -> None:
+        latencies.append((time.monotonic_ns() - body["sent_ns"]) / 1e6)
+        message.ack()
+        if len(latencies) == messages:
+            done.set()
+
+    def consume() -> None:
+        with (
+            _kombu_connection(polling_interval) as conn,
+            conn.Consumer(queue, callbacks=[on_message], accept=["json"]),
+        ):
+            ready.set()
+            while not done.is_set():
+                with contextlib.suppress(TimeoutError):
+                    conn.drain_events(timeout=0.5)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    ready.wait(10)
+    with _kombu_connection(polling_interval) as conn:
+        producer = conn.Producer(serializer="json")
+        _paced(
+            rate,
+            messages,
+            lambda ns: producer.publish(
+                _payload(ns), exchange=exchange, routing_key=name, declare=[queue]
+            ),
+        )
+        done.wait(60)
+    thread.join(5)
+    return latencies
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return cuts[49], cuts[98]
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):>9,.0f}  ({min(values):,.0f}–{max(values):,.0f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the figures and the ratios against the targets."""
+    parser = argparse.ArgumentParser(prog="python -m msgbus.bench.memory", description=__doc__)
+    parser.add_argument("--messages", type=int, default=100_000, help="per throughput run")
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs per library")
+    parser.add_argument("--rate", type=float, default=1000.0, help="msg/s for the latency run")
+    parser.add_argument("--latency-messages", type=int, default=3000)
+    args = parser.parse_args(argv)
+
+    print(f"payload: {len(msgbus.serialization.JSON.encode(_payload(time.monotonic_ns())))} B JSON")
+    ours: list[float] = []
+    theirs: list[float] = []
+    for run in range(args.repeats):
+        gc.collect()
+        ours.append(msgbus_throughput(args.messages))
+        gc.collect()
+        theirs.append(kombu_throughput(args.messages))
+        print(f"  run {run + 1}: msgbus {ours[-1]:,.0f} msg/s   kombu {theirs[-1]:,.0f} msg/s")
+    print("end-to-end throughput (publish → handler → ack), median (min–max) msg/s:")
+    print(f"  msgbus memory://       {_spread(ours)}")
+    print(f"  kombu memory://        {_spread(theirs)}")
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    best = statistics.median(ours)
+    print(f"  msgbus / kombu = {ratio:.2f}x   (target ≥ 2x: {'met' if ratio >= 2 else 'NOT met'})")
+    print(f"  msgbus ≥ 100,000 msg/s: {'met' if best >= 100_000 else 'NOT met'}")
+
+    print(f"latency at {args.rate:,.0f} msg/s, {args.latency_messages} messages (ms):")
+    rows = [
+        ("msgbus memory://", msgbus_latency(args.rate, args.latency_messages)),
+        (
+            "kombu memory:// 1 ms poll",
+            kombu_latency(args.rate, args.latency_messages, 0.001),
+        ),
+        (
+            "kombu memory:// default 1 s poll",
+            kombu_latency(args.rate, min(args.latency_messages, 2000), 1.0),
+        ),
+    ]
+    for name, values in rows:
+        p50, p99 = _percentiles(values)
+        print(f"  {name:<34} p50 {p50:8.3f}   p99 {p99:8.3f}   (n={len(values)})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
