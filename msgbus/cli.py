@@ -1,0 +1,214 @@
+"""The ``msgbus`` command: the terminal flow of Kafka's quickstart, on any backend.
+
+::
+
+    msgbus publish URL TOPIC [--data TEXT] [--key K] [--header k=v ...] [--format F]
+    msgbus consume URL TOPIC [--group G] [--from-beginning] [--json] [--max-messages N]
+    msgbus broker start kafka|rabbitmq|activemq|redis [--port N]   (test brokers)
+    msgbus bench run|report ...                                    (comparison benchmark)
+
+Exit status: 0 on success, 1 when msgbus reports an error (printed on one line, without any
+password), 2 for bad command-line usage, 130 after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+import msgbus
+from msgbus.errors import MsgBusError
+
+__all__ = ["main"]
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"a header is NAME=VALUE, not {text!r}")
+    return name, value
+
+
+def _payload_from_line(line: str, fmt: str) -> tuple[Any, str | None]:
+    """Return (payload, codec) for one input line under ``fmt``."""
+    if fmt == "text":
+        return line, "text"
+    if fmt == "bytes":
+        return line.encode("utf-8"), "bytes"
+    if fmt == "json":
+        return json.loads(line), "json"
+    try:  # auto: JSON when the line is JSON, else text
+        return json.loads(line), "json"
+    except ValueError:
+        return line, "text"
+
+
+def _publish(args: argparse.Namespace, stdin: TextIO, stderr: TextIO) -> int:
+    lines: Iterable[str]
+    lines = [args.data] if args.data is not None else (line.rstrip("\r\n") for line in stdin)
+    headers = dict(args.header or [])
+    count = 0
+    with msgbus.connect(args.url) as bus:
+        futures = []
+        for line in lines:
+            if not line and args.data is None:
+                continue
+            try:
+                payload, codec = _payload_from_line(line, args.format)
+            except ValueError as exc:
+                raise msgbus.SerializationError(f"line {count + 1} is not JSON: {exc}") from None
+            futures.append(
+                bus.publish(args.topic, payload, key=args.key, headers=headers, codec=codec)
+            )
+            count += 1
+        for future in futures:
+            future.result(timeout=args.timeout)
+    print(f"published {count} message(s) to {args.topic}", file=stderr)
+    return 0
+
+
+def _jsonable(message: msgbus.Message) -> dict[str, Any]:
+    payload: Any = message.payload
+    encoding = None
+    if isinstance(payload, bytes):
+        encoding = "base64"
+        payload = base64.b64encode(payload).decode("ascii")
+    return {
+        "id": message.id,
+        "topic": message.topic,
+        "key": message.key,
+        "headers": dict(message.headers),
+        "content_type": message.content_type,
+        "correlation_id": message.correlation_id,
+        "timestamp": message.timestamp,
+        "payload": payload,
+        **({"payload_encoding": encoding} if encoding else {}),
+    }
+
+
+def _human(message: msgbus.Message) -> str:
+    payload = message.payload
+    if isinstance(payload, bytes):
+        text = payload.decode("utf-8", errors="backslashreplace")
+    elif isinstance(payload, str):
+        text = payload
+    else:
+        text = json.dumps(payload, ensure_ascii=False)
+    parts = []
+    if message.key is not None:
+        parts.append(f"key={message.key}")
+    if message.headers:
+        parts.append("headers=" + ",".join(f"{k}={v}" for k, v in message.headers.items()))
+    return "\t".join([*parts, text])
+
+
+def _consume(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    enough = threading.Event()
+    lock = threading.Lock()
+    seen = 0
+
+    def show(message: msgbus.Message) -> None:
+        nonlocal seen
+        line = json.dumps(_jsonable(message), ensure_ascii=False) if args.json else _human(message)
+        with lock:
+            late = enough.is_set()
+            if not late:
+                print(line, file=stdout, flush=True)
+                seen += 1
+                if args.max_messages and seen >= args.max_messages:
+                    enough.set()
+        if late:  # never acknowledged: the bus is closing and the broker keeps it
+            threading.Event().wait()
+
+    bus = msgbus.connect(args.url)
+    try:
+        bus.subscribe(args.topic, show, group=args.group, from_beginning=args.from_beginning)
+        bus.start()
+        print(f"consuming {args.topic} (Ctrl-C to stop)", file=stderr, flush=True)
+        if args.max_messages:
+            threading.Thread(target=lambda: (enough.wait(), bus.stop()), daemon=True).start()
+        if args.idle_timeout:
+            timer = threading.Timer(args.idle_timeout, bus.stop)
+            timer.daemon = True
+            timer.start()
+        bus.run(drain_timeout=1.0 if args.max_messages else 10.0)
+    finally:
+        bus.close()
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="msgbus", description="Publish and consume on any msgbus backend."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    pub = sub.add_parser("publish", help="publish stdin lines (or --data) as messages")
+    pub.add_argument("url", help="bus URL, e.g. memory://, kafka://127.0.0.1:9092")
+    pub.add_argument("topic")
+    pub.add_argument("--data", help="publish this one message instead of reading stdin")
+    pub.add_argument("--key", help="ordering key for every message")
+    pub.add_argument("--header", action="append", type=_header, metavar="NAME=VALUE")
+    pub.add_argument(
+        "--format",
+        choices=["auto", "json", "text", "bytes"],
+        default="auto",
+        help="how to read each line: auto (JSON if it parses, else text), json, text, bytes",
+    )
+    pub.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for confirms")
+
+    con = sub.add_parser("consume", help="print messages as they arrive")
+    con.add_argument("url")
+    con.add_argument("topic")
+    con.add_argument("--group", help="consumer group (default: a private one)")
+    con.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="a new group starts at the oldest message (backends that keep a log)",
+    )
+    con.add_argument("--json", action="store_true", help="one JSON object per line")
+    con.add_argument("--max-messages", type=int, default=0, help="stop after N messages")
+    con.add_argument("--idle-timeout", type=float, default=0, help="stop after S seconds")
+
+    sub.add_parser("broker", help="run a real broker for development (see: msgbus broker -h)")
+    sub.add_parser("bench", help="the broker comparison benchmark (see: msgbus bench -h)")
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the ``msgbus`` command with ``argv``; return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
+    if argv and argv[0] == "broker":
+        from msgbus.testing.brokers.cli import main as broker_main
+
+        return broker_main(argv[1:])
+    if argv and argv[0] == "bench":
+        from msgbus.bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "publish":
+            return _publish(args, stdin, stderr)
+        return _consume(args, stdout, stderr)
+    except MsgBusError as exc:
+        print(f"msgbus: error: {exc}", file=stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
