@@ -29,6 +29,7 @@ from msgbus.testing.brokers import (
     Kafka,
     RabbitMQ,
     Redis,
+    base,
     broker_from_env_or_start,
     pick_free_port,
 )
@@ -476,6 +477,33 @@ def test_broker_that_never_answers_times_out_with_log_and_no_orphan(tmp_path: Pa
     broker.close()
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(Redis, marks=pytest.mark.redis, id="redis"),
+        pytest.param(Kafka, marks=pytest.mark.kafka, id="kafka"),
+    ],
+)
+def test_port_taken_after_picking_is_retried_on_fresh_ports(
+    make: Callable[[], BrokerProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_pick = base.pick_free_port
+    with socket.socket() as thief:
+        thief.bind(("127.0.0.1", real_pick()))
+        thief.listen()
+        stolen = thief.getsockname()[1]
+        picks = iter([stolen])
+        monkeypatch.setattr(base, "pick_free_port", lambda: next(picks, None) or real_pick())
+        with make() as broker:
+            assert broker.port != stolen
+            roundtrip(broker)
+        # an explicitly given port that is taken is an error, not silently changed
+        broker = make(port=stolen)  # type: ignore[call-arg]
+        with pytest.raises(BrokerStartError):
+            broker.start()
+        broker.close()
+
+
 def test_external_broker_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MSGBUS_KAFKA_URL", "kafka://kafka.example:9092")
     monkeypatch.setenv("MSGBUS_RABBITMQ_URL", "amqp://app:s3cret@mq.example:5672/prod")
@@ -690,8 +718,8 @@ def test_two_brokers_of_a_kind_at_once(kind: str) -> None:
             assert not amqp_queue_exists(second.url, queue)
         elif kind == "kafka":
             topic = unique("only-on-first")
-            kafka_produce(first.bootstrap_servers, topic, b"x")
-            assert topic not in kafka_topics(second.bootstrap_servers)
+            kafka_produce(f"127.0.0.1:{first.port}", topic, b"x")
+            assert topic not in kafka_topics(f"127.0.0.1:{second.port}")
         first_groups, first_ports = first.pgids, first.ports
         first.close()
         assert_gone(first_groups, first_ports)

@@ -120,7 +120,7 @@ log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n
 def _read_frame(sock: socket.socket, buffer: bytearray) -> bytes:
     """Read one STOMP frame (up to its NUL), skipping heart-beat newlines."""
     while True:
-        while buffer[:1] in (b"\n", b"\r"):
+        while bytes(buffer[:1]) in (b"\n", b"\r"):
             del buffer[:1]
         end = buffer.find(b"\x00")
         if end >= 0:

@@ -553,6 +553,8 @@ class BrokerProcess:
         ``startup_timeout`` / ``stop_timeout``: seconds; None takes the broker's default."""
         self._port = port
         self._own_ports: list[int] = []
+        self._auto_ports: dict[str, int] = {}
+        self._ever_started = False
         self._given_data_dir = Path(data_dir) if data_dir is not None else None
         self._data_dir: Path | None = self._given_data_dir
         self.startup_timeout = (
@@ -624,14 +626,34 @@ class BrokerProcess:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> Self:
-        """Start the broker and wait for its handshake (see the class docstring)."""
+        """Start the broker and wait for its handshake (see the class docstring).
+
+        On the very first start, if the broker fails while a port picked automatically has
+        been taken by another process meanwhile (a race with a parallel test run), the start
+        is retried once on fresh ports.
+        """
         if self.is_running():
             return self
         self.check_installed()
-        if self._port is None:
-            self._port = pick_free_port()
-            self._own_ports.append(self._port)
-        self._assign_ports()
+        for attempt in (1, 2):
+            self._pick("_port")
+            self._assign_ports()
+            try:
+                self._start_once()
+            except BrokerStartError:
+                clashed = [p for p in self._auto_ports.values() if not port_is_free(p)]
+                if attempt == 2 or self._ever_started or not clashed:
+                    raise
+                for attr in self._auto_ports:
+                    setattr(self, attr, None)
+                self._auto_ports.clear()
+                continue
+            break
+        self._ever_started = True
+        self._auto_ports.clear()
+        return self
+
+    def _start_once(self) -> None:
         if self._data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix=f"msgbus-{self.kind}-"))
         self._data_dir.mkdir(parents=True, exist_ok=True)
@@ -653,7 +675,6 @@ class BrokerProcess:
             self._stop_all(self.stop_timeout)
             raise
         self.last_start_seconds = time.monotonic() - started
-        return self
 
     def stop(self) -> None:
         """Stop the broker and its helpers gracefully; keep the data folder. Idempotent."""
@@ -721,12 +742,13 @@ class BrokerProcess:
     def _assign_ports(self) -> None:
         """Pick any extra port not given (called by ``start()`` after the client port)."""
 
-    def _pick(self, port: int | None) -> int:
-        if port is not None:
-            return port
-        port = pick_free_port()
-        self._own_ports.append(port)
-        return port
+    def _pick(self, attribute: str) -> None:
+        """Give the port attribute ``attribute`` a free port unless it already has one."""
+        if getattr(self, attribute) is None:
+            port = pick_free_port()
+            setattr(self, attribute, port)
+            self._own_ports.append(port)
+            self._auto_ports[attribute] = port
 
     def _extra_ports(self) -> list[int]:
         return []
@@ -781,7 +803,7 @@ class BrokerProcess:
                 )
             remaining = deadline - time.monotonic()
             try:
-                return probe(max(0.5, min(5.0, remaining)))
+                return probe(max(0.5, min(2.0, remaining)))
             except (OSError, HandshakeError) as exc:
                 last_error = exc
             if time.monotonic() >= deadline:

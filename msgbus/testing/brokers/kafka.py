@@ -296,7 +296,7 @@ class Kafka(BrokerProcess):
 
     def _assign_ports(self) -> None:
         if self.persistent:
-            self.s3_port = self._pick(self.s3_port)
+            self._pick("s3_port")
 
     def _extra_ports(self) -> list[int]:
         return [self.s3_port] if self.persistent and self.s3_port is not None else []

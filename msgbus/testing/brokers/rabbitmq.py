@@ -319,8 +319,8 @@ class RabbitMQ(BrokerProcess):
         return Path(found) if found else None
 
     def _assign_ports(self) -> None:
-        self.dist_port = self._pick(self.dist_port)
-        self.epmd_port = self._pick(self.epmd_port)
+        self._pick("dist_port")
+        self._pick("epmd_port")
 
     def _extra_ports(self) -> list[int]:
         return [p for p in (self.dist_port, self.epmd_port) if p is not None]
