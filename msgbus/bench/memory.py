@@ -78,27 +78,27 @@ def _kombu_connection(polling_interval: float) -> Any:
     return Connection("memory://", transport_options={"polling_interval": polling_interval})
 
 
-def kombu_throughput(messages: int) -> float:
-    """The same work through kombu's memory transport (publish, consume, ack; 0 ms polling)."""
+def _kombu_queue(prefix: str) -> tuple[Any, Any, str]:
+    """A fresh direct exchange and queue bound by the queue's name."""
     from kombu import Exchange, Queue
 
-    name = f"bench-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     exchange = Exchange(name, type="direct")
-    queue = Queue(name, exchange, routing_key=name)
-    done = threading.Event()
-    ready = threading.Event()
-    count = 0
+    return exchange, Queue(name, exchange, routing_key=name), name
 
-    def on_message(body: Any, message: Any) -> None:
-        nonlocal count
-        message.ack()
-        count += 1
-        if count == messages:
-            done.set()
+
+def _start_kombu_consumer(
+    queue: Any,
+    on_message: Callable[[Any, Any], None],
+    polling_interval: float,
+    done: threading.Event,
+) -> threading.Thread:
+    """Consume ``queue`` on a thread until ``done``; return once the consumer is attached."""
+    ready = threading.Event()
 
     def consume() -> None:
         with (
-            _kombu_connection(0.0) as conn,
+            _kombu_connection(polling_interval) as conn,
             conn.Consumer(queue, callbacks=[on_message], accept=["json"]),
         ):
             ready.set()
@@ -109,6 +109,23 @@ def kombu_throughput(messages: int) -> float:
     thread = threading.Thread(target=consume, daemon=True)
     thread.start()
     ready.wait(10)
+    return thread
+
+
+def kombu_throughput(messages: int) -> float:
+    """The same work through kombu's memory transport (publish, consume, ack; 0 ms polling)."""
+    exchange, queue, name = _kombu_queue("bench")
+    done = threading.Event()
+    count = 0
+
+    def on_message(body: Any, message: Any) -> None:
+        nonlocal count
+        message.ack()
+        count += 1
+        if count == messages:
+            done.set()
+
+    thread = _start_kombu_consumer(queue, on_message, 0.0, done)
     payload = _payload()
     with _kombu_connection(0.0) as conn:
         producer = conn.Producer(serializer="json")
@@ -155,14 +172,9 @@ def msgbus_latency(rate: float, messages: int) -> list[float]:
 
 def kombu_latency(rate: float, messages: int, polling_interval: float) -> list[float]:
     """The same through kombu's memory transport with the given polling interval."""
-    from kombu import Exchange, Queue
-
-    name = f"lat-{uuid.uuid4().hex[:8]}"
-    exchange = Exchange(name, type="direct")
-    queue = Queue(name, exchange, routing_key=name)
+    exchange, queue, name = _kombu_queue("lat")
     latencies: list[float] = []
     done = threading.Event()
-    ready = threading.Event()
 
     def on_message(body: Any, message: Any) -> None:
         latencies.append((time.monotonic_ns() - body["sent_ns"]) / 1e6)
@@ -170,19 +182,7 @@ def kombu_latency(rate: float, messages: int, polling_interval: float) -> list[f
         if len(latencies) == messages:
             done.set()
 
-    def consume() -> None:
-        with (
-            _kombu_connection(polling_interval) as conn,
-            conn.Consumer(queue, callbacks=[on_message], accept=["json"]),
-        ):
-            ready.set()
-            while not done.is_set():
-                with contextlib.suppress(TimeoutError):
-                    conn.drain_events(timeout=0.5)
-
-    thread = threading.Thread(target=consume, daemon=True)
-    thread.start()
-    ready.wait(10)
+    thread = _start_kombu_consumer(queue, on_message, polling_interval, done)
     with _kombu_connection(polling_interval) as conn:
         producer = conn.Producer(serializer="json")
         _paced(
