@@ -219,34 +219,40 @@ class Consumer:
 
     def _work_loop(self) -> None:
         cond = self._cond
+        done: _Work | None = None
+        retry_in: float | None = None
         while True:
             with cond:
+                if done is not None:
+                    self._finish(done, retry_in)
                 work = self._next_work()
             if work is None:
                 return
             retry_in = self._process(work)
-            with cond:
-                self._running -= 1
-                key = work.lane
-                if retry_in is not None:
-                    due = time.monotonic() + retry_in
-                    heapq.heappush(
-                        self._delayed, (due, next(self._seq), work if key is None else key)
-                    )
-                    cond.notify_all()
-                    continue
-                was_full = self._buffered >= self._limit
-                self._buffered -= 1
-                if key is not None:
-                    queue = self._lanes[key]
-                    queue.popleft()
-                    if queue:
-                        self._ready.append(key)
-                        cond.notify()
-                    else:
-                        del self._lanes[key]
-                if was_full or self._running == 0:
-                    cond.notify_all()  # a fetch may go on now; drain may be waiting
+            done = work
+
+    def _finish(self, work: _Work, retry_in: float | None) -> None:
+        """Under the lock: book a processed work as settled, or schedule its retry."""
+        cond = self._cond
+        self._running -= 1
+        key = work.lane
+        if retry_in is not None:
+            due = time.monotonic() + retry_in
+            heapq.heappush(self._delayed, (due, next(self._seq), work if key is None else key))
+            cond.notify_all()
+            return
+        was_full = self._buffered >= self._limit
+        self._buffered -= 1
+        if key is not None:
+            queue = self._lanes[key]
+            queue.popleft()
+            if queue:
+                self._ready.append(key)
+                cond.notify()
+            else:
+                del self._lanes[key]
+        if was_full or self._running == 0:
+            cond.notify_all()  # a fetch may go on now; drain may be waiting
 
     def _process(self, work: _Work) -> float | None:
         """Handle one attempt; return the delay before the next try, or None when settled."""
