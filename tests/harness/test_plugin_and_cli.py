@@ -8,6 +8,7 @@ import select
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -35,10 +36,19 @@ def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
         time.sleep(0.05)
 
 
+def plugin_installed() -> bool:
+    """True when msgbus is installed with its ``pytest11`` entry point (as tox and pip -e do)."""
+    return "msgbus" in {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}
+
+
 def child_env(**changes: str | None) -> dict[str, str]:
-    """This environment without CI/MSGBUS_* broker URLs, plus ``changes`` (None deletes)."""
+    """This environment without CI/MSGBUS_* broker URLs, plus ``changes`` (None deletes).
+
+    When msgbus is not installed, the repository goes on PYTHONPATH so children import it.
+    """
     env = {k: v for k, v in os.environ.items() if k != "CI" and not k.startswith("MSGBUS_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if not plugin_installed():
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     for key, value in changes.items():
         if value is None:
             env.pop(key, None)
@@ -49,8 +59,7 @@ def child_env(**changes: str | None) -> dict[str, str]:
 
 def plugin_args() -> list[str]:
     """``-p msgbus.testing.pytest_plugin`` unless the pytest11 entry point already loads it."""
-    names = {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}
-    return [] if "msgbus" in names else ["-p", "msgbus.testing.pytest_plugin"]
+    return [] if plugin_installed() else ["-p", "msgbus.testing.pytest_plugin"]
 
 
 def run_pytest(
@@ -115,7 +124,7 @@ def spawn(argv: list[str], **env: str | None) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         bufsize=0,
-        cwd=REPO,
+        cwd=tempfile.gettempdir(),  # not the repo: import msgbus as installed
     )
 
 
@@ -360,6 +369,7 @@ def test_cli_rejects_an_unknown_broker() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "msgbus.testing.brokers", "start", "mqtt"],
         env=child_env(),
+        cwd=tempfile.gettempdir(),
         capture_output=True,
         text=True,
         timeout=60,

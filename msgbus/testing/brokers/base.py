@@ -8,7 +8,7 @@ with its own data folder. This module holds what all of them share:
   start-up errors that carry the tail of the broker's logs;
 * :class:`ExternalBroker`, a stand-in for a broker given by URL that this process does not own;
 * free-port picking below the ephemeral range (see :func:`pick_free_port`);
-* a process registry that makes orphans impossible in practice: every child runs in its own
+* a process registry that guards against orphans: every child runs in its own
   process group (``start_new_session=True``); the groups are terminated at interpreter exit
   (``atexit``, which also covers Ctrl-C), on SIGTERM/SIGHUP (when nobody else handles those),
   and, should this process die by SIGKILL, by a tiny watchdog process that notices its pipe
@@ -47,11 +47,16 @@ __all__ = [
     "ExternalBroker",
     "ExternalBrokerError",
     "HandshakeError",
+    "ManagedProcess",
     "ProcessSpec",
+    "ci_requested",
     "group_members",
     "pick_free_port",
     "port_is_free",
     "recv_exactly",
+    "release_port",
+    "running_processes",
+    "tail_lines",
 ]
 
 HOST = "127.0.0.1"
@@ -469,7 +474,10 @@ class ManagedProcess:
         self._finish()
 
     def _finish(self) -> None:
-        _signal_group(self.pgid, signal.SIGKILL)
+        # Once the leader is reaped and no member is left, the pgid number may be reused by
+        # an unrelated group: signal it only while it is certainly still ours.
+        if self.popen.poll() is None or group_members(self.pgid):
+            _signal_group(self.pgid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(10)
         _wait_group_gone(self.pgid, 10)
