@@ -28,7 +28,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from msgbus.backend import Backend, Delivery, Features, ResolvedFuture, Subscription, parse_options
+from msgbus.envelope import new_message_id
 from msgbus.errors import BusClosed, ConfigurationError, MessageTooLarge
+from msgbus.message import MESSAGE_ID
 from msgbus.url import BusURL
 
 __all__ = ["MemoryBackend", "MemoryBroker", "MemoryOptions"]
@@ -221,7 +223,6 @@ class _MemorySubscription(Subscription):
                 finally:
                     group.waiting -= 1
         settle = self._settle
-        prefix = self._broker.name + ":"
         return [
             Delivery(
                 stored.topic,
@@ -230,7 +231,6 @@ class _MemorySubscription(Subscription):
                 stored.key,
                 settle,
                 redelivered=redelivered,
-                native_id=prefix + str(stored.seq),
                 token=stored,
             )
             for stored, redelivered in taken
@@ -281,6 +281,7 @@ class MemoryBackend(Backend):
     def __init__(self, broker: MemoryBroker, options: MemoryOptions) -> None:
         self.broker = broker
         self.options = options
+        self._max_bytes = options.max_message_bytes
         self._subscriptions: set[_MemorySubscription] = set()
         self._closed = False
 
@@ -302,12 +303,14 @@ class MemoryBackend(Backend):
     ) -> Future[None]:
         if self._closed:
             raise BusClosed("the memory backend is closed")
-        if len(body) > self.options.max_message_bytes:
+        if len(body) > self._max_bytes:
             raise MessageTooLarge(
-                f"message of {len(body)} bytes exceeds max_message_bytes="
-                f"{self.options.max_message_bytes}"
+                f"message of {len(body)} bytes exceeds max_message_bytes={self._max_bytes}"
             )
-        self.broker.publish(topic, body, key, dict(headers))
+        stored_headers = dict(headers)
+        if MESSAGE_ID not in stored_headers:  # like a broker-assigned id, for raw publishers
+            stored_headers[MESSAGE_ID] = new_message_id()
+        self.broker.publish(topic, body, key, stored_headers)
         return _RESOLVED
 
     def flush(self, timeout: float | None = None) -> None:

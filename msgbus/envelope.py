@@ -45,10 +45,11 @@ class _IdSource:
         self.counter = itertools.count(int.from_bytes(os.urandom(4), "big") << 16)
 
     def next(self) -> str:
-        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFFFFFF:016x}"
+        return f"{self.prefix}{next(self.counter):016x}"  # 2**48 start: 16 digits for ages
 
 
 _ids = _IdSource()
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 _valid_topics: set[str] = set()
 
 
@@ -95,7 +96,7 @@ def encode(
     chosen: Codec
     if codec is not None:
         chosen = get_codec(codec)
-    elif isinstance(payload, bytes | bytearray | memoryview):
+    elif isinstance(payload, _BYTES_LIKE):
         chosen = BYTES
     else:
         chosen = JSON
