@@ -37,6 +37,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import ClassVar, Self, TypeVar
 
+from msgbus.errors import MsgBusError
+
 __all__ = [
     "HOST",
     "PORT_RANGE",
@@ -73,7 +75,7 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- errors
 
 
-class BrokerHarnessError(RuntimeError):
+class BrokerHarnessError(MsgBusError, RuntimeError):
     """Root of the errors raised by the broker launchers."""
 
 
