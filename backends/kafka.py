@@ -319,8 +319,6 @@ class KafkaBackend(Backend):
         self._probe: KafkaConsumer | None = None
         self._probe_lock = threading.Lock()
         self._subscriptions: set[_KafkaSubscription] = set()
-        self._pending = 0
-        self._pending_cond = threading.Condition()
         self._max_body = options.max_message_bytes
 
     # ------------------------------------------------------------------ construction
@@ -506,37 +504,28 @@ class KafkaBackend(Backend):
         if topic not in self._known_topics:
             self.ensure_topic(topic)
         wire = [(name, value.encode()) for name, value in headers.items()]
+        timestamp_ms = None
+        stamp = headers.get(TIMESTAMP)
+        if stamp is not None and stamp.isdigit():
+            # the publish time travels as the record's own timestamp, not as a header
+            timestamp_ms = int(stamp)
+            wire = [item for item in wire if item[0] != TIMESTAMP]
         try:
             sent = self._producer.send(
                 topic,
                 value=body,
                 key=key.encode() if key is not None else None,
                 headers=wire,
+                timestamp_ms=timestamp_ms,
             )
         except kerr.IllegalStateError:
             raise BusClosed("the Kafka backend is closed") from None
         except Exception as exc:
             raise translate_error(exc, f"publishing to Kafka topic {topic!r}") from exc
         future: Future[None] = Future()
-        with self._pending_cond:
-            self._pending += 1
-        sent.add_callback(self._on_sent, future)
-        sent.add_errback(self._on_failed, future, topic)
+        sent.add_callback(_resolve, future)
+        sent.add_errback(_reject, future, topic)
         return future
-
-    def _done(self) -> None:
-        with self._pending_cond:
-            self._pending -= 1
-            if self._pending == 0:
-                self._pending_cond.notify_all()
-
-    def _on_sent(self, future: Future[None], metadata: Any) -> None:
-        future.set_result(None)
-        self._done()
-
-    def _on_failed(self, future: Future[None], topic: str, exc: BaseException) -> None:
-        future.set_exception(translate_error(exc, f"publishing to Kafka topic {topic!r}"))
-        self._done()
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every publish so far has resolved; ``TimeoutError`` if not in time."""
@@ -545,17 +534,12 @@ class KafkaBackend(Backend):
         self._flush(timeout)
 
     def _flush(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        # kafka-python runs every record's callbacks before it marks the batch complete,
+        # so once flush returns every future handed out by publish is resolved
         try:
             self._producer.flush(timeout=timeout)
         except kerr.KafkaTimeoutError as exc:
             raise TimeoutError(f"Kafka publishes not confirmed within {timeout}s") from exc
-        with self._pending_cond:
-            while self._pending:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"Kafka publishes not confirmed within {timeout}s")
-                self._pending_cond.wait(remaining)
 
     # ------------------------------------------------------------------ subscribing
 
@@ -642,6 +626,16 @@ class KafkaBackend(Backend):
             if self._admin is not None:
                 _quietly_close(self._admin)
                 self._admin = None
+
+
+def _resolve(future: Future[None], metadata: Any) -> None:
+    """Producer callback (sender thread): the broker acknowledged the record."""
+    future.set_result(None)
+
+
+def _reject(future: Future[None], topic: str, exc: BaseException) -> None:
+    """Producer errback (sender thread): the record was refused or not acknowledged in time."""
+    future.set_exception(translate_error(exc, f"publishing to Kafka topic {topic!r}"))
 
 
 def _quietly_close(client: Any) -> None:
@@ -742,7 +736,9 @@ class _KafkaSubscription(Subscription):
         self._prefetch = prefetch
         self._earliest = from_beginning or backend.options.auto_offset_reset == "earliest"
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)  # deliveries arrived, ready, closed
+        self._space = threading.Condition(self._lock)  # for the consumer thread: room, close
+        self._space_waiting = False
         self._buffer: deque[Delivery] = deque()
         self._states: dict[TopicPartition, _PartitionState] = {}
         self._dirty: set[_PartitionState] = set()
@@ -845,8 +841,8 @@ class _KafkaSubscription(Subscription):
                     failures += 1
                     delay = min(2.0, 0.05 * 2**failures)
                     log.warning("%r: %s; retrying in %.2fs", self, error, delay)
-                    with self._cond:
-                        self._cond.wait_for(lambda: self._stopping, delay)
+                    with self._space:
+                        self._space.wait_for(lambda: self._stopping, delay)
         finally:
             self._shutdown(consumer)
 
@@ -857,8 +853,9 @@ class _KafkaSubscription(Subscription):
             if not self._flow_paused:
                 self._flow_paused = True
                 consumer.pause(*consumer.assignment())
-            with self._cond:
-                self._cond.wait_for(
+            with self._space:
+                self._space_waiting = True
+                self._space.wait_for(
                     lambda: (
                         self._stopping
                         or len(self._buffer) + self._inflight < self._prefetch
@@ -866,6 +863,7 @@ class _KafkaSubscription(Subscription):
                     ),
                     _POLL_MS / 1000,
                 )
+                self._space_waiting = False
             consumer.poll(timeout_ms=0)  # keeps group membership and rebalances going
             return
         if self._flow_paused:
@@ -1090,28 +1088,29 @@ class _KafkaSubscription(Subscription):
 
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         state, offset = delivery.token
-        with self._cond:
-            if self._closed or state.dead:
-                return
+        with self._lock:
+            if state.dead or self._closed:
+                return  # revoked or closed: the partition's next owner delivers it again
             state.inflight -= 1
             self._inflight -= 1
-            if not ack and requeue:
-                again = Delivery(
-                    delivery.topic,
-                    delivery.body,
-                    delivery.headers,
-                    delivery.key,
-                    self._settle,
-                    redelivered=True,
-                    native_id=delivery.native_id,
-                    token=delivery.token,
-                )
-                self._buffer.appendleft(again)
-            else:
+            if ack or not requeue:
                 state.settle(offset)
-                if state.needs_commit():
-                    self._dirty.add(state)
-            self._cond.notify_all()
+                self._dirty.add(state)
+                if self._space_waiting:
+                    self._space.notify()
+                return
+            again = Delivery(
+                delivery.topic,
+                delivery.body,
+                delivery.headers,
+                delivery.key,
+                self._settle,
+                redelivered=True,
+                native_id=delivery.native_id,
+                token=delivery.token,
+            )
+            self._buffer.appendleft(again)  # handed out again first, marked redelivered
+            self._cond.notify()
 
     # ------------------------------------------------------------------ closing
 
@@ -1130,6 +1129,7 @@ class _KafkaSubscription(Subscription):
                 delivery._settle = None
             self._buffer.clear()
             self._cond.notify_all()
+            self._space.notify_all()
         thread = self._thread
         if thread is None:
             consumer = self._consumer

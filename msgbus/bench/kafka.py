@@ -1,0 +1,404 @@
+"""Kafka benchmark: msgbus on Kafka next to plain kafka-python, in one run on one broker.
+
+``python -m msgbus.bench.kafka [--url kafka://HOST:PORT] [--messages N] [--repeats R]
+[--rate 1000] [--seconds 10]``
+
+Without ``--url`` (or ``$MSGBUS_KAFKA_URL``) it starts the harness's tansu (Kafka wire
+protocol, in-memory storage) and says so: figures measured on tansu are not Apache Kafka's.
+
+Measured with ~200-byte JSON payloads on a topic of 3 partitions, each run on a fresh topic:
+
+- produce: N messages as fast as possible with ``acks=all``, until the last is acknowledged;
+  raw = ``KafkaProducer.send(json.dumps(...))`` + ``flush``, msgbus = ``bus.publish`` +
+  ``bus.flush``. For reference, raw again with the record headers msgbus adds (its metadata:
+  content type and message id), which kafka-python encodes in pure Python.
+- consume: N messages published beforehand by msgbus (so both readers see the same records,
+  headers included), each JSON-decoded; the clock runs from the first message handled to
+  the last. raw = ``KafkaConsumer.poll`` with a commit (async) per poll batch, msgbus = a
+  subscriber (one worker) acknowledging each message.
+- end-to-end latency at a fixed rate (open loop): each payload carries its intended send
+  time; latency = handling time minus intended time, so a stalled sender shows as latency.
+
+Throughputs are the median of ``--repeats`` alternating runs. Targets (issue 5): msgbus at
+least 0.9x raw on both throughputs, p99 latency no worse than raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+import msgbus
+
+__all__ = [
+    "main",
+    "msgbus_consume",
+    "msgbus_latency",
+    "msgbus_produce",
+    "raw_consume",
+    "raw_latency",
+    "raw_produce",
+    "raw_produce_with_headers",
+]
+
+PARTITIONS = 3
+PAYLOAD = {
+    "type": "account.created",
+    "version": 1,
+    "event_id": "6f1c0a7e2b9d4f3a8c5e1d0b7a6f4e2c",
+    "account_id": 1234567,
+    "owner": "Ana Example",
+    "email": "ana.example@example.com",
+    "created_at": "2026-11-26T18:00:00.000000+00:00",
+}
+"""About 200 bytes as JSON (with the ``sent_ns`` field the latency runs add)."""
+
+OPTIONS: dict[str, Any] = {}
+"""Keyword options for ``msgbus.connect`` (the backend defaults; filled by ``main``)."""
+
+
+def _payload(sent_ns: int = 0) -> dict[str, Any]:
+    return {**PAYLOAD, "sent_ns": sent_ns}
+
+
+def _bootstrap(url: str) -> str:
+    return url.split("://", 1)[1].split("?", 1)[0]
+
+
+def _new_topic(url: str) -> str:
+    """Create a fresh 3-partition topic and return its name."""
+    name = f"bench.{uuid.uuid4().hex[:10]}"
+    admin = KafkaAdminClient(bootstrap_servers=_bootstrap(url))
+    try:
+        admin.create_topics([NewTopic(name, PARTITIONS, 1)])
+    finally:
+        admin.close()
+    return name
+
+
+# --------------------------------------------------------------------------- produce
+
+
+def raw_produce(url: str, messages: int) -> float:
+    """Messages/s of plain kafka-python sending ``messages`` JSON records with acks=all."""
+    topic = _new_topic(url)
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=65536)
+    try:
+        producer.send(topic, b"{}").get(30)  # metadata and connection are warm
+        payload = _payload()
+        started = time.perf_counter()
+        for _ in range(messages):
+            producer.send(topic, json.dumps(payload).encode())
+        producer.flush(120)
+        return messages / (time.perf_counter() - started)
+    finally:
+        producer.close()
+
+
+def raw_produce_with_headers(url: str, messages: int) -> float:
+    """Like :func:`raw_produce`, but each record carries the headers msgbus sends
+    (``content-type``, a 32-hex-digit ``msgbus-id``) and an explicit timestamp: the same
+    bytes on the wire as msgbus, to show what the record headers cost in kafka-python."""
+    topic = _new_topic(url)
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=65536)
+    try:
+        producer.send(topic, b"{}").get(30)
+        payload = _payload()
+        started = time.perf_counter()
+        for _ in range(messages):
+            headers = [("content-type", b"application/json"), ("msgbus-id", _hex_id())]
+            stamp = time.time_ns() // 1_000_000
+            producer.send(topic, json.dumps(payload).encode(), headers=headers, timestamp_ms=stamp)
+        producer.flush(120)
+        return messages / (time.perf_counter() - started)
+    finally:
+        producer.close()
+
+
+def _hex_id() -> bytes:
+    return os.urandom(16).hex().encode()
+
+
+def msgbus_produce(url: str, messages: int) -> float:
+    """Messages/s of ``bus.publish`` for ``messages`` JSON payloads, until all confirmed."""
+    topic = _new_topic(url)
+    bus = msgbus.connect(url, **OPTIONS)
+    try:
+        bus.publish(topic, {}).result(30)
+        payload = _payload()
+        started = time.perf_counter()
+        for _ in range(messages):
+            bus.publish(topic, payload)
+        bus.flush(120)
+        return messages / (time.perf_counter() - started)
+    finally:
+        bus.close()
+
+
+# --------------------------------------------------------------------------- consume
+
+
+def _filled_topic(url: str, messages: int) -> str:
+    """A fresh topic holding ``messages`` msgbus-published JSON messages."""
+    topic = _new_topic(url)
+    bus = msgbus.connect(url, **OPTIONS)
+    try:
+        payload = _payload()
+        for _ in range(messages):
+            bus.publish(topic, payload)
+        bus.flush(120)
+    finally:
+        bus.close()
+    return topic
+
+
+def raw_consume(url: str, messages: int) -> float:
+    """Messages/s of a plain ``KafkaConsumer`` group member (JSON decode, commit per poll)."""
+    topic = _filled_topic(url, messages)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=_bootstrap(url),
+        group_id=f"raw-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    try:
+        count = 0
+        first = last = 0.0
+        deadline = time.monotonic() + 120
+        while count < messages and time.monotonic() < deadline:
+            batches = consumer.poll(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    json.loads(record.value)
+                    count += 1
+                    if count == 1:
+                        first = time.perf_counter()
+            if batches:
+                consumer.commit_async()
+                last = time.perf_counter()
+        if count < messages:
+            raise RuntimeError(f"raw consumer got {count} of {messages} messages")
+        return (messages - 1) / (last - first)
+    finally:
+        consumer.close(autocommit=False)
+
+
+def msgbus_consume(url: str, messages: int) -> float:
+    """Messages/s of a msgbus subscriber handling ``messages`` JSON messages."""
+    topic = _filled_topic(url, messages)
+    bus = msgbus.connect(url, **OPTIONS)
+    done = threading.Event()
+    count = 0
+    first = last = 0.0
+
+    def handle(msg: msgbus.Message) -> None:
+        nonlocal count, first, last
+        count += 1
+        if count == 1:
+            first = time.perf_counter()
+        if count == messages:
+            last = time.perf_counter()
+            done.set()
+
+    try:
+        bus.subscribe(topic, handle, group=f"bus-{uuid.uuid4().hex[:8]}", from_beginning=True)
+        bus.start()
+        if not done.wait(120):
+            raise RuntimeError(f"msgbus handled {count} of {messages} messages")
+        return (messages - 1) / (last - first)
+    finally:
+        bus.close()
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def _paced(rate: float, count: int, send: Callable[[int], None]) -> None:
+    """Call ``send(intended_ns)`` ``count`` times at ``rate`` per second (open loop)."""
+    interval = 1e9 / rate
+    start = time.monotonic_ns()
+    for i in range(count):
+        intended = start + int(i * interval)
+        delay = intended - time.monotonic_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+        send(intended)
+
+
+def raw_latency(url: str, rate: float, seconds: float) -> list[float]:
+    """End-to-end latencies (ms) of plain kafka-python at ``rate`` msg/s."""
+    topic = _new_topic(url)
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    consumer = KafkaConsumer(
+        bootstrap_servers=_bootstrap(url),
+        group_id=f"raw-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    for p in range(PARTITIONS):
+        consumer.seek(TopicPartition(topic, p), 0)  # a fresh topic: its start is its end
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=65536)
+    stop = threading.Event()
+
+    def consume() -> None:
+        while not stop.is_set() and len(latencies) < count:
+            batches = consumer.poll(timeout_ms=100)
+            for records in batches.values():
+                for record in records:
+                    sent = json.loads(record.value)["sent_ns"]
+                    latencies.append((time.monotonic_ns() - sent) / 1e6)
+            if batches:
+                consumer.commit_async()
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    try:
+        producer.send(topic, json.dumps(_payload(time.monotonic_ns())).encode()).get(30)
+        latencies.clear()  # the warm-up message
+        _paced(
+            rate,
+            count,
+            lambda intended: producer.send(topic, json.dumps(_payload(intended)).encode()),
+        )
+        producer.flush(60)
+        thread.join(60)
+    finally:
+        stop.set()
+        thread.join(10)
+        producer.close()
+        consumer.close(autocommit=False)
+    return latencies
+
+
+def msgbus_latency(url: str, rate: float, seconds: float) -> list[float]:
+    """End-to-end latencies (ms) of msgbus publish → handler at ``rate`` msg/s."""
+    topic = _new_topic(url)
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    done = threading.Event()
+    warm = threading.Event()
+
+    def handle(msg: msgbus.Message) -> None:
+        if not warm.is_set():
+            warm.set()
+            return
+        latencies.append((time.monotonic_ns() - msg.payload["sent_ns"]) / 1e6)
+        if len(latencies) >= count:
+            done.set()
+
+    bus = msgbus.connect(url, **OPTIONS)
+    try:
+        bus.subscribe(topic, handle, group=f"bus-{uuid.uuid4().hex[:8]}")
+        bus.start()
+        bus.publish(topic, _payload(time.monotonic_ns())).result(30)
+        if not warm.wait(30):
+            raise RuntimeError("msgbus subscriber never got the warm-up message")
+        _paced(rate, count, lambda intended: bus.publish(topic, _payload(intended)))
+        bus.flush(60)
+        done.wait(60)
+    finally:
+        bus.close()
+    return latencies
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def _median(runs: list[float]) -> str:
+    return f"{statistics.median(runs):>9,.0f} msg/s ({min(runs):,.0f}-{max(runs):,.0f})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every measurement once against one broker and print figures and ratios."""
+    parser = argparse.ArgumentParser(prog="python -m msgbus.bench.kafka", description=__doc__)
+    parser.add_argument("--url", default=os.environ.get("MSGBUS_KAFKA_URL"))
+    parser.add_argument("--messages", type=int, default=30000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args(argv)
+
+    broker = None
+    url = args.url
+    if url is None:
+        from msgbus.testing.brokers.kafka import Kafka
+
+        broker = Kafka().start()
+        url = broker.url
+        description = broker.description
+    else:
+        description = f"the broker at {url} (given by URL; check which product it is)"
+    try:
+        print(f"broker: {description}")
+        print(
+            f"{args.messages:,} messages of ~200 bytes JSON, acks=all, {PARTITIONS} partitions, "
+            f"{args.repeats} alternating runs (median, min-max)\n"
+        )
+        results: dict[str, list[float]] = {k: [] for k in ("rp", "rh", "mp", "rc", "mc")}
+        for _ in range(args.repeats):
+            results["rp"].append(raw_produce(url, args.messages))
+            results["rh"].append(raw_produce_with_headers(url, args.messages))
+            results["mp"].append(msgbus_produce(url, args.messages))
+            results["rc"].append(raw_consume(url, args.messages))
+            results["mc"].append(msgbus_consume(url, args.messages))
+        raw_lat = raw_latency(url, args.rate, args.seconds)
+        bus_lat = msgbus_latency(url, args.rate, args.seconds)
+    finally:
+        if broker is not None:
+            broker.close()
+
+    produce_ratio = statistics.median(results["mp"]) / statistics.median(results["rp"])
+    consume_ratio = statistics.median(results["mc"]) / statistics.median(results["rc"])
+    rp50, rp99 = _percentile(raw_lat, 0.50), _percentile(raw_lat, 0.99)
+    mp50, mp99 = _percentile(bus_lat, 0.50), _percentile(bus_lat, 0.99)
+    ok = {True: "ok", False: "MISSED"}
+    rows = (
+        ("produce  raw kafka-python", "rp"),
+        ("produce  raw + same headers", "rh"),
+        ("produce  msgbus", "mp"),
+        ("consume  raw kafka-python", "rc"),
+        ("consume  msgbus", "mc"),
+    )
+    for label, key in rows:
+        print(f"{label:28s} {_median(results[key])}")
+    print(
+        f"latency at {args.rate:,.0f} msg/s for {args.seconds:g}s: raw p50 {rp50:.2f} ms, "
+        f"p99 {rp99:.2f} ms ({len(raw_lat):,} samples); msgbus p50 {mp50:.2f} ms, "
+        f"p99 {mp99:.2f} ms ({len(bus_lat):,} samples)\n"
+    )
+    print(
+        f"produce ratio msgbus/raw {produce_ratio:.2f} (target >= 0.90: {ok[produce_ratio >= 0.9]})"
+    )
+    print(
+        f"consume ratio msgbus/raw {consume_ratio:.2f} (target >= 0.90: {ok[consume_ratio >= 0.9]})"
+    )
+    headers_ratio = statistics.median(results["mp"]) / statistics.median(results["rh"])
+    print(f"produce ratio msgbus/(raw + same headers) {headers_ratio:.2f} (reference)")
+    print(f"p99 msgbus/raw {mp99 / rp99:.2f} (target <= 1.00: {ok[mp99 <= rp99]})")
+
+
+if __name__ == "__main__":
+    main()
