@@ -9,7 +9,11 @@ Features
       A group's queue is created by its first subscription (readiness: the SUBSCRIBE carries a
       receipt, and ActiveMQ answers it once the queue exists and is attached to the virtual
       topic), so a new group starts at the end of the topic; afterwards the queue keeps
-      collecting messages while no member is connected.
+      collecting messages while no member is connected. ActiveMQ journals a queue only with
+      its first message and forgets an empty one when it crashes, so each group subscription
+      also sends one empty marker message (header ``msgbus-marker``) to its queue, which
+      members acknowledge at once and never hand out; plain STOMP consumers of a group
+      queue see these markers.
     - Durable publish: every SEND carries ``persistent:true`` and a ``receipt``; receipts are
       pipelined (up to ``max_in_flight`` outstanding) and each future is resolved by its own
       RECEIPT, which ActiveMQ sends once the message is in KahaDB (and in every group queue).
@@ -49,7 +53,9 @@ Features
       with heart-beating. Hosts of the URL are tried in turn. A lost connection is
       re-established in the background (backoff up to 2 s, forever until closed);
       subscriptions re-subscribe and unconfirmed publishes are sent again (so a message may
-      be stored twice: delivery is at least once). After ``reconnect_timeout`` seconds without
+      be stored twice: delivery is at least once); a publish still unconfirmed after three
+      reconnections fails with ``PublishError`` instead of looping (a message the broker
+      drops the connection for). After ``reconnect_timeout`` seconds without
       a connection, pending and new publishes fail with :class:`~msgbus.BrokerUnavailable` and
       ``receive`` raises it, until the broker is back.
     - Thread safety: ``publish``/``flush`` from any thread; ``ack``/``nack`` of deliveries
@@ -88,7 +94,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -117,6 +123,10 @@ DEFAULT_SSL_PORT = 61612
 TOPIC_PREFIX = "VirtualTopic."
 KEY_HEADER = "msgbus-key"
 RENAMED_PREFIX = "msgbus-h-"
+MARKER_HEADER = "msgbus-marker"
+"""Header of the empty message each group subscription sends to its own queue (see on_up)."""
+MAX_RESENDS = 3
+"""A publish still unconfirmed after this many reconnections fails instead of being resent."""
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 # Header names STOMP or ActiveMQ interpret on SEND or set on MESSAGE; user headers with these
@@ -617,7 +627,7 @@ def _force_close(conn: stomp.Connection12) -> None:
 
 
 class _Pending:
-    __slots__ = ("body", "destination", "future", "headers")
+    __slots__ = ("body", "destination", "future", "headers", "resends")
 
     def __init__(
         self, future: Future[None], destination: str, body: bytes, headers: dict[str, str]
@@ -626,6 +636,7 @@ class _Pending:
         self.destination = destination
         self.body = body
         self.headers = headers
+        self.resends = 0
 
 
 class _Publisher(_Owner):
@@ -645,16 +656,33 @@ class _Publisher(_Owner):
 
     def on_up(self, conn: stomp.Connection12, generation: int) -> None:
         with self._send_lock:
+            poison: list[_Pending] = []
             with self._lock:
                 backlog = list(self.pending.items())
-            for receipt, entry in backlog:
-                conn.send(
-                    entry.destination,
-                    entry.body,
-                    headers={**entry.headers, "receipt": receipt},
+                for receipt, entry in backlog:
+                    entry.resends += 1
+                    if entry.resends > MAX_RESENDS:
+                        # the broker dropped the connection every time it got this message
+                        del self.pending[receipt]
+                        poison.append(entry)
+            for entry in poison:
+                entry.future.set_exception(
+                    PublishError(
+                        f"the connection to ActiveMQ was lost {MAX_RESENDS} times while this "
+                        "message was unconfirmed; it is not sent again"
+                    )
                 )
-            if backlog:
-                log.warning("ActiveMQ: sent %d unconfirmed message(s) again", len(backlog))
+            resent = 0
+            for receipt, entry in backlog:
+                if entry.resends <= MAX_RESENDS:
+                    conn.send(
+                        entry.destination,
+                        entry.body,
+                        headers={**entry.headers, "receipt": receipt},
+                    )
+                    resent += 1
+            if resent:
+                log.warning("ActiveMQ: sent %d unconfirmed message(s) again", resent)
             self._conn = conn
 
     def on_down(self, generation: int) -> None:
@@ -770,29 +798,51 @@ class _ActiveMQSubscription(Subscription, _Owner):
     # ---------------------------------------------------------------- link callbacks
 
     def on_up(self, conn: stomp.Connection12, generation: int) -> None:
-        receipt = f"sub-{self._id}-{generation}"
-        event = threading.Event()
-        errors: list[str] = []
-        self._waiting_receipt = (receipt, event, errors)
         with self._lock:
             self._generation = generation
             self._conn = conn
-        conn.subscribe(
-            self.destination,
-            id=self._id,
-            ack="client-individual",
-            headers={"receipt": receipt, "activemq.prefetchSize": str(self.prefetch)},
+        self._confirmed(
+            conn,
+            f"sub-{self._id}-{generation}",
+            lambda receipt: conn.subscribe(
+                self.destination,
+                id=self._id,
+                ack="client-individual",
+                headers={"receipt": receipt, "activemq.prefetchSize": str(self.prefetch)},
+            ),
+            "the subscription",
         )
+        if self.group is not None:
+            # ActiveMQ forgets a group queue that never held a message when it crashes (it is
+            # only journaled with its first message); a marker makes the queue durable, so
+            # messages published after a crash still reach the group.
+            self._confirmed(
+                conn,
+                f"mark-{self._id}-{generation}",
+                lambda receipt: conn.send(
+                    self.destination,
+                    b"",
+                    headers={MARKER_HEADER: "1", "persistent": "true", "receipt": receipt},
+                ),
+                "the group queue marker",
+            )
+
+    def _confirmed(
+        self, conn: stomp.Connection12, receipt: str, send: Callable[[str], None], what: str
+    ) -> None:
+        """Send a frame with ``receipt`` and wait for the RECEIPT (BrokerUnavailable if not)."""
+        event = threading.Event()
+        errors: list[str] = []
+        self._waiting_receipt = (receipt, event, errors)
+        send(receipt)
         timeout = self.backend.options.connect_timeout
         if not event.wait(timeout):
             raise BrokerUnavailable(
-                f"ActiveMQ at {self.backend.where} did not confirm the subscription to "
+                f"ActiveMQ at {self.backend.where} did not confirm {what} on "
                 f"{self.destination} within {timeout:g}s"
             )
         if errors:
-            raise BrokerUnavailable(
-                f"ActiveMQ refused the subscription to {self.destination}: {errors[0]}"
-            )
+            raise BrokerUnavailable(f"ActiveMQ refused {what} on {self.destination}: {errors[0]}")
 
     def on_down(self, generation: int) -> None:
         with self._lock:
@@ -815,6 +865,12 @@ class _ActiveMQSubscription(Subscription, _Owner):
 
     def on_message(self, generation: int, frame: Any) -> None:
         headers = frame.headers
+        if MARKER_HEADER in headers:  # see on_up: acknowledged at once, never handed out
+            conn = self._conn
+            if conn is not None and generation == self._generation:
+                with contextlib.suppress(stomp.exception.StompException, OSError):
+                    conn.ack(headers.get("ack"))
+            return
         user, key = delivery_headers(headers)
         delivery = Delivery(
             self.topic,

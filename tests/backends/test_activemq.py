@@ -178,6 +178,19 @@ def test_error_frame_without_receipt_fails_outstanding_and_reconnects(
     assert backend.publish("amq.err", b"y", key=None, headers={}).result(TIMEOUT) is None
 
 
+def test_a_message_the_broker_drops_the_connection_for_fails_after_resends(
+    backend: ActiveMQBackend,
+) -> None:
+    publisher = backend._publisher
+    generation = publisher.link.generation
+    # ActiveMQ closes the connection (no ERROR, no receipt) on a SEND without destination
+    poison = publisher.publish("", b"x", {"persistent": "true"})
+    with pytest.raises(msgbus.PublishError, match="lost 3 times"):
+        poison.result(TIMEOUT)
+    assert publisher.link.generation >= generation + 3
+    assert backend.publish("amq.poison", b"ok", key=None, headers={}).result(TIMEOUT) is None
+
+
 def test_oversized_message_is_refused_before_sending(url: str) -> None:
     backend = ActiveMQBackend.from_url(BusURL.parse(url), max_message_bytes=1000)
     try:
@@ -510,6 +523,25 @@ def test_publishes_during_a_restart_are_confirmed_after_it(activemq_broker, topi
         assert set(range(20)) <= {m.payload for m in received}
     finally:
         bus.close(5)
+
+
+def test_empty_group_queue_survives_a_broker_crash(activemq_broker, topic: str) -> None:  # type: ignore[no-untyped-def]
+    require_managed(activemq_broker)
+    url = activemq_broker.url
+    first = ActiveMQBackend.from_url(BusURL.parse(url), connect_timeout=5)
+    first.subscribe(topic, "crash-proof", prefetch=10).close()  # the group exists, empty
+    first.close(5)
+    activemq_broker.kill()
+    activemq_broker.start()
+    backend = ActiveMQBackend.from_url(BusURL.parse(url), connect_timeout=5)
+    try:
+        backend.publish(topic, b"after the crash", key=None, headers={}).result(TIMEOUT)
+        sub = backend.subscribe(topic, "crash-proof", prefetch=10)
+        assert [d.body for d in drain(sub, 1)] == [b"after the crash"]
+        assert sub.receive(10, 0.5) == []  # no marker is ever handed out
+        sub.close()
+    finally:
+        backend.close(5)
 
 
 def test_unreachable_broker_is_unavailable_in_bounded_time() -> None:
