@@ -310,7 +310,7 @@ class Consumer:
         headers[DLQ_GROUP] = spec.group or ""
         headers[DLQ_ATTEMPTS] = str(work.attempt if work.message is not None else 0)
         headers[DLQ_ERROR_TYPE] = f"{type(error).__module__}.{type(error).__qualname__}"
-        headers[DLQ_ERROR] = str(error)[:1000]
+        headers[DLQ_ERROR] = str(error)[:1000].replace("\x00", "\\0")  # NUL breaks STOMP
         if isinstance(error, DecodeError) and CONTENT_TYPE in headers:
             headers[DLQ_CONTENT_TYPE] = headers[CONTENT_TYPE]
             headers[CONTENT_TYPE] = "application/octet-stream"

@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 import stomp
-from msgbus.backends.activemq import ActiveMQBackend, group_destination, topic_destination
 
 import msgbus
+from msgbus.backends.activemq import ActiveMQBackend, group_destination, topic_destination
 from msgbus.message import CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TIMESTAMP
 from msgbus.testing.brokers import ActiveMQ, BrokerNotInstalled, pick_free_port
 from msgbus.testing.brokers.activemq import stomp_handshake
