@@ -1,0 +1,155 @@
+"""``msgbus bench``: run the broker comparison and write its report.
+
+::
+
+    msgbus bench run [WORKLOAD...] [--url URL]... [--brokers kafka,rabbitmq,activemq,memory]
+                     [--repeats N] [--quick] [--output DIR]
+    msgbus bench report RESULTS [--output DIR]
+    msgbus bench list
+
+``run`` without workloads runs the standard set (``--quick``: the reduced smoke set).
+Without ``--url`` and ``--brokers`` it uses every harness broker that is installed here,
+plus ``memory://``. It exits 1 if any run lost a message or failed, 130 on Ctrl-C, 2 on bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from msgbus.bench.targets import HARNESS_KINDS, Target, harness_target, url_target
+from msgbus.bench.workloads import (
+    WorkloadError,
+    load_workload,
+    quick,
+    standard_set,
+)
+
+__all__ = ["available_harness_kinds", "main"]
+
+
+def available_harness_kinds() -> list[str]:
+    """Harness brokers whose binaries are installed here (kafka, rabbitmq, activemq order),
+    plus ``memory``."""
+    from msgbus.testing import brokers
+    from msgbus.testing.brokers.base import BrokerNotInstalled
+
+    kinds = []
+    for kind in ("kafka", "rabbitmq", "activemq"):
+        try:
+            brokers.broker_class(kind)().check_installed()
+        except BrokerNotInstalled:
+            continue
+        kinds.append(kind)
+    return [*kinds, "memory"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msgbus bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run workloads against brokers, write raw results")
+    run.add_argument("workloads", nargs="*", help="workload files or shipped names")
+    run.add_argument("--url", action="append", default=[], help="a broker URL (repeatable)")
+    run.add_argument(
+        "--brokers",
+        help=f"harness brokers to start, comma-separated from: {', '.join(HARNESS_KINDS)}",
+    )
+    run.add_argument("--repeats", type=int, default=None, help="runs per step (default 3)")
+    run.add_argument("--quick", action="store_true", help="the reduced smoke set, shortened")
+    run.add_argument("--output", type=Path, default=None, help="results folder")
+    run.add_argument("--report", action="store_true", help="write the report afterwards")
+    report = sub.add_parser("report", help="write report.md and report.html from results")
+    report.add_argument("results", type=Path)
+    report.add_argument("--output", type=Path, default=None, help="default: RESULTS")
+    sub.add_parser("list", help="list the shipped workloads")
+    return parser
+
+
+def _targets(args: argparse.Namespace) -> list[Target]:
+    targets: list[Target] = []
+    names: set[str] = set()
+    if args.brokers:
+        for kind in (k.strip() for k in args.brokers.split(",")):
+            if kind:
+                targets.append(harness_target(kind))
+                names.add(kind)
+    for url in args.url:
+        target = url_target(url, names)
+        names.add(target.name)
+        targets.append(target)
+    if not targets:
+        targets = [harness_target(k) for k in available_harness_kinds()]
+    return targets
+
+
+def _run(args: argparse.Namespace) -> int:
+    from msgbus.bench.runner import Runner
+
+    names = args.workloads or standard_set(args.quick)
+    loaded = []
+    for name in names:
+        steps = load_workload(name)
+        loaded.append((steps[0].workload.name, quick(steps) if args.quick else steps))
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    if repeats < 1:
+        raise WorkloadError("--repeats must be at least 1")
+    targets = _targets(args)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    output = args.output or Path(f"bench-results-{stamp}")
+    runner = Runner(
+        loaded,
+        targets,
+        output,
+        repeats=repeats,
+        manifest_extra={
+            "quick": args.quick,
+            "command": " ".join(["msgbus", "bench", *sys.argv[2:]]),
+        },
+    )
+    summary = runner.run()
+    print(
+        f"{summary.runs} runs written to {output}; failed {len(summary.failed_runs)}, "
+        f"with losses {len(summary.lossy_runs)}, skipped {len(summary.skipped)}",
+        file=sys.stderr,
+    )
+    for line in summary.failed_runs + summary.lossy_runs:
+        print(f"  {line}", file=sys.stderr)
+    if args.report and summary.runs:
+        from msgbus.bench.report import write_report
+
+        write_report(output, output)
+    if summary.interrupted:
+        return 130
+    return 0 if summary.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``msgbus bench``; returns the exit status (see the module docstring)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            from msgbus.bench.workloads import SHIPPED
+
+            for path in sorted(SHIPPED.glob("*.toml")):
+                steps = load_workload(path)
+                print(f"{path.stem:14} {len(steps)} step(s)  {steps[0].workload.description}")
+            return 0
+        if args.command == "report":
+            from msgbus.bench.report import write_report
+
+            paths = write_report(args.results, args.output or args.results)
+            for path in paths:
+                print(path)
+            return 0
+        return _run(args)
+    except (WorkloadError, ValueError, FileNotFoundError) as exc:
+        print(f"msgbus bench: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The two client sides a benchmark process drives, behind one small interface.
+
+A :class:`Sender` publishes payload dicts with a completion callback; a :class:`Receiver`
+joins a consumer group on some topics and calls a handler with each decoded payload.
+:func:`open_sender` / :func:`open_receiver` build the msgbus implementation (``msgbus.connect``
+and the public Bus API only) or, for ``client="raw"``, the broker's plain Python client from
+:mod:`msgbus.bench.raw` (imported lazily).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import msgbus
+
+__all__ = ["Done", "Handler", "Receiver", "Sender", "open_receiver", "open_sender"]
+
+Done = Callable[[BaseException | None], None]
+"""Completion callback of a send: None when confirmed, else the error. May run on any thread."""
+
+Handler = Callable[[Any], None]
+"""Called with each decoded payload; returning acknowledges it. May run on several threads."""
+
+
+class Sender(Protocol):
+    """Publishes payloads; ``send`` is called from one thread."""
+
+    def send(self, topic: str, key: str | None, payload: dict[str, Any], done: Done) -> None:
+        """Publish ``payload`` (JSON) to ``topic``; call ``done`` once confirmed or failed."""
+
+    def flush(self, timeout: float) -> None:
+        """Wait until every send so far has completed (``TimeoutError`` if not in time)."""
+
+    def close(self) -> None:
+        """Release connections (after ``flush``)."""
+
+
+class Receiver(Protocol):
+    """A consumer-group member; ``start`` returns once it is ready to receive."""
+
+    def start(self) -> None:
+        """Join the group; messages published afterwards reach it."""
+
+    def close(self) -> None:
+        """Stop receiving; unacknowledged messages go back to the broker."""
+
+
+class _BusSender:
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self._bus = msgbus.connect(url, **options)
+
+    def send(self, topic: str, key: str | None, payload: dict[str, Any], done: Done) -> None:
+        future = self._bus.publish(topic, payload, key=key)
+        future.add_done_callback(lambda f: done(f.exception()))
+
+    def flush(self, timeout: float) -> None:
+        self._bus.flush(timeout)
+
+    def close(self) -> None:
+        self._bus.close(timeout=10)
+
+
+class _BusReceiver:
+    def __init__(
+        self,
+        url: str,
+        options: dict[str, Any],
+        topics: Sequence[str],
+        group: str,
+        handler: Handler,
+        *,
+        concurrency: int,
+        prefetch: int,
+    ) -> None:
+        self._bus = msgbus.connect(url, **options)
+
+        def handle(message: msgbus.Message) -> None:
+            handler(message.payload)
+
+        for topic in topics:
+            self._bus.subscribe(
+                topic,
+                handle,
+                group=group,
+                concurrency=concurrency,
+                prefetch=prefetch,
+                max_attempts=1,
+                dead_letter=False,
+            )
+
+    def start(self) -> None:
+        self._bus.start()
+
+    def close(self) -> None:
+        self._bus.close(timeout=10)
+
+
+def open_sender(client: str, kind: str, url: str, options: dict[str, Any]) -> Sender:
+    """A connected :class:`Sender`: ``client`` is ``msgbus`` or ``raw``; ``kind`` the broker
+    kind (kafka, rabbitmq, activemq, memory); ``options`` the target's connect options."""
+    if client == "msgbus":
+        return _BusSender(url, options)
+    from msgbus.bench import raw
+
+    return raw.open_sender(kind, url, options)
+
+
+def open_receiver(
+    client: str,
+    kind: str,
+    url: str,
+    options: dict[str, Any],
+    topics: Sequence[str],
+    group: str,
+    handler: Handler,
+    *,
+    concurrency: int = 1,
+    prefetch: int = 256,
+) -> Receiver:
+    """A not yet started :class:`Receiver` of ``group`` on ``topics`` calling ``handler``."""
+    if client == "msgbus":
+        return _BusReceiver(
+            url, options, topics, group, handler, concurrency=concurrency, prefetch=prefetch
+        )
+    from msgbus.bench import raw
+
+    return raw.open_receiver(kind, url, options, topics, group, handler, prefetch=prefetch)

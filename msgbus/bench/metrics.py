@@ -1,0 +1,125 @@
+"""Measurement helpers: latency histograms (HdrHistogram) and per-process CPU and memory.
+
+Latencies are recorded in microseconds, from 1 µs to one hour, with 3 significant digits.
+Histograms travel between processes and into result files in HdrHistogram's compressed
+base64 form (:func:`encode` / :func:`decode`), readable by any HdrHistogram tool.
+CPU and memory come from ``/proc/<pid>/stat`` and ``/proc/<pid>/status`` (Linux).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hdrh.histogram import HdrHistogram
+
+__all__ = [
+    "MAX_US",
+    "PERCENTILES",
+    "ProcessSample",
+    "decode",
+    "encode",
+    "merge",
+    "new_histogram",
+    "record_us",
+    "sample_processes",
+    "summarize",
+]
+
+MAX_US = 3_600_000_000
+"""Largest recordable latency (one hour, in µs); larger values are clamped to it."""
+
+PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+"""Percentiles every summary reports."""
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def new_histogram() -> HdrHistogram:
+    """An empty latency histogram (µs, 1 µs .. 1 h, 3 significant digits). Not thread-safe."""
+    return HdrHistogram(1, MAX_US, 3)
+
+
+def record_us(histogram: HdrHistogram, nanoseconds: int) -> None:
+    """Record a latency given in nanoseconds (negative → 1 µs; above :data:`MAX_US` clamped)."""
+    histogram.record_value(min(MAX_US, max(1, nanoseconds // 1000)))
+
+
+def encode(histogram: HdrHistogram) -> str:
+    """HdrHistogram's compressed base64 form, as text."""
+    return histogram.encode().decode("ascii")
+
+
+def decode(text: str) -> HdrHistogram:
+    """Inverse of :func:`encode` (raises ValueError on garbage)."""
+    try:
+        return HdrHistogram.decode(text.encode("ascii"))
+    except Exception as exc:  # the decoder raises assorted types
+        raise ValueError(f"not an encoded histogram: {exc}") from exc
+
+
+def merge(encoded: Iterable[str]) -> HdrHistogram:
+    """One histogram holding every value of the encoded ``histograms``."""
+    total = new_histogram()
+    for text in encoded:
+        if text:
+            total.add(decode(text))
+    return total
+
+
+def summarize(histogram: HdrHistogram) -> dict[str, float]:
+    """``{"count", "mean", "p50", "p90", "p99", "p99.9", "max"}``, latencies in ms."""
+    count = histogram.get_total_count()
+    out: dict[str, float] = {"count": float(count)}
+    if not count:
+        return {**out, "mean": 0.0, **{_pname(p): 0.0 for p in PERCENTILES}, "max": 0.0}
+    out["mean"] = histogram.get_mean_value() / 1000.0
+    for p in PERCENTILES:
+        out[_pname(p)] = histogram.get_value_at_percentile(p) / 1000.0
+    out["max"] = histogram.get_max_value() / 1000.0
+    return out
+
+
+def _pname(p: float) -> str:
+    return f"p{p:g}"
+
+
+@dataclass(frozen=True)
+class ProcessSample:
+    """CPU seconds (user + system, all threads) and resident memory of a set of processes."""
+
+    cpu_seconds: float
+    rss_bytes: int
+    processes: int
+
+
+def _one(pid: int) -> tuple[float, int] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    rss = 0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            rss = int(line.split()[1]) * 1024
+            break
+    return cpu, rss
+
+
+def sample_processes(pids: Iterable[int]) -> ProcessSample:
+    """Sum CPU seconds and RSS over ``pids`` (processes that are gone count as zero)."""
+    cpu = 0.0
+    rss = 0
+    n = 0
+    for pid in pids:
+        one = _one(pid)
+        if one is not None:
+            cpu += one[0]
+            rss += one[1]
+            n += 1
+    return ProcessSample(cpu, rss, n)

@@ -1,0 +1,735 @@
+"""Runs workloads against targets and writes raw results (JSON + ``.hlog``) to a folder.
+
+:func:`run_once` runs one step of one workload on one target with one client (msgbus or raw)
+once: consumer processes first (each a consumer-group member, ready before anything is
+sent), then producer processes, then the measured window, then the drain, then the
+accounting. Workers are separate processes from the ``spawn`` context, except on
+``memory://`` where the broker lives in one process and they are threads.
+
+:class:`Runner` loops over targets (starting each harness broker only for its own runs),
+workloads, steps, clients and repeats, prints progress with an ETA on stderr, and on Ctrl-C
+stops cleanly: the current run's workers are stopped, the broker is closed, and every
+finished result stays on disk. Results layout::
+
+    RESULTS/manifest.json
+    RESULTS/runs/<workload>/<step>-<target>-<client>-r<repeat>.json   (+ .hlog)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import multiprocessing
+import queue
+import statistics
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from msgbus.bench import metrics
+from msgbus.bench.accounting import merge_counts, tally
+from msgbus.bench.targets import Target
+from msgbus.bench.worker import (
+    ConsumerSpec,
+    Control,
+    ProducerSpec,
+    consumer_main,
+    producer_main,
+)
+from msgbus.bench.workloads import Step, Workload
+
+__all__ = ["RunError", "RunOutcome", "Runner", "run_once"]
+
+READY_TIMEOUT = 120.0
+SAMPLE_EVERY = 0.1
+SETUP_ESTIMATE = {"kafka": 6.0, "rabbitmq": 2.5, "activemq": 2.5, "memory": 0.3, "kombu": 3.0}
+
+
+class RunError(RuntimeError):
+    """A run could not be carried out (a worker failed or hung); the message says which."""
+
+
+class _Cell:
+    """Thread-mode stand-in for ``multiprocessing.Value``."""
+
+    def __init__(self, value: int = 0) -> None:
+        self.value = value
+
+
+@dataclass
+class _Pool:
+    """The workers of one run and the control objects they share."""
+
+    in_process: bool
+    ctx: Any
+    go: Any
+    fast: Any
+    stop: Any
+    t0: Any
+    results: Any
+    workers: list[Any] = field(default_factory=list)
+    producer_counters: list[Any] = field(default_factory=list)
+    consumer_counters: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, in_process: bool) -> _Pool:
+        if in_process:
+            return cls(
+                True,
+                None,
+                threading.Event(),
+                threading.Event(),
+                threading.Event(),
+                _Cell(),
+                queue.Queue(),
+            )
+        ctx = multiprocessing.get_context("spawn")
+        return cls(
+            False,
+            ctx,
+            ctx.Event(),
+            ctx.Event(),
+            ctx.Event(),
+            ctx.Value("q", 0, lock=False),
+            ctx.Queue(),
+        )
+
+    def _counter(self) -> Any:
+        return _Cell() if self.in_process else self.ctx.Value("q", 0, lock=False)
+
+    def spawn(self, role: str, target: Callable[..., None], spec: Any) -> None:
+        counter = self._counter()
+        (self.producer_counters if role == "producer" else self.consumer_counters).append(counter)
+        ctl = Control(self.go, self.fast, self.stop, self.t0, self.results, counter)
+        name = f"bench-{role}-{spec.index}"
+        if self.in_process:
+            worker = threading.Thread(target=target, args=(spec, ctl), name=name, daemon=True)
+        else:
+            worker = self.ctx.Process(target=target, args=(spec, ctl), name=name, daemon=True)
+        worker.start()
+        self.workers.append(worker)
+
+    def pids(self) -> list[int]:
+        if self.in_process:
+            import os
+
+            return [os.getpid()]
+        return [w.pid for w in self.workers if w.pid is not None]
+
+    def dead_worker(self) -> str | None:
+        if self.in_process:
+            return None
+        for w in self.workers:
+            if w.exitcode is not None and w.exitcode != 0:
+                return f"{w.name} exited with status {w.exitcode}"
+        return None
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.go.set()
+        deadline = time.monotonic() + 20
+        for w in self.workers:
+            w.join(max(0.1, deadline - time.monotonic()))
+        if not self.in_process:
+            for w in self.workers:
+                if w.is_alive():
+                    w.terminate()
+                    w.join(5)
+                if w.is_alive():
+                    w.kill()
+                    w.join(5)
+            with contextlib.suppress(Exception):
+                self.results.close()
+                self.results.join_thread()
+
+
+@dataclass
+class _Collected:
+    ready: dict[str, int] = field(default_factory=lambda: {"producer": 0, "consumer": 0})
+    producers: dict[int, dict[str, Any]] = field(default_factory=dict)
+    consumers: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def _pump(pool: _Pool, got: _Collected, timeout: float) -> None:
+    """Take every waiting message off the results queue (waiting up to ``timeout`` for one)."""
+    wait = timeout
+    while True:
+        try:
+            item = pool.results.get(timeout=wait) if wait > 0 else pool.results.get_nowait()
+        except queue.Empty:
+            return
+        wait = 0
+        kind, role, index = item[0], item[1], item[2]
+        if kind == "ready":
+            got.ready[role] += 1
+        elif kind == "result":
+            (got.producers if role == "producer" else got.consumers)[index] = item[3]
+        else:
+            raise RunError(f"{role} {index} failed:\n{item[3]}")
+
+
+def _wait_until(
+    pool: _Pool, got: _Collected, done: Callable[[], bool], timeout: float, what: str
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not done():
+        dead = pool.dead_worker()
+        if dead:
+            _pump(pool, got, 0.5)  # its error report, if any
+            raise RunError(f"{dead} while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise RunError(f"timed out after {timeout:.0f} s waiting for {what}")
+        _pump(pool, got, 0.1)
+
+
+@dataclass
+class RunOutcome:
+    """One finished run: its result dict (as written) and where it was written."""
+
+    result: dict[str, Any]
+    path: Path | None
+
+
+def _drain_figures(
+    samples: list[tuple[float, int, int]], pause: float, rate: float
+) -> dict[str, float]:
+    """Backlog peak, seconds to drain after the pause, consume rate while draining."""
+    if not samples:
+        return {"peak": 0, "drain_seconds": 0.0, "drain_rate": 0.0}
+    peak = max(s - r for _, s, r in samples)
+    out: dict[str, float] = {"peak": float(peak), "drain_seconds": 0.0, "drain_rate": 0.0}
+    if pause <= 0:
+        return out
+    threshold = max(50.0, rate * 0.05)
+    release = next((x for x in samples if x[0] >= pause), None)
+    if release is None:
+        return out
+    drained = next((x for x in samples if x[0] > release[0] and x[1] - x[2] <= threshold), None)
+    if drained is None:
+        out["drain_seconds"] = float("nan")
+        return out
+    seconds = drained[0] - release[0]
+    out["drain_seconds"] = seconds
+    out["drain_rate"] = (drained[2] - release[2]) / seconds if seconds > 0 else 0.0
+    return out
+
+
+def run_once(
+    target: Target,
+    workload_name: str,
+    step: Step,
+    client: str,
+    *,
+    on_tick: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``step`` of ``workload_name`` on ``target`` with ``client`` once; return the
+    result dict (see ``docs/benchmark.md`` for its fields). Raises :class:`RunError` when a
+    worker fails or hangs, ValueError when the target lacks the step's durability profile."""
+    w: Workload = step.workload
+    options = target.options(w.durability, w.partitions)
+    if options is None:
+        raise ValueError(f"{target.name} has no durability profile {w.durability}")
+    if target.url is None:
+        raise ValueError(f"{target.name} is not started")
+    tag = uuid.uuid4().hex[:8]
+    url = f"memory://bench-{tag}" if target.in_process else target.url
+    topics = tuple(f"bench-{workload_name}-{tag}-{i}" for i in range(w.topics))
+    groups = [f"g{j}-{tag}" for j in range(w.consumer_groups)]
+    data = w.to_dict()
+    if target.kind == "kafka" or client == "raw":
+        from msgbus.bench import raw
+
+        raw.prepare(target.kind, url, options, topics)
+
+    pool = _Pool.create(target.in_process)
+    got = _Collected()
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    try:
+        n = 0
+        for group in groups:
+            for _ in range(w.consumers_per_group):
+                spec = ConsumerSpec(
+                    client, target.kind, url, options, topics, group, n, data, target.in_process
+                )
+                pool.spawn("consumer", consumer_main, spec)
+                n += 1
+        _wait_until(
+            pool, got, lambda: got.ready["consumer"] == n, READY_TIMEOUT, "consumers to be ready"
+        )
+        for p in range(w.producers):
+            spec = ProducerSpec(
+                client, target.kind, url, options, topics, p, data, target.in_process
+            )
+            pool.spawn("producer", producer_main, spec)
+        _wait_until(
+            pool,
+            got,
+            lambda: got.ready["producer"] == w.producers,
+            READY_TIMEOUT,
+            "producers to be ready",
+        )
+        group_of = [j for j in range(w.consumer_groups) for _ in range(w.consumers_per_group)]
+        measured = _measure(pool, got, target, w, group_of, on_tick)
+    finally:
+        pool.shutdown()
+    return _result(
+        target, workload_name, step, client, options, started_at, w, got, groups, group_of, measured
+    )
+
+
+def _received_per_group(pool: _Pool, group_of: list[int], groups: int) -> list[int]:
+    out = [0] * groups
+    for counter, g in zip(pool.consumer_counters, group_of, strict=True):
+        out[g] += int(counter.value)
+    return out
+
+
+def _measure(
+    pool: _Pool,
+    got: _Collected,
+    target: Target,
+    w: Workload,
+    group_of: list[int],
+    on_tick: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    t0 = time.monotonic_ns() + 300_000_000
+    pool.t0.value = t0
+    pool.go.set()
+    start = t0 + int(w.warmup * 1e9)
+    end = start + int(w.duration * 1e9)
+    samples: list[tuple[float, int, int]] = []
+    broker_cpu: list[metrics.ProcessSample] = []
+    client_cpu: list[metrics.ProcessSample] = []
+    peak = {"broker": 0, "clients": 0}
+    last_rss = 0.0
+    last_tick = 0.0
+
+    def sample(now: int) -> None:
+        nonlocal last_rss, last_tick
+        sent = sum(int(c.value) for c in pool.producer_counters)
+        received = _received_per_group(pool, group_of, w.consumer_groups)
+        samples.append(((now - start) / 1e9, sent, min(received)))
+        wall = time.monotonic()
+        if wall - last_rss >= 0.5:
+            last_rss = wall
+            b = metrics.sample_processes(target.pids())
+            c = metrics.sample_processes(pool.pids())
+            peak["broker"] = max(peak["broker"], b.rss_bytes)
+            peak["clients"] = max(peak["clients"], c.rss_bytes)
+        if on_tick is not None and wall - last_tick >= 1.0:
+            last_tick = wall
+            t = (now - start) / 1e9
+            phase = "warm-up" if t < 0 else "window" if now < end else "drain"
+            on_tick(f"{phase} {t:+.0f}s sent {sent:,} received {min(received):,}")
+
+    def cpu_mark() -> None:
+        broker_cpu.append(metrics.sample_processes(target.pids()))
+        client_cpu.append(metrics.sample_processes(pool.pids()))
+
+    hard_deadline = end + int((w.drain_timeout + 60) * 1e9)
+    while len(got.producers) < w.producers:
+        _pump(pool, got, SAMPLE_EVERY)
+        now = time.monotonic_ns()
+        if len(broker_cpu) == 0 and now >= start:
+            cpu_mark()
+        if len(broker_cpu) == 1 and now >= end:
+            cpu_mark()
+        sample(now)
+        dead = pool.dead_worker()
+        if dead:
+            raise RunError(dead)
+        if now > hard_deadline:
+            raise RunError("producers did not finish in time")
+    if len(broker_cpu) < 2:
+        while len(broker_cpu) < 2:
+            cpu_mark()
+    pool.fast.set()
+    failed = sum(len(p["failed"]) for p in got.producers.values())
+    expected = sum(p["sent"] for p in got.producers.values()) - failed
+    deadline = time.monotonic() + w.drain_timeout
+    while time.monotonic() < deadline:
+        received = _received_per_group(pool, group_of, w.consumer_groups)
+        sample(time.monotonic_ns())
+        if min(received) >= expected:
+            time.sleep(0.3)  # late duplicates, if any, still count
+            break
+        _pump(pool, got, SAMPLE_EVERY)
+    sample(time.monotonic_ns())
+    pool.stop.set()
+    consumers = len(group_of)
+    _wait_until(pool, got, lambda: len(got.consumers) == consumers, 60, "consumer reports")
+    window = (end - start) / 1e9
+    return {
+        "samples": samples,
+        "window": window,
+        "broker_cpu": (broker_cpu[1].cpu_seconds - broker_cpu[0].cpu_seconds) / window,
+        "clients_cpu": (client_cpu[1].cpu_seconds - client_cpu[0].cpu_seconds) / window,
+        "broker_rss": peak["broker"],
+        "clients_rss": peak["clients"],
+        "broker_processes": broker_cpu[0].processes,
+    }
+
+
+def _downsample(samples: list[tuple[float, int, int]], limit: int = 400) -> list[list[float]]:
+    step = max(1, len(samples) // limit)
+    return [[round(t, 3), s, r] for t, s, r in samples[::step]]
+
+
+def _result(
+    target: Target,
+    workload_name: str,
+    step: Step,
+    client: str,
+    options: dict[str, Any],
+    started_at: str,
+    w: Workload,
+    got: _Collected,
+    groups: list[str],
+    group_of: list[int],
+    m: dict[str, Any],
+) -> dict[str, Any]:
+    producers = got.producers
+    sent = {i: p["sent"] for i, p in producers.items()}
+    failed = {i: p["failed"] for i, p in producers.items()}
+    group_rows = []
+    for g, name in enumerate(groups):
+        members = [got.consumers[i] for i, gg in enumerate(group_of) if gg == g]
+        merged = merge_counts(c["counts"] for c in members)
+        t = tally(merged, sent, failed)
+        group_rows.append(
+            {
+                "group": name,
+                "expected": t.expected,
+                "received": t.received,
+                "lost": t.lost,
+                "duplicated": t.duplicated,
+                "unexpected": t.unexpected,
+                "out_of_order": sum(c["out_of_order"] for c in members),
+                "deliveries": sum(c["deliveries"] for c in members),
+                "received_in_window": sum(c["received_in_window"] for c in members),
+            }
+        )
+    window = m["window"]
+    latency = metrics.merge(c["latency"] for c in got.consumers.values())
+    delay = metrics.merge(p["publish_delay"] for p in producers.values())
+    ack = metrics.merge(p["publish_latency"] for p in producers.values())
+    publish_rate = sum(p["sent_in_window"] for p in producers.values()) / window
+    consume_rate = sum(r["received_in_window"] for r in group_rows) / window / len(groups)
+    samples = m["samples"]
+    at_end = [s - r for t, s, r in samples if t <= window]
+    backlog_at_end = at_end[-1] if at_end else 0
+    rate = w.producer_rate
+    kept_up = rate <= 0 or (
+        publish_rate >= 0.95 * rate
+        and consume_rate >= 0.95 * rate
+        and backlog_at_end <= rate * 1.0 + 100
+    )
+    delivered = sum(r["received"] for r in group_rows)
+    return {
+        "schema": 1,
+        "workload": workload_name,
+        "kind": w.kind,
+        "step": step.index,
+        "step_label": step.label,
+        "target": target.name,
+        "broker_kind": target.kind,
+        "client": client,
+        "on_tansu": target.on_tansu,
+        "started_at": started_at,
+        "settings": w.to_dict(),
+        "options": options,
+        "durability_note": target.durability_note(w.durability),
+        "sent": sum(sent.values()),
+        "failed": sum(len(f) for f in failed.values()),
+        "publish_errors": [e for p in producers.values() for e in p["errors"]][:10],
+        "publish_rate": publish_rate,
+        "consume_rate": consume_rate,
+        "target_rate": rate,
+        "kept_up": kept_up,
+        "groups": group_rows,
+        "lost": sum(r["lost"] for r in group_rows),
+        "duplicated": sum(r["duplicated"] for r in group_rows),
+        "out_of_order": sum(r["out_of_order"] for r in group_rows),
+        "unexpected": sum(r["unexpected"] for r in group_rows),
+        "latency": metrics.summarize(latency),
+        "publish_delay": metrics.summarize(delay),
+        "publish_latency": metrics.summarize(ack),
+        "histograms": {
+            "latency": metrics.encode(latency),
+            "publish_delay": metrics.encode(delay),
+            "publish_latency": metrics.encode(ack),
+        },
+        "backlog": {
+            "series": _downsample(samples),
+            "at_window_end": backlog_at_end,
+            **_drain_figures(samples, w.backlog_pause, rate),
+        },
+        "resources": {
+            "broker_cpu_cores": m["broker_cpu"] if target.pids() or m["broker_processes"] else None,
+            "broker_rss_mib": m["broker_rss"] / 2**20 if m["broker_rss"] else None,
+            "clients_cpu_cores": m["clients_cpu"],
+            "clients_rss_mib": m["clients_rss"] / 2**20,
+            "broker_cpu_us_per_msg": (
+                m["broker_cpu"] * 1e6 / (publish_rate or 1) if m["broker_processes"] else None
+            ),
+            "delivered": delivered,
+        },
+    }
+
+
+def write_hlog(path: Path, result: dict[str, Any]) -> None:
+    """Write the run's histograms as an HdrHistogram log (tags ``latency``, ``publish_delay``,
+    ``publish_latency``; values in µs, max column in ms)."""
+    lines = [
+        "#[Histogram log format version 1.3]",
+        f"#[msgbus bench: {result['workload']} step {result['step']} {result['target']} "
+        f"{result['client']} repeat {result['repeat']}; values in microseconds]",
+        '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"',
+    ]
+    window = result["settings"]["duration"]
+    for tag, text in result["histograms"].items():
+        peak = result[tag]["max"]
+        lines.append(f"Tag={tag},0.000,{window:.3f},{peak:.3f},{text}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass(frozen=True)
+class _Planned:
+    target: Target
+    workload: str
+    step: Step
+    client: str
+    repeat: int
+
+    def estimate(self) -> float:
+        w = self.step.workload
+        setup = SETUP_ESTIMATE.get(self.target.kind, 3.0)
+        return setup + 0.3 + w.warmup + w.duration + w.backlog_pause * 0.5 + 1.0
+
+
+@dataclass
+class Summary:
+    """What a :meth:`Runner.run` did: counts, runs with losses, errors, interruption."""
+
+    runs: int = 0
+    failed_runs: list[str] = field(default_factory=list)
+    lossy_runs: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing was lost, no run failed and the run was not interrupted."""
+        return not self.failed_runs and not self.lossy_runs and not self.interrupted
+
+
+class Runner:
+    """Runs ``workloads`` (name → steps) on ``targets`` with ``repeats`` into ``output``.
+
+    Not thread-safe; one :meth:`run` per instance.
+    """
+
+    def __init__(
+        self,
+        workloads: Sequence[tuple[str, list[Step]]],
+        targets: Sequence[Target],
+        output: Path,
+        *,
+        repeats: int = 3,
+        stream: TextIO | None = None,
+        manifest_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.workloads = list(workloads)
+        self.targets = list(targets)
+        self.output = Path(output)
+        self.repeats = repeats
+        self.stream = stream if stream is not None else sys.stderr
+        self.manifest_extra = manifest_extra or {}
+        self.summary = Summary()
+
+    def _plan(self, target: Target) -> list[_Planned]:
+        plan = []
+        for name, steps in self.workloads:
+            for step in steps:
+                if target.options(step.workload.durability, 1) is None:
+                    continue
+                for client in step.workload.clients:
+                    if client == "raw" and not target.has_raw_client:
+                        continue
+                    for r in range(self.repeats):
+                        plan.append(_Planned(target, name, step, client, r))
+        return plan
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def run(self) -> Summary:
+        """Run everything; return the :class:`Summary`. Ctrl-C stops cleanly (summary
+        ``interrupted``); finished results stay written."""
+        from msgbus.bench.environment import manifest
+
+        self.output.mkdir(parents=True, exist_ok=True)
+        plans = {t.name: self._plan(t) for t in self.targets}
+        total = sum(len(p) for p in plans.values())
+        remaining_estimate = sum(p.estimate() for ps in plans.values() for p in ps)
+        ratio = 1.0
+        done = 0
+        started = time.monotonic()
+        info: dict[str, Any] = {"targets": {}, "started_at": _now(), **self.manifest_extra}
+        self._say(f"msgbus bench: {total} runs on {len(self.targets)} target(s)")
+        try:
+            for target in self.targets:
+                plan = plans[target.name]
+                if not plan:
+                    continue
+                self._say(f"== {target.name}: starting" if target.harness else f"== {target.name}")
+                try:
+                    target.open()
+                except Exception as exc:
+                    self._say(f"!! {target.name}: cannot start: {exc}")
+                    self.summary.failed_runs.append(f"{target.name}: not started: {exc}")
+                    done += len(plan)
+                    remaining_estimate -= sum(p.estimate() for p in plan)
+                    continue
+                info["targets"][target.name] = _target_info(target)
+                self._write_manifest(info, manifest)
+                try:
+                    behind: set[tuple[str, str]] = set()
+                    step_results: dict[tuple[str, int, str], list[bool]] = {}
+                    for p in plan:
+                        remaining_estimate -= p.estimate()
+                        done += 1
+                        key = (p.workload, p.client)
+                        w = p.step.workload
+                        label = (
+                            f"{target.name}/{p.client} {p.workload} [{p.step.label}] "
+                            f"rep {p.repeat + 1}/{self.repeats}"
+                        )
+                        if key in behind:
+                            self.summary.skipped.append(f"{label}: an earlier step fell behind")
+                            continue
+                        eta = remaining_estimate * ratio
+                        prefix = f"[{done}/{total}] {label}"
+                        self._say(f"{prefix} (ETA {_fmt_seconds(eta)})")
+                        t_run = time.monotonic()
+                        self._one(p, prefix)
+                        ratio = 0.7 * ratio + 0.3 * ((time.monotonic() - t_run) / p.estimate())
+                        sk = (p.workload, p.step.index, p.client)
+                        last = self._last_kept_up
+                        step_results.setdefault(sk, []).append(last)
+                        if (
+                            w.stop_when_behind
+                            and p.repeat == self.repeats - 1
+                            and sum(step_results[sk]) * 2 < len(step_results[sk])
+                        ):
+                            behind.add(key)
+                            self._say(
+                                f"   {p.workload}: {target.name}/{p.client} fell behind; "
+                                "skipping its higher steps"
+                            )
+                finally:
+                    target.close()
+        except KeyboardInterrupt:
+            self.summary.interrupted = True
+            self._say("interrupted: stopping workers and brokers; finished results are kept")
+            for target in self.targets:
+                target.close()
+        info["finished_at"] = _now()
+        info["elapsed_seconds"] = round(time.monotonic() - started, 1)
+        info["interrupted"] = self.summary.interrupted
+        info["summary"] = {
+            "runs": self.summary.runs,
+            "failed_runs": self.summary.failed_runs,
+            "lossy_runs": self.summary.lossy_runs,
+            "skipped": self.summary.skipped,
+        }
+        self._write_manifest(info, manifest)
+        return self.summary
+
+    _last_kept_up = True
+
+    def _one(self, p: _Planned, prefix: str) -> None:
+        def tick(text: str) -> None:
+            if self.stream.isatty():
+                print(f"\r   {text}\033[K", end="", file=self.stream, flush=True)
+
+        try:
+            result = run_once(p.target, p.workload, p.step, p.client, on_tick=tick)
+        except (RunError, ValueError, OSError) as exc:
+            if self.stream.isatty():
+                print(file=self.stream)
+            self._say(f"   FAILED: {exc}")
+            self.summary.failed_runs.append(f"{prefix}: {str(exc).splitlines()[0]}")
+            self._last_kept_up = False
+            return
+        except Exception as exc:  # a client library error: report it, keep going
+            if self.stream.isatty():
+                print(file=self.stream)
+            self._say(f"   FAILED: {type(exc).__name__}: {exc}")
+            self.summary.failed_runs.append(f"{prefix}: {type(exc).__name__}: {exc}")
+            self._last_kept_up = False
+            return
+        if self.stream.isatty():
+            print(file=self.stream)
+        result["repeat"] = p.repeat
+        folder = self.output / "runs" / p.workload
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{p.step.index:02d}-{p.target.name}-{p.client}-r{p.repeat}"
+        result["hlog"] = f"{stem}.hlog"
+        (folder / f"{stem}.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
+        write_hlog(folder / f"{stem}.hlog", result)
+        self.summary.runs += 1
+        self._last_kept_up = bool(result["kept_up"])
+        lat = result["latency"]
+        self._say(
+            f"   sent {result['sent']:,} | publish {result['publish_rate']:,.0f}/s "
+            f"consume {result['consume_rate']:,.0f}/s | p50 {lat['p50']:.2f} "
+            f"p99 {lat['p99']:.2f} p99.9 {lat['p99.9']:.2f} ms | lost {result['lost']} "
+            f"dup {result['duplicated']} ooo {result['out_of_order']}"
+            + ("" if result["kept_up"] else " | fell behind")
+        )
+        if result["lost"] or result["unexpected"]:
+            self.summary.lossy_runs.append(
+                f"{prefix}: lost {result['lost']}, unexpected {result['unexpected']}"
+            )
+
+    def _write_manifest(self, info: dict[str, Any], manifest: Callable[..., Any]) -> None:
+        data = manifest(self.targets, [n for n, _ in self.workloads], self.repeats)
+        data.update(info)
+        (self.output / "manifest.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def _target_info(target: Target) -> dict[str, Any]:
+    return {
+        "kind": target.kind,
+        "url": target.display_url(),
+        "description": target.description,
+        "harness": target.harness,
+        "on_tansu": target.on_tansu,
+        "durability": {d: target.durability_note(d) for d in ("D0", "D1")},
+    }
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _fmt_seconds(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def median_of(values: Sequence[float]) -> float:
+    """The median (NaN for no values)."""
+    return statistics.median(values) if values else float("nan")
