@@ -1,0 +1,160 @@
+"""The ``msgbus-bank`` command: run the account service, the email service, or the demo.
+
+::
+
+    msgbus-bank accounts --url URL [--db PATH] [--host 127.0.0.1] [--port 8000]
+    msgbus-bank emails   --url URL --smtp HOST:PORT [--db PATH] [--concurrency N]
+    msgbus-bank demo     [--url URL] [--accounts N] [--data DIR]
+
+``--url`` defaults to ``$MSGBUS_URL``, else ``memory://`` (which only reaches buses in the same
+process: fine for the demo, useless for two separate services). Exit status: 0 on success
+(a demo in which every mail arrived exactly once), 1 when the demo failed, 2 on bad usage or
+an unreachable broker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import msgbus
+from msgbus.contrib.bank.account_service import DEFAULT_ACCOUNTS_DB, AccountService
+from msgbus.contrib.bank.email_service import DEFAULT_EMAILS_DB, EmailService
+from msgbus.contrib.bank.mailer import SmtpMailer, parse_hostport
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("msgbus.contrib.bank")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _smtp(text: str) -> tuple[str, int]:
+    try:
+        return parse_hostport(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="msgbus-bank",
+        description="The msgbus bank example: account service, email service, demo.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    url_help = "broker URL (default: $MSGBUS_URL, else memory://)"
+
+    accounts = commands.add_parser("accounts", help="run the account service (HTTP API + outbox)")
+    accounts.add_argument("--url", help=url_help)
+    accounts.add_argument("--db", default=str(DEFAULT_ACCOUNTS_DB), help="SQLite file")
+    accounts.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
+    accounts.add_argument("--port", type=int, default=8000, help="listen port (8000)")
+
+    emails = commands.add_parser("emails", help="run the email service")
+    emails.add_argument("--url", help=url_help)
+    emails.add_argument(
+        "--smtp", type=_smtp, required=True, metavar="HOST:PORT", help="SMTP server"
+    )
+    emails.add_argument("--db", default=str(DEFAULT_EMAILS_DB), help="SQLite file (idempotency)")
+    emails.add_argument("--concurrency", type=_positive, default=4, help="worker threads (4)")
+    emails.add_argument("--max-attempts", type=_positive, default=10, help="sends before DLQ")
+
+    demo = commands.add_parser("demo", help="both services + a local SMTP sink, N accounts")
+    demo.add_argument("--url", help="broker URL (default: memory://)")
+    demo.add_argument("--accounts", type=_positive, default=100, help="accounts to create (100)")
+    demo.add_argument("--data", help="data folder (default: a fresh temporary one)")
+    demo.add_argument("--concurrency", type=_positive, default=4, help="email workers (4)")
+    demo.add_argument("--clients", type=_positive, default=4, help="parallel HTTP clients (4)")
+    demo.add_argument("--timeout", type=float, help="seconds to wait for the mails")
+    return parser
+
+
+def _url(args: argparse.Namespace) -> str:
+    url = args.url or os.environ.get("MSGBUS_URL") or "memory://"
+    if url.startswith("memory:"):
+        log.warning("%s only reaches buses in this process; pass --url for a real broker", url)
+    return url
+
+
+def _run_accounts(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    bus = msgbus.connect(_url(args))
+    service = AccountService(bus, args.db).start()
+    try:
+        log.info(
+            "account service on http://%s:%d, db %s, bus %r", args.host, args.port, args.db, bus
+        )
+        uvicorn.run(service.app, host=args.host, port=args.port, log_level="info")
+    finally:
+        service.close()
+        bus.close()
+    return 0
+
+
+def _run_emails(args: argparse.Namespace) -> int:
+    host, port = args.smtp
+    bus = msgbus.connect(_url(args))
+    service = EmailService(
+        bus,
+        SmtpMailer(host, port),
+        args.db,
+        concurrency=args.concurrency,
+        max_attempts=args.max_attempts,
+    )
+    try:
+        log.info("email service: smtp %s:%d, db %s, bus %r", host, port, args.db, bus)
+        bus.run()  # until SIGINT/SIGTERM; then finish in-flight mails and close
+    finally:
+        bus.close()
+        service.close()
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from msgbus.contrib.bank.demo import run_demo
+
+    print(f"msgbus bank demo: {args.accounts} accounts …", file=sys.stderr, flush=True)
+    result = run_demo(
+        args.url,
+        accounts=args.accounts,
+        data_dir=args.data,
+        concurrency=args.concurrency,
+        clients=args.clients,
+        timeout=args.timeout,
+    )
+    print(result.summary())
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command != "demo":
+        logging.getLogger("msgbus.contrib.bank").setLevel(logging.INFO)
+    runners = {"accounts": _run_accounts, "emails": _run_emails, "demo": _run_demo}
+    try:
+        return runners[args.command](args)
+    except msgbus.MsgBusError as exc:
+        print(f"msgbus-bank: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
