@@ -585,6 +585,17 @@ class Runner:
         done = 0
         started = time.monotonic()
         info: dict[str, Any] = {"targets": {}, "started_at": _now(), **self.manifest_extra}
+        previous = self._previous_manifest()
+        if previous:
+            # Appending to an earlier results folder: keep what it recorded.
+            info["targets"] = dict(previous.get("targets", {}))
+            info["started_at"] = previous.get("started_at", info["started_at"])
+            earlier = previous.get("commands") or [previous.get("command")]
+            info["commands"] = [c for c in earlier if c] + [self.manifest_extra.get("command")]
+            prior = previous.get("summary", {})
+            self._prior_summary = prior
+            self._prior_workloads = previous.get("workloads", [])
+            self._prior_kafka_note = previous.get("kafka_note")
         self._say(f"msgbus bench: {total} runs on {len(self.targets)} target(s)")
         try:
             for target in self.targets:
@@ -646,16 +657,30 @@ class Runner:
         info["finished_at"] = _now()
         info["elapsed_seconds"] = round(time.monotonic() - started, 1)
         info["interrupted"] = self.summary.interrupted
+        prior = self._prior_summary
         info["summary"] = {
-            "runs": self.summary.runs,
-            "failed_runs": self.summary.failed_runs,
-            "lossy_runs": self.summary.lossy_runs,
-            "skipped": self.summary.skipped,
+            "runs": prior.get("runs", 0) + self.summary.runs,
+            "failed_runs": prior.get("failed_runs", []) + self.summary.failed_runs,
+            "lossy_runs": prior.get("lossy_runs", []) + self.summary.lossy_runs,
+            "skipped": prior.get("skipped", []) + self.summary.skipped,
         }
         self._write_manifest(info, manifest)
         return self.summary
 
     _last_kept_up = True
+    _prior_summary: dict[str, Any] = {}
+    _prior_workloads: list[str] = []
+    _prior_kafka_note: str | None = None
+
+    def _previous_manifest(self) -> dict[str, Any]:
+        path = self.output / "manifest.json"
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
     def _one(self, p: _Planned, prefix: str) -> None:
         def tick(text: str) -> None:
@@ -703,7 +728,9 @@ class Runner:
             )
 
     def _write_manifest(self, info: dict[str, Any], manifest: Callable[..., Any]) -> None:
-        data = manifest(self.targets, [n for n, _ in self.workloads], self.repeats)
+        names = list(dict.fromkeys([*self._prior_workloads, *(n for n, _ in self.workloads)]))
+        data = manifest(self.targets, names, self.repeats)
+        data["kafka_note"] = data.get("kafka_note") or self._prior_kafka_note
         data.update(info)
         (self.output / "manifest.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
 
