@@ -5,12 +5,15 @@ does so after each commit) and otherwise sweeps every ``sweep_interval`` seconds
 left by a crashed process, or written by another process, are published too. It never
 polls in a tight loop.
 
-Each pass reads pending rows in ``seq`` order, publishes a batch (pipelined), then waits for
-each future in order: the confirmed prefix is marked sent; at the first failure the rest of
-the batch stays pending and the relay backs off exponentially before trying again. A row is
-marked sent only after the broker confirmed it, so a crash at any point leaves it pending and
-it is published (again) on the next start: delivery is at least once, never zero, and
-consumers deduplicate on ``event_id`` (also used as the message id).
+Each pass reads pending rows in ``seq`` order and publishes a batch (pipelined, in order, so
+the bus keeps per-key order), then waits for the futures in order, all within one
+``publish_timeout``. Confirmed rows are marked sent. At the first failure the relay stops
+waiting: later rows whose futures already succeeded are marked sent too, the rest stay
+pending, and the relay backs off exponentially before the next pass. A row is marked sent only
+after the broker confirmed it, so a crash at any point leaves it pending and it is published
+(again) on the next start: delivery is at least once, never zero, and consumers deduplicate
+on ``event_id`` (also the message id). After a failure a later row may reach the broker
+before the failed one; there is one event per account, so per-account order is unaffected.
 
 Run one relay per database: two relays on one file would both publish the same rows (still
 correct for an idempotent consumer, just wasteful).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Protocol
 
 from msgbus.contrib.bank.store import AccountStore
@@ -101,8 +105,7 @@ class OutboxRelay:
     def publish_pending(self) -> int:
         """Publish every pending row now, in the calling thread; return how many were sent.
 
-        Raises the first publish error (the rows before it are marked sent, the rest stay
-        pending).
+        Raises the first publish error (after marking what the broker did confirm).
         """
         total = 0
         while not self._stop.is_set():
@@ -126,20 +129,27 @@ class OutboxRelay:
                     error = exc
                     break
             confirmed: list[int] = []
+            failed: list[tuple[int, BaseException]] = []
+            deadline = time.monotonic() + self.publish_timeout
             for entry, future in zip(entries, futures, strict=False):
-                try:
-                    future.result(timeout=self.publish_timeout)
-                except Exception as exc:
-                    error = exc
-                    break
-                confirmed.append(entry.seq)
+                if not failed:
+                    try:
+                        future.result(timeout=max(0.0, deadline - time.monotonic()))
+                    except Exception as exc:
+                        failed.append((entry.seq, exc))
+                        continue
+                    confirmed.append(entry.seq)
+                elif future.done() and future.exception() is None:
+                    confirmed.append(entry.seq)  # after a failure: only what is already in
             self.store.mark_sent(confirmed)
             self.published += len(confirmed)
             total += len(confirmed)
-            if error is not None:
-                failed = entries[len(confirmed)]
-                self.store.record_failure(failed.seq, f"{type(error).__name__}: {error}")
-                raise error
+            if error is not None and len(futures) < len(entries):
+                failed.append((entries[len(futures)].seq, error))
+            if failed:
+                seq, first = failed[0]
+                self.store.record_failure(seq, f"{type(first).__name__}: {first}")
+                raise first
         return total
 
     def _loop(self) -> None:

@@ -314,6 +314,21 @@ class BankEndToEnd:
         rig.close()
         self._check_mails(rig, expected)
 
+    def test_smtp_failures_end_in_the_dead_letter_queue(self, rig: BankRig) -> None:
+        rig.sink.stop()
+        dead = rig.recorder(rig.topic + ".dlq")
+        _, emailer = rig.email_service(max_attempts=3, backoff=0.01, max_backoff=0.05)
+        _, server = rig.account_service()
+        rig.create_accounts(server, 1, "dlq")
+        assert dead.wait_for(1, self.timeout)
+        (letter,) = dead.messages
+        assert letter.headers["msgbus-dlq-attempts"] == "3"
+        assert letter.headers["msgbus-dlq-topic"] == rig.topic
+        event = AccountCreated.from_dict(letter.payload)
+        assert emailer.processed.state(event.event_id) == "failed"
+        assert emailer.snapshot().get("smtp_failed") == 3
+        assert rig.sink.count() == 0
+
     def test_outbox_publishes_after_a_crash_between_commit_and_publish(self, rig: BankRig) -> None:
         events = rig.recorder()
         rig.email_service()
