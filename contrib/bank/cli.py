@@ -17,12 +17,16 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 
 import msgbus
 from msgbus.contrib.bank.account_service import DEFAULT_ACCOUNTS_DB, AccountService
 from msgbus.contrib.bank.email_service import DEFAULT_EMAILS_DB, EmailService
+from msgbus.contrib.bank.http_server import ServerThread
 from msgbus.contrib.bank.mailer import SmtpMailer, parse_hostport
 
 __all__ = ["build_parser", "main"]
@@ -86,38 +90,52 @@ def _url(args: argparse.Namespace) -> str:
     return url
 
 
-def _run_accounts(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    bus = msgbus.connect(_url(args))
-    service = AccountService(bus, args.db).start()
+@contextmanager
+def _until_signal() -> Iterator[threading.Event]:
+    """Yield an Event set by SIGINT/SIGTERM (previous handlers restored afterwards)."""
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
-        log.info(
-            "account service on http://%s:%d, db %s, bus %r", args.host, args.port, args.db, bus
-        )
-        uvicorn.run(service.app, host=args.host, port=args.port, log_level="info")
+        yield stop
     finally:
-        service.close()
-        bus.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_accounts(args: argparse.Namespace) -> int:
+    with _until_signal() as stop, ExitStack() as stack:
+        bus = msgbus.connect(_url(args))
+        stack.callback(bus.close)
+        service = AccountService(bus, args.db).start()
+        stack.callback(service.close)
+        server = ServerThread(service.app, args.host, args.port).start()
+        stack.callback(server.stop)
+        log.info("account service ready on %s (db %s, bus %r)", server.url, args.db, bus)
+        stop.wait()
+        log.info("shutting down")
     return 0
 
 
 def _run_emails(args: argparse.Namespace) -> int:
     host, port = args.smtp
-    bus = msgbus.connect(_url(args))
-    service = EmailService(
-        bus,
-        SmtpMailer(host, port),
-        args.db,
-        concurrency=args.concurrency,
-        max_attempts=args.max_attempts,
-    )
-    try:
-        log.info("email service: smtp %s:%d, db %s, bus %r", host, port, args.db, bus)
-        bus.run()  # until SIGINT/SIGTERM; then finish in-flight mails and close
-    finally:
-        bus.close()
-        service.close()
+    with _until_signal() as stop, ExitStack() as stack:
+        bus = msgbus.connect(_url(args))
+        service = EmailService(
+            bus,
+            SmtpMailer(host, port),
+            args.db,
+            concurrency=args.concurrency,
+            max_attempts=args.max_attempts,
+        )
+        stack.callback(service.close)
+        stack.callback(bus.close)  # first: finish in-flight mails, then close the database
+        bus.start()
+        log.info("email service ready (smtp %s:%d, db %s, bus %r)", host, port, args.db, bus)
+        stop.wait()
+        log.info("shutting down: finishing the mails in flight")
     return 0
 
 
