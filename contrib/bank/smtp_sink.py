@@ -15,8 +15,9 @@ import time
 import weakref
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from email.message import EmailMessage
+from dataclasses import dataclass, field
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -25,25 +26,39 @@ from msgbus.contrib.bank.mailer import CORRELATION_HEADER, EVENT_HEADER
 
 __all__ = ["ReceivedMail", "SmtpSink"]
 
+_HEADERS = BytesParser(policy=email.policy.compat32)
+
 
 @dataclass(frozen=True)
 class ReceivedMail:
-    """One accepted mail: the envelope and the parsed message."""
+    """One accepted mail: the envelope, the raw bytes, and the parsed headers.
+
+    ``message`` parses the whole mail (headers and MIME parts) on each access; the headers
+    alone (``headers``) are parsed once on arrival, which keeps the sink cheap.
+    """
 
     mail_from: str
     rcpt_tos: tuple[str, ...]
-    message: EmailMessage
+    raw: bytes = field(repr=False)
+    headers: Message = field(repr=False)
     received_at: float
+
+    @property
+    def message(self) -> EmailMessage:
+        """The full parsed mail."""
+        message = BytesParser(policy=email.policy.default).parsebytes(self.raw)
+        assert isinstance(message, EmailMessage)
+        return message
 
     @property
     def correlation_id(self) -> str | None:
         """The ``X-Correlation-ID`` header, if any."""
-        return self.message.get(CORRELATION_HEADER)
+        return self.headers.get(CORRELATION_HEADER)
 
     @property
     def event_id(self) -> str | None:
         """The ``X-Event-ID`` header, if any."""
-        return self.message.get(EVENT_HEADER)
+        return self.headers.get(EVENT_HEADER)
 
 
 class _Handler:
@@ -57,13 +72,12 @@ class _Handler:
         content = envelope.original_content or envelope.content or b""
         if isinstance(content, str):
             content = content.encode("utf-8")
-        message = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
         self.sink._record(
             ReceivedMail(
                 mail_from=envelope.mail_from or "",
                 rcpt_tos=tuple(envelope.rcpt_tos),
-                message=message,
+                raw=content,
+                headers=_HEADERS.parsebytes(content, headersonly=True),
                 received_at=time.time(),
             )
         )
