@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from msgbus.backends.kafka import KafkaBackend, KafkaOptions
 
 import msgbus
 from msgbus.backend import Delivery, Subscription
+from msgbus.backends.kafka import KafkaBackend, KafkaOptions
 from msgbus.message import CONTENT_TYPE, MESSAGE_ID
 from msgbus.testing.brokers.base import pick_free_port
 from msgbus.testing.conformance import BackendConformance, receive_one
