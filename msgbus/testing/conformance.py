@@ -19,7 +19,11 @@ by events, never fixed sleeps.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import queue
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -43,6 +47,23 @@ from msgbus.message import (
 from msgbus.testing.recorder import Recorder, wait_until
 
 __all__ = ["BackendConformance"]
+
+_STUCK_MEMBER = """
+import json, sys, threading
+import msgbus
+
+url, topic, group, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+bus = msgbus.connect(url, **options)
+
+def stuck(msg):
+    print("entered", msg.id, flush=True)
+    threading.Event().wait()  # never returns: the process is killed here
+
+bus.subscribe(topic, stuck, group=group)
+bus.start()
+print("ready", flush=True)
+threading.Event().wait()
+"""
 
 Connect = Callable[..., msgbus.Bus]
 
@@ -367,17 +388,21 @@ class BackendConformance:
         bus = connect()
         order: list[str] = []
         lock = threading.Lock()
+        first_failure = threading.Event()
 
         def handler(msg: msgbus.Message) -> None:
             with lock:
                 order.append(f"{msg.key}{msg.attempt}")
             if msg.key == "slow" and msg.attempt == 1:
+                first_failure.set()
                 raise RuntimeError("fail once")
 
         rec = Recorder(handler)
-        bus.subscribe(topic, rec, group=group, concurrency=1, max_attempts=2, backoff=1.0)
+        # one worker thread: only a retry that waits outside the worker lets others through
+        bus.subscribe(topic, rec, group=group, concurrency=1, max_attempts=2, backoff=3.0)
         bus.start()
-        bus.publish(topic, 0, key="slow")
+        bus.publish(topic, 0, key="slow").result(self.timeout)
+        assert first_failure.wait(self.timeout), "the failing message never arrived"
         for i in range(5):
             bus.publish(topic, i, key=f"fast{i}")
         bus.flush(self.timeout)
@@ -459,6 +484,40 @@ class BackendConformance:
         finally:
             release.set()
         assert msg.id == "crash-1" and msg.payload == {"n": 1}
+
+    def test_member_process_killed_mid_handler_redelivers(
+        self, connect: Connect, url: str, topic: str, group: str, tmp_path: Any
+    ) -> None:
+        if not self.features_of(connect()).cross_process:
+            pytest.skip("backend members cannot live in other processes")
+        child = subprocess.Popen(
+            [sys.executable, "-c", _STUCK_MEMBER, url, topic, group, json.dumps(self.options)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,  # import msgbus as installed, not from a source checkout
+            start_new_session=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(
+            target=lambda: [lines.put(line.strip()) for line in child.stdout or ()], daemon=True
+        ).start()
+        try:
+            assert lines.get(timeout=self.timeout) == "ready"
+            publisher = connect()
+            publisher.publish(topic, {"n": 1}, key="k", message_id="killed-1").result(self.timeout)
+            assert lines.get(timeout=self.timeout) == "entered killed-1"
+            child.kill()  # SIGKILL: no goodbye to the broker, no ack
+            child.wait(self.timeout)
+            survivor = connect()
+            rec = Recorder()
+            survivor.subscribe(topic, rec, group=group)
+            survivor.start()
+            (msg,) = rec.wait_for(1, self.timeout)
+            assert msg.id == "killed-1" and msg.payload == {"n": 1}
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(self.timeout)
 
     def test_nack_requeue_redelivers(self, connect: Connect, topic: str, group: str) -> None:
         bus = connect()
