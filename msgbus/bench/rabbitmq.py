@@ -1,0 +1,336 @@
+"""RabbitMQ benchmark: raw pika next to msgbus's ``amqp://`` and ``kombu+amqp://`` backends.
+
+``python -m msgbus.bench.rabbitmq [--url amqp://USER:PASS@HOST:PORT/] [--messages N]
+[--repeats R] [--window W] [--prefetch P] [--no-kombu]``
+
+Without ``--url`` a private RabbitMQ is started by the test harness (and stopped after).
+Every figure is messages per second with ~200-byte JSON bodies, persistent messages
+(``delivery_mode=2``) into a durable classic queue, medians of ``--repeats`` runs (min-max):
+
+- raw publish, ``BlockingConnection`` + ``confirm_delivery()``: one confirm waited per
+  message (``raw one-at-a-time``);
+- raw publish on a ``SelectConnection``, publishing from its own I/O thread with a window
+  of ``--window`` unconfirmed messages (``raw pipelined``);
+- raw consume: ``BlockingConnection``, ``basic_qos(prefetch)``, manual ``basic_ack`` per
+  message in the callback, draining a pre-filled queue (``raw consume``);
+- msgbus durable publish: ``bus.publish`` N times, then ``bus.flush()`` (persistent +
+  confirmed), for each msgbus URL (``amqp://`` and ``kombu+amqp://``);
+- msgbus consume: a ``bus.subscribe`` handler (JSON decode, ack after the handler)
+  draining a pre-filled group queue, for each msgbus URL.
+
+Targets (issue 6): msgbus publish >= 0.9x raw pipelined, msgbus consume >= 0.9x raw consume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.select_connection import SelectConnection
+
+import msgbus
+
+__all__ = [
+    "BODY",
+    "main",
+    "msgbus_consume",
+    "msgbus_publish",
+    "raw_consume",
+    "raw_publish_one_at_a_time",
+    "raw_publish_pipelined",
+    "run",
+]
+
+PAYLOAD = {
+    "type": "account.created",
+    "version": 1,
+    "event_id": "6f1c0a7e2b9d4f3a8c5e1d0b7a6f4e2c",
+    "account_id": 1234567,
+    "owner": "Ana Example",
+    "email": "ana.example@example.com",
+    "created_at": "2026-11-26T18:00:00.000000+00:00",
+}
+BODY = json.dumps(PAYLOAD, separators=(",", ":")).encode()
+"""The raw clients' body: the same JSON the bus sends for :data:`PAYLOAD` (~200 bytes)."""
+EXCHANGE = "msgbus"
+"""The exchange msgbus's RabbitMQ backend uses by default; the raw clients use it too."""
+GROUP = "bench"
+PERSISTENT = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+
+
+def _params(url: str) -> pika.URLParameters:
+    return pika.URLParameters(url)
+
+
+def prepare_queue(url: str, topic: str, group: str = GROUP) -> str:
+    """Declare the exchange and the durable group queue ``<topic>.<group>``, bound to
+    ``topic`` (what msgbus declares for that group); return the queue name."""
+    conn = pika.BlockingConnection(_params(url))
+    try:
+        channel = conn.channel()
+        channel.exchange_declare(EXCHANGE, "topic", durable=True)
+        queue = f"{topic}.{group}"
+        channel.queue_declare(queue, durable=True)
+        channel.queue_bind(queue, EXCHANGE, routing_key=topic)
+        return queue
+    finally:
+        conn.close()
+
+
+def delete_queue(url: str, queue: str) -> None:
+    """Delete ``queue`` (clean-up after a run)."""
+    conn = pika.BlockingConnection(_params(url))
+    try:
+        conn.channel().queue_delete(queue)
+    finally:
+        conn.close()
+
+
+def raw_publish_one_at_a_time(url: str, topic: str, messages: int) -> float:
+    """Raw pika: ``BlockingConnection`` with confirms, each publish waits for its confirm."""
+    conn = pika.BlockingConnection(_params(url))
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        started = time.perf_counter()
+        for _ in range(messages):
+            channel.basic_publish(EXCHANGE, topic, BODY, PERSISTENT)
+        return messages / (time.perf_counter() - started)
+    finally:
+        conn.close()
+
+
+def raw_publish_pipelined(url: str, topic: str, messages: int, window: int) -> float:
+    """Raw pika: a ``SelectConnection`` publishing from its I/O thread, at most ``window``
+    unconfirmed; the clock stops at the last confirm. Returns msg/s."""
+    state: dict[str, Any] = {"sent": 0, "confirmed": 0, "error": None, "elapsed": 0.0}
+    done = threading.Event()
+
+    def fill(channel: Any) -> None:
+        while state["sent"] < messages and state["sent"] - state["confirmed"] < window:
+            channel.basic_publish(EXCHANGE, topic, BODY, PERSISTENT)
+            state["sent"] += 1
+
+    def on_confirm(frame: Any) -> None:
+        method = frame.method
+        if not isinstance(method, pika.spec.Basic.Ack):
+            state["error"] = RuntimeError("nack")
+        state["confirmed"] = method.delivery_tag if method.multiple else state["confirmed"] + 1
+        if state["confirmed"] >= messages:
+            state["elapsed"] = time.perf_counter() - state["started"]
+            conn.close()
+            return
+        fill(channel_ref[0])
+
+    channel_ref: list[Any] = []
+
+    def on_channel(channel: Any) -> None:
+        channel_ref.append(channel)
+        channel.confirm_delivery(on_confirm, callback=lambda _f: start(channel))
+
+    def start(channel: Any) -> None:
+        state["started"] = time.perf_counter()
+        fill(channel)
+
+    def on_closed(_conn: Any, reason: Any) -> None:
+        if state["confirmed"] < messages:
+            state["error"] = reason
+        conn.ioloop.stop()
+        done.set()
+
+    def on_open_error(_conn: Any, reason: Any) -> None:
+        state["error"] = reason
+        conn.ioloop.stop()
+        done.set()
+
+    conn = SelectConnection(
+        _params(url),
+        on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+        on_open_error_callback=on_open_error,
+        on_close_callback=on_closed,
+    )
+    conn.ioloop.start()
+    if state["error"] is not None:
+        raise RuntimeError(f"raw pipelined publisher failed: {state['error']!r}")
+    return messages / state["elapsed"]
+
+
+def raw_consume(url: str, queue: str, messages: int, prefetch: int) -> float:
+    """Raw pika: drain ``messages`` from ``queue`` with manual acks, ``basic_qos(prefetch)``."""
+    conn = pika.BlockingConnection(_params(url))
+    try:
+        channel = conn.channel()
+        channel.basic_qos(prefetch_count=prefetch)
+        count = 0
+
+        def on_message(ch: Any, method: Any, _props: Any, body: bytes) -> None:
+            nonlocal count
+            json.loads(body)
+            ch.basic_ack(method.delivery_tag)
+            count += 1
+            if count >= messages:
+                ch.stop_consuming()
+
+        channel.basic_consume(queue, on_message, auto_ack=False)
+        started = time.perf_counter()
+        channel.start_consuming()
+        return messages / (time.perf_counter() - started)
+    finally:
+        conn.close()
+
+
+def msgbus_publish(url: str, topic: str, messages: int, **options: Any) -> float:
+    """msgbus: ``bus.publish`` (persistent, confirmed) N times, then ``flush``; msg/s."""
+    bus = msgbus.connect(url, **options)
+    try:
+        started = time.perf_counter()
+        for _ in range(messages):
+            bus.publish(topic, PAYLOAD)
+        bus.flush(300)
+        return messages / (time.perf_counter() - started)
+    finally:
+        bus.close(timeout=10)
+
+
+def msgbus_consume(
+    url: str, topic: str, group: str, messages: int, prefetch: int, **options: Any
+) -> float:
+    """msgbus: a subscribed handler drains ``messages`` from a pre-filled group; msg/s."""
+    bus = msgbus.connect(url, **options)
+    done = threading.Event()
+    count = 0
+
+    def handle(msg: msgbus.Message) -> None:
+        nonlocal count
+        count += 1
+        if count == messages:
+            done.set()
+
+    try:
+        started = time.perf_counter()
+        bus.subscribe(topic, handle, group=group, prefetch=prefetch)
+        bus.start()
+        if not done.wait(300):
+            raise TimeoutError(f"only {count} of {messages} messages handled")
+        return messages / (time.perf_counter() - started)
+    finally:
+        bus.close(timeout=10)
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):9,.0f}  ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def kombu_url(url: str) -> str:
+    """The ``kombu+amqp://`` form of an ``amqp://`` URL."""
+    return "kombu+" + url
+
+
+def run(
+    url: str,
+    messages: int,
+    repeats: int,
+    window: int,
+    prefetch: int,
+    *,
+    kombu: bool = True,
+) -> dict[str, float]:
+    """Run every measurement ``repeats`` times, interleaved; print and return the medians.
+
+    Each topic has a durable group queue, so RabbitMQ really stores every message; the
+    consume figures drain what the pipelined raw publisher and each msgbus publisher stored.
+    """
+    results: dict[str, list[float]] = {}
+    slow_messages = max(200, messages // 10)
+    targets = {"amqp": url}
+    if kombu:
+        targets["kombu+amqp"] = kombu_url(url)
+
+    def measure(name: str, fn: Callable[[], float]) -> None:
+        value = fn()
+        results.setdefault(name, []).append(value)
+        print(f"  {name:<28} {value:9,.0f} msg/s", flush=True)
+
+    for rep in range(repeats):
+        print(f"run {rep + 1}/{repeats}", flush=True)
+        base = f"bench.{uuid.uuid4().hex[:8]}"
+        slow, piped = f"{base}.slow", f"{base}.piped"
+        queues = [prepare_queue(url, slow), prepare_queue(url, piped)]
+        measure(
+            "raw one-at-a-time confirms",
+            lambda t=slow: raw_publish_one_at_a_time(url, t, slow_messages),
+        )
+        measure(
+            "raw pipelined confirms",
+            lambda t=piped: raw_publish_pipelined(url, t, messages, window),
+        )
+        for name, target in targets.items():
+            topic = f"{base}.{name.replace('+', '-')}"
+            queues.append(prepare_queue(url, topic))
+            measure(
+                f"msgbus {name} publish", lambda t=topic, u=target: msgbus_publish(u, t, messages)
+            )
+        measure("raw consume", lambda q=queues[1]: raw_consume(url, q, messages, prefetch))
+        for name, target in targets.items():
+            topic = f"{base}.{name.replace('+', '-')}"
+            measure(
+                f"msgbus {name} consume",
+                lambda t=topic, u=target: msgbus_consume(u, t, GROUP, messages, prefetch),
+            )
+        for queue in queues:
+            delete_queue(url, queue)
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    print()
+    shown = msgbus.BusURL.parse(url).render()
+    print(f"RabbitMQ at {shown}: {messages:,} messages of {len(BODY)} bytes, {repeats} run(s)")
+    print("median msg/s (min-max)")
+    for name, values in results.items():
+        print(f"  {name:<28} {_median(values)}")
+    print()
+    verdict = {True: "OK", False: "BELOW TARGET"}
+    for name in targets:
+        pub = medians[f"msgbus {name} publish"] / medians["raw pipelined confirms"]
+        con = medians[f"msgbus {name} consume"] / medians["raw consume"]
+        speedup = medians[f"msgbus {name} publish"] / medians["raw one-at-a-time confirms"]
+        print(
+            f"{name:<11} publish / raw pipelined = {pub:.2f} (target >= 0.90) "
+            f"{verdict[pub >= 0.9]};  {speedup:.1f}x one-at-a-time"
+        )
+        print(
+            f"{name:<11} consume / raw consume   = {con:.2f} (target >= 0.90) {verdict[con >= 0.9]}"
+        )
+    return medians
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m msgbus.bench.rabbitmq", description=__doc__)
+    parser.add_argument("--url", help="an existing broker (default: start a private RabbitMQ)")
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--window", type=int, default=1_000, help="raw unconfirmed window")
+    parser.add_argument("--prefetch", type=int, default=1_000)
+    parser.add_argument("--no-kombu", action="store_true", help="skip kombu+amqp://")
+    args = parser.parse_args(argv)
+    options = (args.messages, args.repeats, args.window, args.prefetch)
+    if args.url:
+        run(args.url, *options, kombu=not args.no_kombu)
+        return 0
+    from msgbus.testing.brokers import RabbitMQ
+
+    with RabbitMQ() as broker:
+        print(f"started {broker.description} at {broker.url}", flush=True)
+        run(broker.url, *options, kombu=not args.no_kombu)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

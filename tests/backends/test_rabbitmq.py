@@ -1,0 +1,711 @@
+"""The RabbitMQ backend against a real RabbitMQ (the harness's, or MSGBUS_RABBITMQ_URL).
+
+``TestRabbitMQConformance`` runs the shared suite (classic and quorum group queues); the
+other tests cover what is RabbitMQ's own: pipelined confirms, unroutable messages, broker
+restarts, a consumer process killed mid-handler, authentication, unreachable hosts,
+multi-host URLs, options, and interop with plain pika both ways. No mocks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pytest
+
+import msgbus
+from msgbus.backends.rabbitmq import KEY_HEADER, RabbitMQBackend, group_queue
+from msgbus.message import CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TIMESTAMP
+from msgbus.testing.brokers import pick_free_port
+from msgbus.testing.brokers.base import HOST
+from msgbus.testing.conformance import BackendConformance, receive_one
+from msgbus.testing.pytest_plugin import require_managed
+from msgbus.testing.recorder import Recorder, wait_until
+from msgbus.url import BusURL
+
+pytestmark = pytest.mark.rabbitmq
+
+TIMEOUT = 30.0
+
+
+class TestRabbitMQConformance(BackendConformance):
+    """Every conformance test, on the session's RabbitMQ (classic group queues)."""
+
+    options: dict[str, Any] = {}
+
+    @pytest.fixture
+    def url(self, rabbitmq_broker) -> str:  # type: ignore[no-untyped-def]
+        return rabbitmq_broker.url
+
+
+class TestRabbitMQQuorumConformance(BackendConformance):
+    """Every conformance test with quorum group queues."""
+
+    options: dict[str, Any] = {"queue_type": "quorum"}
+
+    @pytest.fixture
+    def url(self, rabbitmq_broker) -> str:  # type: ignore[no-untyped-def]
+        return rabbitmq_broker.url
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def url(rabbitmq_broker) -> str:  # type: ignore[no-untyped-def]
+    return rabbitmq_broker.url
+
+
+@pytest.fixture
+def backend(url: str) -> Iterator[RabbitMQBackend]:
+    b = RabbitMQBackend.from_url(BusURL.parse(url))
+    yield b
+    b.close(5)
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"rmq.{uuid.uuid4().hex[:12]}"
+
+
+def drain(sub: msgbus.Subscription, count: int, timeout: float = TIMEOUT) -> list[Any]:
+    """Receive and ack ``count`` deliveries; fail if they do not arrive in time."""
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"only {len(out)} of {count} deliveries arrived"
+        for delivery in sub.receive(count - len(out), min(remaining, 1.0)):
+            delivery.ack()
+            out.append(delivery)
+    return out
+
+
+def hostport(url: str) -> str:
+    """``host:port`` of a harness URL."""
+    host = BusURL.parse(url).hosts[0]
+    return f"{host.host}:{host.port}"
+
+
+def blocking(url: str) -> pika.BlockingConnection:
+    """A plain pika connection to the broker of ``url``."""
+    return pika.BlockingConnection(pika.URLParameters(url))
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def test_pipelined_confirms_thousands_outstanding_all_resolved(url: str, topic: str) -> None:
+    backend = RabbitMQBackend.from_url(BusURL.parse(url), max_in_flight=10_000)
+    sub = backend.subscribe(topic, "g", prefetch=1000)  # the group queue stores them
+    try:
+        count = 5000
+        futures = [
+            backend.publish(topic, f"{i}".encode(), key=None, headers={}) for i in range(count)
+        ]
+        outstanding = sum(not f.done() for f in futures)
+        assert outstanding > 500, f"confirms were not pipelined ({outstanding} outstanding)"
+        backend.flush(TIMEOUT * 2)
+        assert all(f.done() and f.exception() is None for f in futures)
+        bodies = sorted(int(d.body) for d in drain(sub, count, TIMEOUT * 2))
+        assert bodies == list(range(count))
+    finally:
+        sub.close()
+        backend.close(5)
+
+
+def test_max_in_flight_bounds_unconfirmed_publishes(url: str, topic: str) -> None:
+    backend = RabbitMQBackend.from_url(BusURL.parse(url), max_in_flight=10)
+    try:
+        futures = []
+        for i in range(300):
+            futures.append(backend.publish(topic, str(i).encode(), key=None, headers={}))
+            assert sum(not f.done() for f in futures) <= 11
+        backend.flush(TIMEOUT)
+        assert all(f.exception() is None for f in futures)
+    finally:
+        backend.close(5)
+
+
+def test_publish_to_a_topic_without_queue_succeeds_unless_mandatory(url: str, topic: str) -> None:
+    plain = RabbitMQBackend.from_url(BusURL.parse(url))
+    strict = RabbitMQBackend.from_url(BusURL.parse(url + "?mandatory=true"))
+    try:
+        assert plain.publish(topic, b"dropped", key=None, headers={}).result(TIMEOUT) is None
+        before = strict.publish(topic + ".x", b"x", key=None, headers={})
+        lost = strict.publish(topic, b"nobody", key="k", headers={MESSAGE_ID: "m-1"})
+        with pytest.raises(msgbus.PublishError, match="unroutable"):
+            lost.result(TIMEOUT)
+        with pytest.raises(msgbus.PublishError):
+            before.result(TIMEOUT)
+        sub = strict.subscribe(topic, "g", prefetch=10)
+        try:
+            assert strict.publish(topic, b"taken", key=None, headers={}).result(TIMEOUT) is None
+            assert receive_one(sub, TIMEOUT).body == b"taken"
+        finally:
+            sub.close()
+    finally:
+        plain.close(5)
+        strict.close(5)
+
+
+def test_oversized_message_is_refused_before_sending(url: str) -> None:
+    backend = RabbitMQBackend.from_url(BusURL.parse(url), max_message_bytes=1000)
+    try:
+        assert backend.features.max_message_bytes == 1000
+        with pytest.raises(msgbus.MessageTooLarge):
+            backend.publish("rmq.big", b"x" * 1001, key=None, headers={})
+    finally:
+        backend.close(5)
+
+
+def test_closed_backend_refuses_work(url: str, topic: str) -> None:
+    backend = RabbitMQBackend.from_url(BusURL.parse(url))
+    future = backend.publish(topic, b"last", key=None, headers={})
+    backend.close(5)
+    assert future.result(0) is None  # close flushed it
+    backend.close(5)  # idempotent
+    with pytest.raises(msgbus.BusClosed):
+        backend.publish(topic, b"x", key=None, headers={})
+    with pytest.raises(msgbus.BusClosed):
+        backend.subscribe(topic, "g", prefetch=1)
+
+
+# --------------------------------------------------------------------------- queues
+
+
+def test_subscription_is_ready_when_subscribe_returns(url: str, topic: str) -> None:
+    publisher = RabbitMQBackend.from_url(BusURL.parse(url))
+    consumer = RabbitMQBackend.from_url(BusURL.parse(url))
+    try:
+        for i in range(30):
+            sub = consumer.subscribe(topic, f"ready{i}", prefetch=1)
+            publisher.publish(topic, str(i).encode(), key=None, headers={}).result(TIMEOUT)
+            assert receive_one(sub, TIMEOUT).body == str(i).encode()
+            sub.close()
+    finally:
+        publisher.close(5)
+        consumer.close(5)
+
+
+def test_group_queue_keeps_messages_while_no_member_is_connected(
+    backend: RabbitMQBackend, url: str, topic: str
+) -> None:
+    backend.subscribe(topic, "durable", prefetch=10).close()
+    for i in range(5):
+        backend.publish(topic, str(i).encode(), key=None, headers={})
+    backend.flush(TIMEOUT)
+    conn = blocking(url)
+    try:
+        declared = conn.channel().queue_declare(group_queue(topic, "durable"), passive=True)
+        assert declared.method.message_count == 5
+    finally:
+        conn.close()
+    sub = backend.subscribe(topic, "durable", prefetch=10)
+    try:
+        assert sorted(d.body for d in drain(sub, 5)) == [str(i).encode() for i in range(5)]
+    finally:
+        sub.close()
+
+
+def test_private_queue_is_deleted_with_its_subscription(
+    backend: RabbitMQBackend, url: str, topic: str
+) -> None:
+    sub = backend.subscribe(topic, None, prefetch=10)
+    name = sub.queue  # type: ignore[attr-defined]
+    assert name.startswith("amq.gen-")
+    backend.publish(topic, b"x", key=None, headers={}).result(TIMEOUT)
+    assert receive_one(sub, TIMEOUT).body == b"x"
+    sub.close()
+    conn = blocking(url)
+    try:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+            conn.channel().queue_declare(name, passive=True)
+    finally:
+        conn.close()
+
+
+def test_quorum_queue_and_mismatched_queue_type(url: str, topic: str) -> None:
+    quorum = RabbitMQBackend.from_url(BusURL.parse(url), queue_type="quorum")
+    classic = RabbitMQBackend.from_url(BusURL.parse(url))
+    try:
+        sub = quorum.subscribe(topic, "q", prefetch=10)
+        quorum.publish(topic, b"q", key=None, headers={}).result(TIMEOUT)
+        assert [d.body for d in drain(sub, 1)] == [b"q"]
+        sub.close()
+        conn = blocking(url)
+        try:
+            channel = conn.channel()
+            declared = channel.queue_declare(
+                group_queue(topic, "q"), durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            assert declared.method.queue == group_queue(topic, "q")
+        finally:
+            conn.close()
+        with pytest.raises(msgbus.ConfigurationError, match="queue_type"):
+            classic.subscribe(topic, "q", prefetch=10)
+        # the refused subscription did not break the backend
+        other = classic.subscribe(topic, "c", prefetch=10)
+        classic.publish(topic, b"c", key=None, headers={}).result(TIMEOUT)
+        assert [d.body for d in drain(other, 1)] == [b"c"]
+        other.close()
+    finally:
+        quorum.close(5)
+        classic.close(5)
+
+
+def test_nack_without_requeue_drops_and_with_requeue_redelivers(
+    backend: RabbitMQBackend, topic: str
+) -> None:
+    sub = backend.subscribe(topic, "g", prefetch=10)
+    try:
+        backend.publish(topic, b"drop", key=None, headers={}).result(TIMEOUT)
+        receive_one(sub, TIMEOUT).nack(requeue=False)
+        backend.publish(topic, b"again", key=None, headers={}).result(TIMEOUT)
+        first = receive_one(sub, TIMEOUT)
+        assert first.body == b"again" and not first.redelivered
+        first.nack(requeue=True)
+        second = receive_one(sub, TIMEOUT)
+        assert second.body == b"again" and second.redelivered
+        second.ack()
+        second.ack()  # settling twice is a no-op
+        assert sub.receive(10, 0.3) == []
+    finally:
+        sub.close()
+
+
+def test_prefetch_bounds_unacknowledged_deliveries(backend: RabbitMQBackend, topic: str) -> None:
+    sub = backend.subscribe(topic, "g", prefetch=3)
+    try:
+        for i in range(10):
+            backend.publish(topic, str(i).encode(), key=None, headers={})
+        backend.flush(TIMEOUT)
+        held: list[Any] = []
+        wait_until(lambda: held.extend(sub.receive(10, 0.2)) or len(held) >= 3, TIMEOUT, "3")
+        assert sub.receive(10, 0.5) == []  # the broker holds the rest back
+        for delivery in held:
+            delivery.ack()
+        rest = drain(sub, 7)
+        assert sorted(int(d.body) for d in held + rest) == list(range(10))
+    finally:
+        sub.close()
+
+
+def test_one_member_sees_each_key_in_order(backend: RabbitMQBackend, topic: str) -> None:
+    assert backend.features.per_key_order is False  # not across members: see the docstring
+    sub = backend.subscribe(topic, "single", prefetch=50)
+    try:
+        for n in range(100):
+            backend.publish(topic, str(n).encode(), key=f"k{n % 4}", headers={})
+        backend.flush(TIMEOUT)
+        got = drain(sub, 100)
+        for k in range(4):
+            assert [int(d.body) for d in got if d.key == f"k{k}"] == list(range(k, 100, 4))
+    finally:
+        sub.close()
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def test_metadata_travels_in_amqp_properties(url: str, topic: str) -> None:
+    conn = blocking(url)
+    bus = msgbus.connect(url)
+    try:
+        channel = conn.channel()
+        channel.exchange_declare("msgbus", "topic", durable=True)
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, "msgbus", routing_key=topic)
+        before = int(time.time())
+        bus.publish(
+            topic,
+            {"id": 7},
+            key="7",
+            headers={"tenant": "a:b", "unicode": "héllo ✓"},
+            correlation_id="c-1",
+            message_id="m-1",
+        ).result(TIMEOUT)
+        method, props, body = wait_for_get(channel, queue)
+        assert body == b'{"id":7}' or body.replace(b" ", b"") == b'{"id":7}'
+        assert props.content_type == "application/json"
+        assert props.message_id == "m-1"
+        assert props.correlation_id == "c-1"
+        assert props.delivery_mode == 2
+        assert before - 1 <= props.timestamp <= time.time() + 1
+        assert props.headers[KEY_HEADER] == "7"
+        assert props.headers["tenant"] == "a:b"
+        assert props.headers["unicode"] == "héllo ✓"
+        assert int(props.headers[TIMESTAMP]) // 1000 == props.timestamp
+        assert method.routing_key == topic and method.exchange == "msgbus"
+    finally:
+        conn.close()
+        bus.close(5)
+
+
+def wait_for_get(channel: Any, queue: str) -> tuple[Any, Any, bytes]:
+    """basic_get until a message is there (bounded)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        method, props, body = channel.basic_get(queue, auto_ack=True)
+        if method is not None:
+            return method, props, body
+        channel.connection.process_data_events(time_limit=0.05)
+    raise AssertionError("no message in the queue")
+
+
+def test_plain_pika_client_to_msgbus(url: str, topic: str) -> None:
+    bus = msgbus.connect(url)
+    rec = Recorder()
+    bus.subscribe(topic, rec, group="from-plain")
+    bus.start()
+    conn = blocking(url)
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            "msgbus",
+            topic,
+            b'{"hello": "world"}',
+            pika.BasicProperties(
+                content_type="application/json",
+                correlation_id="c-9",
+                message_id="plain-1",
+                timestamp=1_700_000_000,
+                headers={"tenant": "x", "count": 3, "flag": True, KEY_HEADER: "k-9"},
+            ),
+        )
+        channel.basic_publish("msgbus", topic, b"plain bytes")
+        first, second = rec.wait_for(2, TIMEOUT)
+        assert first.payload == {"hello": "world"}
+        assert first.id == "plain-1" and first.correlation_id == "c-9"
+        assert first.key == "k-9"
+        assert dict(first.headers) == {"tenant": "x", "count": "3", "flag": "True"}
+        assert first.timestamp == 1_700_000_000
+        assert second.payload == b"plain bytes" and second.content_type is None
+        assert second.id and second.key is None and second.timestamp == 0.0
+    finally:
+        conn.close()
+        bus.close(5)
+
+
+# --------------------------------------------------------------------------- failures
+
+CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    import msgbus
+
+    bus = msgbus.connect(sys.argv[1])
+
+    def handler(msg):
+        print("entered", msg.id, flush=True)
+        threading.Event().wait()   # stuck until killed
+
+    bus.subscribe(sys.argv[2], handler, group=sys.argv[3])
+    bus.start()
+    print("ready", flush=True)
+    threading.Event().wait()
+    """
+)
+
+
+def test_consumer_killed_mid_handler_is_redelivered_to_the_other_member(
+    url: str, topic: str
+) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, url, topic, "crashy"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    bus = msgbus.connect(url)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        bus.publish(topic, {"n": 1}, message_id="crash-1").result(TIMEOUT)
+        assert child.stdout.readline().strip() == "entered crash-1"
+        survivor = Recorder()
+        bus.subscribe(topic, survivor, group="crashy")
+        bus.start()
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(TIMEOUT)
+        (msg,) = survivor.wait_for(1, TIMEOUT)
+        assert msg.id == "crash-1" and msg.payload == {"n": 1}
+        assert msg.redelivered
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        bus.close(5)
+
+
+@pytest.mark.slow
+def test_broker_restart_keeps_confirmed_messages_and_resubscribes(
+    rabbitmq_broker,  # type: ignore[no-untyped-def]
+    topic: str,
+) -> None:
+    require_managed(rabbitmq_broker)
+    backend = RabbitMQBackend.from_url(BusURL.parse(rabbitmq_broker.url), connect_timeout=5)
+    sub = backend.subscribe(topic, "survivors", prefetch=100)
+    try:
+        count = 200
+        for i in range(count):
+            backend.publish(topic, str(i).encode(), key=f"k{i % 3}", headers={})
+        backend.flush(TIMEOUT)
+        first = receive_one(sub, TIMEOUT)  # handed out, never acked: redelivered later
+        rabbitmq_broker.restart()
+        got = {d.body for d in drain(sub, count, TIMEOUT * 2)}
+        assert got == {str(i).encode() for i in range(count)}
+        first.ack()  # from the old channel: a harmless no-op
+        backend.publish(topic, b"after", key=None, headers={}).result(TIMEOUT)
+        assert receive_one(sub, TIMEOUT).body == b"after"
+    finally:
+        sub.close()
+        backend.close(5)
+
+
+@pytest.mark.slow
+def test_publishes_during_a_broker_outage_are_confirmed_after_it(
+    rabbitmq_broker,  # type: ignore[no-untyped-def]
+    topic: str,
+) -> None:
+    require_managed(rabbitmq_broker)
+    bus = msgbus.connect(rabbitmq_broker.url, connect_timeout=5)
+    rec = Recorder()
+    bus.subscribe(topic, rec, group="g")
+    bus.start()
+    try:
+        early = [bus.publish(topic, i) for i in range(300)]  # some in flight at the kill
+        rabbitmq_broker.kill()
+        during = [bus.publish(topic, i) for i in range(300, 320)]
+        rabbitmq_broker.start()
+        for future in early + during:
+            assert future.exception(TIMEOUT * 2) is None
+        wait_until(
+            lambda: set(range(320)) <= {m.payload for m in rec.messages},
+            TIMEOUT * 2,
+            "every confirmed message after the outage",
+        )
+    finally:
+        bus.close(5)
+
+
+@pytest.mark.slow
+def test_long_outage_fails_pending_publishes_clearly(
+    rabbitmq_broker,  # type: ignore[no-untyped-def]
+    topic: str,
+) -> None:
+    require_managed(rabbitmq_broker)
+    backend = RabbitMQBackend.from_url(
+        BusURL.parse(rabbitmq_broker.url), connect_timeout=5, reconnect_timeout=1
+    )
+    sub = backend.subscribe(topic, "g", prefetch=10)
+    try:
+        rabbitmq_broker.stop()
+        future = backend.publish(topic, b"x", key=None, headers={})
+        with pytest.raises(msgbus.BrokerUnavailable, match="for more than 1s"):
+            future.result(TIMEOUT)
+        with pytest.raises(msgbus.BrokerUnavailable):
+            sub.receive(1, 5)
+        rabbitmq_broker.start()
+        wait_until(
+            lambda: backend.publish(topic, b"y", key=None, headers={}).exception(TIMEOUT) is None,
+            TIMEOUT,
+            "publishing after the broker came back",
+        )
+        assert b"y" in [d.body for d in drain(sub, 1)]
+    finally:
+        sub.close()
+        backend.close(5)
+
+
+def test_wrong_password_is_an_authentication_error_at_once(url: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(msgbus.AuthenticationError) as info:
+        msgbus.connect(f"amqp://guest:wrong-pa55@{hostport(url)}/", connect_timeout=10)
+    assert time.monotonic() - started < 3, "an auth failure must not be retried"
+    assert "wrong-pa55" not in str(info.value) and "guest" in str(info.value)
+
+
+def test_unknown_vhost_fails_at_once(url: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(msgbus.BrokerUnavailable, match="vhost 'nope'"):
+        msgbus.connect(f"amqp://guest:guest@{hostport(url)}/nope", connect_timeout=10)
+    assert time.monotonic() - started < 3
+
+
+def test_unreachable_broker_is_unavailable_in_bounded_time() -> None:
+    port = pick_free_port()
+    started = time.monotonic()
+    with pytest.raises(msgbus.BrokerUnavailable) as info:
+        msgbus.connect(f"amqp://127.0.0.1:{port}/", connect_timeout=2)
+    assert time.monotonic() - started < 5
+    assert not isinstance(info.value, msgbus.AuthenticationError)
+    assert str(port) in str(info.value)
+
+
+def test_unresponsive_server_is_unavailable_in_bounded_time() -> None:
+    with socket.socket() as server:  # accepts TCP but never speaks AMQP
+        server.bind((HOST, pick_free_port()))
+        server.listen(1)
+        started = time.monotonic()
+        with pytest.raises(msgbus.BrokerUnavailable):
+            msgbus.connect(f"amqp://127.0.0.1:{server.getsockname()[1]}/", connect_timeout=2)
+        assert time.monotonic() - started < 8
+
+
+def test_hosts_are_tried_in_turn(url: str, topic: str) -> None:
+    dead = pick_free_port()
+    bus = msgbus.connect(f"amqp://guest:guest@127.0.0.1:{dead},{hostport(url)}/")
+    try:
+        assert f"127.0.0.1:{dead}" in bus.backend.describe()
+        rec = Recorder()
+        bus.subscribe(topic, rec, group="g")
+        bus.start()
+        bus.publish(topic, "x").result(TIMEOUT)
+        assert rec.wait_for(1, TIMEOUT)[0].payload == "x"
+    finally:
+        bus.close(5)
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_unknown_option_lists_the_valid_ones(url: str) -> None:
+    with pytest.raises(msgbus.UnknownOption) as info:
+        msgbus.connect(url, prefetch_count=10)
+    text = str(info.value)
+    for name in ("exchange", "queue_type", "heartbeat", "max_in_flight", "cacertfile"):
+        assert name in text
+    with pytest.raises(msgbus.UnknownOption, match="did you mean 'heartbeat'"):
+        msgbus.connect(url + "?heartbeet=1")
+    with pytest.raises(msgbus.ConfigurationError, match="queue_type"):
+        msgbus.connect(url, queue_type="stream")
+    with pytest.raises(msgbus.ConfigurationError, match="connect_timeout"):
+        msgbus.connect(url, connect_timeout=0)
+    with pytest.raises(msgbus.ConfigurationError, match=r"amq\."):
+        msgbus.connect(url, exchange="amq.topic")
+
+
+def test_password_is_never_shown(url: str) -> None:
+    secret = "pa55-w0rd-XYZ"
+    where = hostport(url)
+    with pytest.raises(msgbus.UnknownOption) as info:
+        msgbus.connect(f"amqp://guest:{secret}@{where}/?bogus=1")
+    assert secret not in str(info.value)
+    with pytest.raises(msgbus.ConfigurationError) as bad:
+        msgbus.connect(f"amqp://guest@{where}/", password=secret, heartbeat="x")
+    assert secret not in str(bad.value)
+    with pytest.raises(msgbus.AuthenticationError) as auth:
+        msgbus.connect(f"amqp://guest:{secret}@{where}/")
+    assert secret not in str(auth.value) and secret not in repr(auth.value)
+    bus = msgbus.connect(f"amqp://guest:guest@{where}/")
+    try:
+        backend = bus.backend
+        for text in (repr(bus), repr(backend), backend.describe(), repr(backend.options)):
+            assert ":guest@" not in text and "password='guest'" not in text
+    finally:
+        bus.close(5)
+    port = pick_free_port()
+    with pytest.raises(msgbus.BrokerUnavailable) as down:
+        msgbus.connect(f"amqp://bob:{secret}@127.0.0.1:{port}/", connect_timeout=1)
+    assert secret not in str(down.value) and secret not in repr(down.value)
+
+
+def test_url_form_vhost_heartbeat_and_exchange(url: str, topic: str) -> None:
+    conn = blocking(url)
+    conn.close()
+    bus = msgbus.connect(
+        f"amqp://guest:guest@{hostport(url)}/%2F?heartbeat=5&connection_timeout=3000"
+        "&exchange=msgbus-alt"
+    )
+    try:
+        backend = bus.backend
+        assert isinstance(backend, RabbitMQBackend)
+        assert backend.vhost == "/"
+        assert backend.options.heartbeat == 5 and backend.options.exchange == "msgbus-alt"
+        rec = Recorder()
+        bus.subscribe(topic, rec, group="g")
+        bus.start()
+        bus.publish(topic, "alt").result(TIMEOUT)
+        assert rec.wait_for(1, TIMEOUT)[0].payload == "alt"
+    finally:
+        bus.close(5)
+    assert RabbitMQBackend(BusURL.parse("amqp://h"), _opts()).vhost == "/"
+    assert RabbitMQBackend(BusURL.parse("amqp://h/prod%2Fa"), _opts()).vhost == "prod/a"
+    tls = RabbitMQBackend(BusURL.parse("amqps://h1,h2:5000/v"), _opts(verify="verify_none"))
+    assert tls.use_ssl and tls.host_ports == [("h1", 5671), ("h2", 5000)]
+
+
+def _opts(**changes: Any) -> Any:
+    from msgbus.backends.rabbitmq import RabbitMQOptions
+
+    return RabbitMQOptions(**changes)
+
+
+def test_amqps_to_a_closed_port_fails_in_bounded_time() -> None:
+    port = pick_free_port()
+    with pytest.raises(msgbus.BrokerUnavailable):
+        msgbus.connect(f"amqps://127.0.0.1:{port}/", connect_timeout=1, verify="verify_none")
+    with pytest.raises(msgbus.ConfigurationError, match="TLS"):
+        msgbus.connect(f"amqps://127.0.0.1:{port}/", cacertfile="/nonexistent/ca.pem")
+
+
+def test_headers_round_trip_exactly(backend: RabbitMQBackend, topic: str) -> None:
+    headers = {
+        "colon": "a:b:c",
+        "newline": "one\ntwo",
+        "unicode": "héllo ✓ 😀 日本",
+        "empty": "",
+        "nämé-ünïcödé": "v4",
+        "x-death": "not really",
+        CONTENT_TYPE: "application/x-test",
+        MESSAGE_ID: "id-1",
+        TIMESTAMP: "1700000000123",
+        CORRELATION_ID: "corr-1",
+        "msgbus-dlq-error": "boom",
+    }
+    sub = backend.subscribe(topic, "g", prefetch=10)
+    try:
+        backend.publish(topic, b"\x00body\x00", key="k:1\nx", headers=headers).result(TIMEOUT)
+        delivery = receive_one(sub, TIMEOUT)
+        delivery.ack()
+        assert delivery.headers == headers
+        assert delivery.key == "k:1\nx"
+        assert delivery.body == b"\x00body\x00"
+        assert delivery.native_id == "id-1"
+    finally:
+        sub.close()
+
+
+def test_settling_from_other_threads(backend: RabbitMQBackend, topic: str) -> None:
+    sub = backend.subscribe(topic, "g", prefetch=200)
+    try:
+        for i in range(400):
+            backend.publish(topic, str(i).encode(), key=None, headers={})
+        backend.flush(TIMEOUT)
+        got: list[Any] = []
+        deadline = time.monotonic() + TIMEOUT
+        while len(got) < 400 and time.monotonic() < deadline:
+            batch = sub.receive(100, 1.0)
+            got += batch
+            threads = [threading.Thread(target=d.ack) for d in batch]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        assert sorted(int(d.body) for d in got) == list(range(400))
+        assert sub.receive(10, 0.3) == []
+    finally:
+        sub.close()
