@@ -1,0 +1,353 @@
+"""The kombu backend against real brokers: RabbitMQ (``kombu+amqp://``), Redis
+(``kombu+redis://``) and kombu's in-process ``kombu+memory://``.
+
+The conformance suite runs on all three; the other tests cover pipelined confirms on AMQP,
+interop with the ``amqp://`` backend, features per transport, broker restart, a consumer
+process killed mid-handler, errors and options. No mocks.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from typing import Any, ClassVar
+
+import pytest
+
+import msgbus
+from msgbus.backends.kombu import KEY_HEADER, KombuBackend
+from msgbus.testing.brokers import pick_free_port
+from msgbus.testing.conformance import BackendConformance, receive_one
+from msgbus.testing.pytest_plugin import require_managed
+from msgbus.testing.recorder import Recorder
+from msgbus.url import BusURL
+
+pytestmark = pytest.mark.kombu
+
+TIMEOUT = 30.0
+
+
+def kombu_url(url: str) -> str:
+    """``kombu+`` in front of a harness URL."""
+    return "kombu+" + url
+
+
+@pytest.mark.rabbitmq
+class TestKombuAMQPConformance(BackendConformance):
+    """Every conformance test on ``kombu+amqp://`` (the session's RabbitMQ)."""
+
+    @pytest.fixture
+    def url(self, rabbitmq_broker) -> str:  # type: ignore[no-untyped-def]
+        return kombu_url(rabbitmq_broker.url)
+
+
+@pytest.mark.redis
+class TestKombuRedisConformance(BackendConformance):
+    """Every conformance test on ``kombu+redis://`` (the session's Redis).
+
+    A member that dies keeps its unacknowledged messages until kombu's visibility timeout
+    (default 1 h) lets another consumer restore them: 5 s here, so that the killed-member
+    test can see the redelivery.
+    """
+
+    options: ClassVar[dict[str, Any]] = {"transport_options": {"visibility_timeout": 5}}
+
+    @pytest.fixture
+    def url(self, redis_broker) -> str:  # type: ignore[no-untyped-def]
+        return kombu_url(redis_broker.url)
+
+
+class TestKombuMemoryConformance(BackendConformance):
+    """Every conformance test on ``kombu+memory://`` (in-process)."""
+
+    @pytest.fixture
+    def url(self) -> str:
+        return "kombu+memory://"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def amqp_url(rabbitmq_broker) -> str:  # type: ignore[no-untyped-def]
+    return kombu_url(rabbitmq_broker.url)
+
+
+@pytest.fixture
+def redis_url(redis_broker) -> str:  # type: ignore[no-untyped-def]
+    return kombu_url(redis_broker.url)
+
+
+@pytest.fixture
+def topic() -> str:
+    return f"kombu.{uuid.uuid4().hex[:12]}"
+
+
+def connect(url: str, **options: Any) -> KombuBackend:
+    backend = msgbus.connect(url, **options).backend
+    assert isinstance(backend, KombuBackend)
+    return backend
+
+
+def drain(sub: msgbus.Subscription, count: int, timeout: float = TIMEOUT) -> list[Any]:
+    """Receive and ack ``count`` deliveries; fail if they do not arrive in time."""
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"only {len(out)} of {count} deliveries arrived"
+        for delivery in sub.receive(count - len(out), min(remaining, 1.0)):
+            delivery.ack()
+            out.append(delivery)
+    return out
+
+
+# --------------------------------------------------------------------------- AMQP
+
+
+@pytest.mark.rabbitmq
+def test_pipelined_confirms_on_amqp(amqp_url: str, topic: str) -> None:
+    backend = connect(amqp_url, max_in_flight=10_000)
+    sub = backend.subscribe(topic, "g", prefetch=1000)
+    try:
+        count = 3000
+        futures = [
+            backend.publish(topic, str(i).encode(), key=None, headers={}) for i in range(count)
+        ]
+        outstanding = sum(not f.done() for f in futures)
+        assert outstanding > 300, f"confirms were not pipelined ({outstanding} outstanding)"
+        backend.flush(TIMEOUT * 2)
+        assert all(f.exception() is None for f in futures)
+        assert sorted(int(d.body) for d in drain(sub, count)) == list(range(count))
+    finally:
+        sub.close()
+        backend.close(5)
+
+
+@pytest.mark.rabbitmq
+def test_interop_with_the_amqp_backend(rabbitmq_broker, topic: str) -> None:  # type: ignore[no-untyped-def]
+    plain = msgbus.connect(rabbitmq_broker.url)
+    viakombu = msgbus.connect(kombu_url(rabbitmq_broker.url))
+    try:
+        to_kombu, to_plain = Recorder(), Recorder()
+        viakombu.subscribe(topic, to_kombu, group="k")
+        plain.subscribe(topic, to_plain, group="p")
+        viakombu.start()
+        plain.start()
+        plain.publish(topic, {"from": "amqp"}, key="1", headers={"h": "v"}, message_id="a-1")
+        viakombu.publish(topic, {"from": "kombu"}, key="2", correlation_id="c-2")
+        plain.flush(TIMEOUT)
+        viakombu.flush(TIMEOUT)
+        for rec in (to_kombu, to_plain):
+            msgs = sorted(rec.wait_for(2, TIMEOUT), key=lambda m: m.payload["from"])
+            assert [m.payload["from"] for m in msgs] == ["amqp", "kombu"]
+            assert (
+                msgs[0].id == "a-1" and msgs[0].key == "1" and dict(msgs[0].headers) == {"h": "v"}
+            )
+            assert msgs[1].key == "2" and msgs[1].correlation_id == "c-2"
+            assert all(m.content_type == "application/json" for m in msgs)
+    finally:
+        plain.close(5)
+        viakombu.close(5)
+
+
+@pytest.mark.rabbitmq
+def test_wrong_password_is_an_authentication_error(rabbitmq_broker) -> None:  # type: ignore[no-untyped-def]
+    host = BusURL.parse(rabbitmq_broker.url).hosts[0]
+    started = time.monotonic()
+    with pytest.raises(msgbus.AuthenticationError) as info:
+        msgbus.connect(f"kombu+amqp://guest:wrong-pa55@{host}/", connect_timeout=10)
+    assert time.monotonic() - started < 5
+    assert "wrong-pa55" not in str(info.value)
+
+
+@pytest.mark.rabbitmq
+def test_hosts_are_tried_in_turn(rabbitmq_broker, topic: str) -> None:  # type: ignore[no-untyped-def]
+    host = BusURL.parse(rabbitmq_broker.url).hosts[0]
+    dead = pick_free_port()
+    backend = connect(f"kombu+amqp://guest:guest@127.0.0.1:{dead},{host}/")
+    try:
+        sub = backend.subscribe(topic, "g", prefetch=10)
+        backend.publish(topic, b"x", key=None, headers={}).result(TIMEOUT)
+        assert receive_one(sub, TIMEOUT).body == b"x"
+        sub.close()
+    finally:
+        backend.close(5)
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    import msgbus
+
+    bus = msgbus.connect(sys.argv[1])
+
+    def handler(msg):
+        print("entered", msg.id, flush=True)
+        threading.Event().wait()   # stuck until killed
+
+    bus.subscribe(sys.argv[2], handler, group=sys.argv[3])
+    bus.start()
+    print("ready", flush=True)
+    threading.Event().wait()
+    """
+)
+
+
+@pytest.mark.rabbitmq
+def test_consumer_killed_mid_handler_is_redelivered(amqp_url: str, topic: str) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, amqp_url, topic, "crashy"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    bus = msgbus.connect(amqp_url)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        bus.publish(topic, {"n": 1}, message_id="crash-1").result(TIMEOUT)
+        assert child.stdout.readline().strip() == "entered crash-1"
+        survivor = Recorder()
+        bus.subscribe(topic, survivor, group="crashy")
+        bus.start()
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(TIMEOUT)
+        (msg,) = survivor.wait_for(1, TIMEOUT)
+        assert msg.id == "crash-1" and msg.redelivered
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        bus.close(5)
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.slow
+def test_broker_restart_keeps_confirmed_messages_and_resubscribes(
+    rabbitmq_broker,  # type: ignore[no-untyped-def]
+    topic: str,
+) -> None:
+    require_managed(rabbitmq_broker)
+    backend = connect(kombu_url(rabbitmq_broker.url), connect_timeout=5)
+    sub = backend.subscribe(topic, "survivors", prefetch=100)
+    try:
+        count = 100
+        for i in range(count):
+            backend.publish(topic, str(i).encode(), key=None, headers={})
+        backend.flush(TIMEOUT)
+        first = receive_one(sub, TIMEOUT)
+        rabbitmq_broker.restart()
+        got = {d.body for d in drain(sub, count, TIMEOUT * 2)}
+        assert got == {str(i).encode() for i in range(count)}
+        first.ack()  # from the old connection: a no-op
+        backend.publish(topic, b"after", key=None, headers={}).result(TIMEOUT)
+        assert receive_one(sub, TIMEOUT).body == b"after"
+    finally:
+        sub.close()
+        backend.close(5)
+
+
+# --------------------------------------------------------------------------- Redis
+
+
+@pytest.mark.redis
+def test_redis_round_trip_headers_and_key(redis_url: str, topic: str) -> None:
+    backend = connect(redis_url)
+    sub = backend.subscribe(topic, "g", prefetch=10)
+    try:
+        headers = {
+            "content-type": "application/x-test",
+            "msgbus-id": "id-1",
+            "msgbus-timestamp": "1700000000123",
+            "msgbus-correlation-id": "c-1",
+            "unicode": "héllo ✓",
+            "empty": "",
+        }
+        backend.publish(topic, b"\x00bin\xff", key="k", headers=headers).result(TIMEOUT)
+        delivery = receive_one(sub, TIMEOUT)
+        delivery.ack()
+        assert delivery.body == b"\x00bin\xff"
+        assert delivery.headers == headers and delivery.key == "k"
+    finally:
+        sub.close()
+        backend.close(5)
+
+
+@pytest.mark.redis
+def test_unreachable_redis_is_unavailable_in_bounded_time() -> None:
+    port = pick_free_port()
+    started = time.monotonic()
+    with pytest.raises(msgbus.BrokerUnavailable):
+        msgbus.connect(f"kombu+redis://127.0.0.1:{port}/0", connect_timeout=2)
+    assert time.monotonic() - started < 8
+
+
+# --------------------------------------------------------------------------- all transports
+
+
+def test_features_follow_the_transport(redis_url: str, amqp_url: str) -> None:
+    memory = connect("kombu+memory://")
+    redis = connect(redis_url)
+    amqp = connect(amqp_url)
+    try:
+        assert amqp.features.persistent and amqp.features.cross_process
+        assert not redis.features.persistent and redis.features.cross_process
+        assert not memory.features.persistent and not memory.features.cross_process
+        for backend in (memory, redis, amqp):
+            assert backend.features.requeue and not backend.features.per_key_order
+        assert connect(amqp_url, persistent=False).features.persistent is False
+    finally:
+        for backend in (memory, redis, amqp):
+            backend.close(5)
+
+
+def test_memory_round_trip_and_key_header(topic: str) -> None:
+    backend = connect("kombu+memory://")
+    sub = backend.subscribe(topic, "g", prefetch=10)
+    try:
+        backend.publish(topic, b"m", key="k", headers={"a": "b"}).result(TIMEOUT)
+        delivery = receive_one(sub, TIMEOUT)
+        assert delivery.body == b"m" and delivery.key == "k"
+        assert delivery.headers["a"] == "b" and KEY_HEADER not in delivery.headers
+        delivery.ack()
+    finally:
+        sub.close()
+        backend.close(5)
+
+
+def test_url_and_option_errors() -> None:
+    with pytest.raises(msgbus.ConfigurationError, match=r"kombu\+<transport>"):
+        msgbus.connect("kombu://localhost")
+    with pytest.raises(msgbus.ConfigurationError, match="transport"):
+        msgbus.connect("kombu+nosuchtransport://localhost")
+    with pytest.raises(msgbus.UnknownOption) as info:
+        msgbus.connect("kombu+memory://", prefetch_count=1)
+    for name in ("exchange", "max_in_flight", "poll_interval", "transport_options"):
+        assert name in str(info.value)
+    with pytest.raises(msgbus.UnknownOption, match="did you mean 'exchange'"):
+        msgbus.connect("kombu+memory://?exchang=x")
+    with pytest.raises(msgbus.ConfigurationError, match="from_beginning"):
+        connect("kombu+memory://").subscribe("t", "g", prefetch=1, from_beginning=True)
+
+
+def test_password_is_never_shown() -> None:
+    secret = "pa55-w0rd-XYZ"
+    port = pick_free_port()
+    with pytest.raises(msgbus.UnknownOption) as info:
+        msgbus.connect(f"kombu+amqp://bob:{secret}@127.0.0.1:{port}/?bogus=1")
+    assert secret not in str(info.value)
+    with pytest.raises(msgbus.BrokerUnavailable) as down:
+        msgbus.connect(f"kombu+amqp://bob:{secret}@127.0.0.1:{port}/", connect_timeout=1)
+    assert secret not in str(down.value) and secret not in repr(down.value)
+    backend = connect("kombu+memory://")
+    try:
+        assert secret not in repr(backend) + backend.describe()
+    finally:
+        backend.close(5)
