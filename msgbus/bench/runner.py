@@ -612,6 +612,19 @@ class Runner:
                     remaining_estimate -= sum(p.estimate() for p in plan)
                     continue
                 info["targets"][target.name] = _target_info(target)
+                missing = _msgbus_backend_problem(target)
+                if missing:
+                    self._say(f"   {target.name}: no msgbus runs: {missing}")
+                    info["targets"][target.name]["msgbus_missing"] = missing
+                    skipped = [p for p in plan if p.client == "msgbus"]
+                    self.summary.skipped += [
+                        f"{target.name}/msgbus {p.workload} [{p.step.label}]: {missing}"
+                        for p in skipped
+                        if p.repeat == 0
+                    ]
+                    plan = [p for p in plan if p.client != "msgbus"]
+                    done += len(skipped)
+                    remaining_estimate -= sum(p.estimate() for p in skipped)
                 self._write_manifest(info, manifest)
                 try:
                     behind: set[tuple[str, str]] = set()
@@ -733,6 +746,18 @@ class Runner:
         data["kafka_note"] = data.get("kafka_note") or self._prior_kafka_note
         data.update(info)
         (self.output / "manifest.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def _msgbus_backend_problem(target: Target) -> str:
+    """Why msgbus cannot drive ``target`` ('' when it can): e.g. its backend is missing."""
+    from msgbus.registry import load_backend
+    from msgbus.url import BusURL
+
+    try:
+        load_backend(BusURL.parse(target.url or "memory://").scheme)
+    except Exception as exc:  # UnknownBackend, BackendNotInstalled, a broken module
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    return ""
 
 
 def _target_info(target: Target) -> dict[str, Any]:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("hdrh")
+pytest.importorskip("matplotlib")
+
 from msgbus.bench.cli import main
 from msgbus.bench.report import write_report
 
