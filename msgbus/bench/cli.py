@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
 import sys
 from pathlib import Path
+from types import FrameType
 
 from msgbus.bench.targets import HARNESS_KINDS, Target, harness_target, url_target
 from msgbus.bench.workloads import (
@@ -109,7 +111,16 @@ def _run(args: argparse.Namespace) -> int:
             "command": " ".join(["msgbus", "bench", *sys.argv[2:]]),
         },
     )
-    summary = runner.run()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: workers and brokers stopped
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        summary = runner.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(
         f"{summary.runs} runs written to {output}; failed {len(summary.failed_runs)}, "
         f"with losses {len(summary.lossy_runs)}, skipped {len(summary.skipped)}",

@@ -96,9 +96,17 @@ def _quiet_signals(in_process: bool) -> None:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _wait_t0(ctl: Control) -> int | None:
+_PARENT = os.getppid()
+
+
+def _orphaned(in_process: bool) -> bool:
+    """True when the runner process is gone (a worker then stops on its own)."""
+    return not in_process and os.getppid() != _PARENT
+
+
+def _wait_t0(ctl: Control, in_process: bool) -> int | None:
     while not ctl.go.wait(0.2):
-        if ctl.stop.is_set():
+        if ctl.stop.is_set() or _orphaned(in_process):
             return None
     return int(ctl.t0.value)
 
@@ -139,7 +147,7 @@ def _produce(spec: ProducerSpec, ctl: Control) -> dict[str, Any]:
     failed: list[int] = []
     errors: list[str] = []
     ctl.results.put(("ready", "producer", spec.index))
-    t0 = _wait_t0(ctl)
+    t0 = _wait_t0(ctl, spec.in_process)
     seq = 0
     in_window = 0
     if t0 is not None:
@@ -192,6 +200,8 @@ def _produce(spec: ProducerSpec, ctl: Control) -> dict[str, Any]:
                 done(exc)
             seq += 1
             counter.value = seq
+            if not seq % 1000 and _orphaned(spec.in_process):
+                break
     flush_error = ""
     try:
         sender.flush(w.drain_timeout + 30)
@@ -288,7 +298,8 @@ def _consume(spec: ConsumerSpec, ctl: Control) -> dict[str, Any]:
         receiver.start()
         ctl.results.put(("ready", "consumer", spec.index))
         while not ctl.stop.wait(0.2):
-            pass
+            if _orphaned(spec.in_process):
+                break
     finally:
         receiver.close()
     t = handling.tracker
