@@ -41,6 +41,7 @@ from msgbus.testing.brokers import (
     env_var,
 )
 from msgbus.testing.brokers.base import ci_requested
+from msgbus.url import BusURL
 
 __all__ = [
     "activemq_broker",
@@ -197,4 +198,5 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             if broker.last_start_seconds is not None
             else ""
         )
-        terminalreporter.write_line(f"{name}: {broker.description} at {broker.url}{timing}")
+        where = BusURL.parse(broker.url).render(hide_password=True)
+        terminalreporter.write_line(f"{name}: {broker.description} at {where}{timing}")

@@ -8,12 +8,7 @@ multi-host URLs, options, and interop with plain pika both ways. No mocks.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -399,55 +394,6 @@ def test_plain_pika_client_to_msgbus(url: str, topic: str) -> None:
 
 
 # --------------------------------------------------------------------------- failures
-
-CHILD = textwrap.dedent(
-    """
-    import sys, threading
-    import msgbus
-
-    bus = msgbus.connect(sys.argv[1])
-
-    def handler(msg):
-        print("entered", msg.id, flush=True)
-        threading.Event().wait()   # stuck until killed
-
-    bus.subscribe(sys.argv[2], handler, group=sys.argv[3])
-    bus.start()
-    print("ready", flush=True)
-    threading.Event().wait()
-    """
-)
-
-
-def test_consumer_killed_mid_handler_is_redelivered_to_the_other_member(
-    url: str, topic: str
-) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, url, topic, "crashy"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    bus = msgbus.connect(url)
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
-        bus.publish(topic, {"n": 1}, message_id="crash-1").result(TIMEOUT)
-        assert child.stdout.readline().strip() == "entered crash-1"
-        survivor = Recorder()
-        bus.subscribe(topic, survivor, group="crashy")
-        bus.start()
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(TIMEOUT)
-        (msg,) = survivor.wait_for(1, TIMEOUT)
-        assert msg.id == "crash-1" and msg.payload == {"n": 1}
-        assert msg.redelivered
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        bus.close(5)
 
 
 @pytest.mark.slow
