@@ -22,9 +22,8 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -39,39 +38,9 @@ from msgbus.contrib.bank.events import ACCOUNT_CREATED, AccountCreated
 from msgbus.contrib.bank.http_server import ServerThread
 from msgbus.contrib.bank.mailer import SmtpMailer
 from msgbus.contrib.bank.smtp_sink import SmtpSink
+from msgbus.testing.recorder import Recorder, wait_until
 
-__all__ = ["BankEndToEnd", "BankRig", "HttpResult", "Recorder", "wait_until"]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.01) -> bool:
-    """Poll ``predicate`` until it is truthy (return True) or ``timeout`` passes (False).
-
-    For conditions that have no event to wait on (in-process counters); bounded always.
-    """
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return bool(predicate())
-        time.sleep(interval)
-    return True
-
-
-class Recorder:
-    """A message handler that keeps what it receives; :meth:`wait_for` blocks on arrival."""
-
-    def __init__(self) -> None:
-        self.messages: list[msgbus.Message] = []
-        self._cond = threading.Condition()
-
-    def __call__(self, message: msgbus.Message) -> None:
-        with self._cond:
-            self.messages.append(message)
-            self._cond.notify_all()
-
-    def wait_for(self, count: int, timeout: float) -> bool:
-        """True once at least ``count`` messages arrived, False after ``timeout``."""
-        with self._cond:
-            return self._cond.wait_for(lambda: len(self.messages) >= count, timeout)
+__all__ = ["BankEndToEnd", "BankRig", "HttpResult"]
 
 
 class HttpResult:
@@ -260,7 +229,7 @@ class BankEndToEnd:
         service, server = rig.account_service()
         expected = rig.create_accounts(server, self.accounts, "happy")
         assert rig.sink.wait_for(self.accounts, self.timeout), rig.sink.count()
-        assert wait_until(lambda: service.store.counts()["pending"] == 0, self.timeout)
+        wait_until(lambda: service.store.counts()["pending"] == 0, self.timeout, "an empty outbox")
         rig.close()  # drains in-flight handlers: a duplicate in flight would land now
         self._check_mails(rig, expected)
         assert emailer.snapshot().get("sent") == self.accounts
@@ -294,11 +263,19 @@ class BankEndToEnd:
         bus_a.close(timeout=0)  # "kill": stop at once, nothing in flight is acknowledged
         _, emailer_b = rig.email_service(concurrency=2)
         # B gets the held event again, finds A's live claim, and retries instead of sending.
-        assert wait_until(lambda: emailer_b.snapshot().get("busy", 0) >= 1, self.timeout)
+        wait_until(
+            lambda: emailer_b.snapshot().get("busy", 0) >= 1,
+            self.timeout,
+            "instance B to see the live claim",
+        )
         release.set()  # A's SMTP transaction completes now, and A records "sent"
         assert rig.sink.wait_for(self.accounts, self.timeout), rig.sink.count()
         # B's next retry finds A's "sent" record and skips the event.
-        assert wait_until(lambda: emailer_b.snapshot().get("duplicate", 0) >= 1, self.timeout)
+        wait_until(
+            lambda: emailer_b.snapshot().get("duplicate", 0) >= 1,
+            self.timeout,
+            "instance B to skip the sent mail",
+        )
         rig.close()
         self._check_mails(rig, expected)
 
@@ -307,7 +284,11 @@ class BankEndToEnd:
         _, emailer = rig.email_service()
         _, server = rig.account_service()
         expected = rig.create_accounts(server, self.accounts, "outage")
-        assert wait_until(lambda: emailer.snapshot().get("smtp_failed", 0) >= 3, self.timeout)
+        wait_until(
+            lambda: emailer.snapshot().get("smtp_failed", 0) >= 3,
+            self.timeout,
+            "three SMTP failures",
+        )
         assert rig.sink.count() == 0
         rig.sink.start()  # same port as before
         assert rig.sink.wait_for(self.accounts, self.timeout), rig.sink.count()
@@ -320,7 +301,7 @@ class BankEndToEnd:
         _, emailer = rig.email_service(max_attempts=3, backoff=0.01, max_backoff=0.05)
         _, server = rig.account_service()
         rig.create_accounts(server, 1, "dlq")
-        assert dead.wait_for(1, self.timeout)
+        dead.wait_for(1, self.timeout)
         (letter,) = dead.messages
         assert letter.headers["msgbus-dlq-attempts"] == "3"
         assert letter.headers["msgbus-dlq-topic"] == rig.topic
@@ -346,9 +327,13 @@ class BankEndToEnd:
         server.stop()
         crashed.close()
         restarted, _ = rig.account_service()  # same database file, relay starts
-        assert events.wait_for(1, self.timeout)
+        events.wait_for(1, self.timeout)
         assert rig.sink.wait_for(1, self.timeout)
-        assert wait_until(lambda: restarted.store.counts()["pending"] == 0, self.timeout)
+        wait_until(
+            lambda: restarted.store.counts()["pending"] == 0,
+            self.timeout,
+            "the restarted relay to empty the outbox",
+        )
         (message,) = events.messages
         event = AccountCreated.from_dict(message.payload)
         assert event.account_id == created.json["id"]
@@ -385,7 +370,7 @@ class BankEndToEnd:
         assert service.store.counts() == {"accounts": 0, "pending": 0, "sent": 0}
         good = rig.request(server, "POST", "/accounts", {"owner": "Bo", "email": "bo@example.com"})
         assert good.status == 201
-        assert events.wait_for(1, self.timeout)
+        events.wait_for(1, self.timeout)
         assert [m.payload["email"] for m in events.messages] == ["bo@example.com"]
 
     def test_unknown_version_and_bad_bodies_are_dead_lettered(self, rig: BankRig) -> None:
@@ -397,7 +382,7 @@ class BankEndToEnd:
         rig.publish(b"\x00 not an event", key="3")
         rig.publish(good, key="1", correlation_id="corr-good")
         assert rig.sink.wait_for(1, self.timeout)
-        assert dead.wait_for(3, self.timeout), dead.messages
+        dead.wait_for(3, self.timeout)
         errors = sorted(m.headers["msgbus-dlq-error-type"] for m in dead.messages)
         assert errors == ["msgbus.errors.Reject"] * 3
         assert any("version" in m.headers["msgbus-dlq-error"] for m in dead.messages)

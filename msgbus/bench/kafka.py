@@ -39,6 +39,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 import msgbus
+from msgbus.bench.payload import ACCOUNT_CREATED
 
 __all__ = [
     "main",
@@ -52,15 +53,7 @@ __all__ = [
 ]
 
 PARTITIONS = 3
-PAYLOAD = {
-    "type": "account.created",
-    "version": 1,
-    "event_id": "6f1c0a7e2b9d4f3a8c5e1d0b7a6f4e2c",
-    "account_id": 1234567,
-    "owner": "Ana Example",
-    "email": "ana.example@example.com",
-    "created_at": "2026-11-26T18:00:00.000000+00:00",
-}
+PAYLOAD = ACCOUNT_CREATED
 """About 200 bytes as JSON (with the ``sent_ns`` field the latency runs add)."""
 
 OPTIONS: dict[str, Any] = {}

@@ -29,18 +29,11 @@ from collections.abc import Callable
 from typing import Any
 
 import msgbus
+from msgbus.bench.payload import ACCOUNT_CREATED
 
 __all__ = ["main", "msgbus_latency", "msgbus_throughput"]
 
-PAYLOAD = {
-    "type": "account.created",
-    "version": 1,
-    "event_id": "6f1c0a7e2b9d4f3a8c5e1d0b7a6f4e2c",
-    "account_id": 1234567,
-    "owner": "Ana Example",
-    "email": "ana.example@example.com",
-    "created_at": "2026-11-26T18:00:00.000000+00:00",
-}
+PAYLOAD = ACCOUNT_CREATED
 
 
 def _payload(sent_ns: int = 0) -> dict[str, Any]:

@@ -37,6 +37,7 @@ import pika.exceptions
 from pika.adapters.select_connection import SelectConnection
 
 import msgbus
+from msgbus.bench.payload import ACCOUNT_CREATED
 
 __all__ = [
     "BODY",
@@ -49,15 +50,7 @@ __all__ = [
     "run",
 ]
 
-PAYLOAD = {
-    "type": "account.created",
-    "version": 1,
-    "event_id": "6f1c0a7e2b9d4f3a8c5e1d0b7a6f4e2c",
-    "account_id": 1234567,
-    "owner": "Ana Example",
-    "email": "ana.example@example.com",
-    "created_at": "2026-11-26T18:00:00.000000+00:00",
-}
+PAYLOAD = ACCOUNT_CREATED
 BODY = json.dumps(PAYLOAD, separators=(",", ":")).encode()
 """The raw clients' body: the same JSON the bus sends for :data:`PAYLOAD` (~200 bytes)."""
 EXCHANGE = "msgbus"

@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from msgbus.backend import Delivery, Subscription
 from msgbus.message import Message
 
-__all__ = ["Recorder", "wait_until"]
+__all__ = ["Recorder", "drain", "wait_until"]
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condition") -> None:
@@ -19,6 +20,25 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condit
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what}")
         time.sleep(0.01)
+
+
+def drain(
+    sub: Subscription, count: int, timeout: float = 30.0, *, ack: bool = True
+) -> list[Delivery]:
+    """Receive ``count`` deliveries from ``sub`` (acking each unless ``ack=False``).
+
+    Raises ``AssertionError`` naming how many arrived if they do not all arrive in time.
+    """
+    out: list[Delivery] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, f"only {len(out)} of {count} deliveries arrived in {timeout:.1f}s"
+        for delivery in sub.receive(count - len(out), min(remaining, 1.0)):
+            if ack:
+                delivery.ack()
+            out.append(delivery)
+    return out
 
 
 class Recorder:

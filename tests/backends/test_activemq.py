@@ -26,7 +26,7 @@ from msgbus.testing.brokers.activemq import stomp_handshake
 from msgbus.testing.brokers.base import HOST, ci_requested
 from msgbus.testing.conformance import BackendConformance, receive_one
 from msgbus.testing.pytest_plugin import require_managed
-from msgbus.testing.recorder import Recorder, wait_until
+from msgbus.testing.recorder import Recorder, drain, wait_until
 from msgbus.url import BusURL
 
 pytestmark = pytest.mark.activemq
@@ -62,19 +62,6 @@ def backend(url: str) -> Iterator[ActiveMQBackend]:
 @pytest.fixture
 def topic() -> str:
     return f"amq.{uuid.uuid4().hex[:12]}"
-
-
-def drain(sub: msgbus.Subscription, count: int, timeout: float = TIMEOUT) -> list[Any]:
-    """Receive and ack ``count`` deliveries; fail if they do not arrive in time."""
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"only {len(out)} of {count} deliveries arrived"
-        for delivery in sub.receive(count - len(out), min(remaining, 1.0)):
-            delivery.ack()
-            out.append(delivery)
-    return out
 
 
 class RawClient(stomp.ConnectionListener):

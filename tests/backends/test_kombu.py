@@ -24,7 +24,7 @@ from msgbus.backends.kombu import KEY_HEADER, KombuBackend
 from msgbus.testing.brokers import pick_free_port
 from msgbus.testing.conformance import BackendConformance, receive_one
 from msgbus.testing.pytest_plugin import require_managed
-from msgbus.testing.recorder import Recorder
+from msgbus.testing.recorder import Recorder, drain
 from msgbus.url import BusURL
 
 pytestmark = pytest.mark.kombu
@@ -92,19 +92,6 @@ def connect(url: str, **options: Any) -> KombuBackend:
     backend = msgbus.connect(url, **options).backend
     assert isinstance(backend, KombuBackend)
     return backend
-
-
-def drain(sub: msgbus.Subscription, count: int, timeout: float = TIMEOUT) -> list[Any]:
-    """Receive and ack ``count`` deliveries; fail if they do not arrive in time."""
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"only {len(out)} of {count} deliveries arrived"
-        for delivery in sub.receive(count - len(out), min(remaining, 1.0)):
-            delivery.ack()
-            out.append(delivery)
-    return out
 
 
 # --------------------------------------------------------------------------- AMQP

@@ -25,7 +25,7 @@ from msgbus.testing.brokers import pick_free_port
 from msgbus.testing.brokers.base import HOST
 from msgbus.testing.conformance import BackendConformance, receive_one
 from msgbus.testing.pytest_plugin import require_managed
-from msgbus.testing.recorder import Recorder, wait_until
+from msgbus.testing.recorder import Recorder, drain, wait_until
 from msgbus.url import BusURL
 
 pytestmark = pytest.mark.rabbitmq
@@ -71,19 +71,6 @@ def backend(url: str) -> Iterator[RabbitMQBackend]:
 @pytest.fixture
 def topic() -> str:
     return f"rmq.{uuid.uuid4().hex[:12]}"
-
-
-def drain(sub: msgbus.Subscription, count: int, timeout: float = TIMEOUT) -> list[Any]:
-    """Receive and ack ``count`` deliveries; fail if they do not arrive in time."""
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    while len(out) < count:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"only {len(out)} of {count} deliveries arrived"
-        for delivery in sub.receive(count - len(out), min(remaining, 1.0)):
-            delivery.ack()
-            out.append(delivery)
-    return out
 
 
 def hostport(url: str) -> str:

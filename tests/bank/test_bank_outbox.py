@@ -14,7 +14,7 @@ import msgbus
 from msgbus.contrib.bank import events as events_module
 from msgbus.contrib.bank.outbox import OutboxRelay
 from msgbus.contrib.bank.store import AccountStore
-from msgbus.contrib.bank.testing import Recorder, wait_until
+from msgbus.testing.recorder import Recorder, wait_until
 
 TOPIC = "account.created"
 TIMEOUT = 10.0
@@ -85,8 +85,8 @@ def test_relay_publishes_in_order_with_key_correlation_and_id(
     ]
     relay = OutboxRelay(store, bus, batch_size=7).start()
     try:
-        assert recorder.wait_for(20, TIMEOUT)
-        assert wait_until(lambda: store.counts()["pending"] == 0, TIMEOUT)
+        recorder.wait_for(20, TIMEOUT)
+        wait_until(lambda: store.counts()["pending"] == 0, TIMEOUT)
     finally:
         relay.stop()
     got = [(m.key, m.correlation_id, m.id, m.payload["event_id"]) for m in recorder.messages]
@@ -100,10 +100,10 @@ def test_notify_wakes_the_relay_without_waiting_for_the_sweep(
     store = AccountStore(tmp_path / "a.db")
     relay = OutboxRelay(store, bus, sweep_interval=3600).start()
     try:
-        assert wait_until(lambda: relay._thread is not None, TIMEOUT)
+        wait_until(lambda: relay._thread is not None, TIMEOUT)
         store.create_account("Ana", "ana@example.com")
         relay.notify()
-        assert recorder.wait_for(1, TIMEOUT)
+        recorder.wait_for(1, TIMEOUT)
     finally:
         relay.stop()
 
@@ -115,7 +115,7 @@ def test_sweep_finds_rows_written_elsewhere(
     try:
         other_process = AccountStore(tmp_path / "a.db")  # no notify reaches this relay
         other_process.create_account("Ana", "ana@example.com")
-        assert recorder.wait_for(1, TIMEOUT)
+        recorder.wait_for(1, TIMEOUT)
     finally:
         relay.stop()
 
@@ -130,8 +130,8 @@ def test_publish_failures_are_retried_with_backoff(
     flaky = FlakyBus(bus, 3, raise_at_once=raise_at_once)
     relay = OutboxRelay(store, flaky, backoff=0.01, max_backoff=0.05).start()
     try:
-        assert recorder.wait_for(2, TIMEOUT)
-        assert wait_until(lambda: store.counts()["pending"] == 0, TIMEOUT)
+        recorder.wait_for(2, TIMEOUT)
+        wait_until(lambda: store.counts()["pending"] == 0, TIMEOUT)
     finally:
         relay.stop()
     assert relay.failures >= 2 and flaky.calls >= 5  # one failed pass per failed batch
