@@ -8,11 +8,6 @@ process killed mid-handler, errors and options. No mocks.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 import time
 import uuid
 from typing import Any, ClassVar
@@ -165,54 +160,6 @@ def test_hosts_are_tried_in_turn(rabbitmq_broker, topic: str) -> None:  # type: 
         sub.close()
     finally:
         backend.close(5)
-
-
-CHILD = textwrap.dedent(
-    """
-    import sys, threading
-    import msgbus
-
-    bus = msgbus.connect(sys.argv[1])
-
-    def handler(msg):
-        print("entered", msg.id, flush=True)
-        threading.Event().wait()   # stuck until killed
-
-    bus.subscribe(sys.argv[2], handler, group=sys.argv[3])
-    bus.start()
-    print("ready", flush=True)
-    threading.Event().wait()
-    """
-)
-
-
-@pytest.mark.rabbitmq
-def test_consumer_killed_mid_handler_is_redelivered(amqp_url: str, topic: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, amqp_url, topic, "crashy"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    bus = msgbus.connect(amqp_url)
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
-        bus.publish(topic, {"n": 1}, message_id="crash-1").result(TIMEOUT)
-        assert child.stdout.readline().strip() == "entered crash-1"
-        survivor = Recorder()
-        bus.subscribe(topic, survivor, group="crashy")
-        bus.start()
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait(TIMEOUT)
-        (msg,) = survivor.wait_for(1, TIMEOUT)
-        assert msg.id == "crash-1" and msg.redelivered
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        bus.close(5)
 
 
 @pytest.mark.rabbitmq
