@@ -503,13 +503,14 @@ class KafkaBackend(Backend):
             )
         if topic not in self._known_topics:
             self.ensure_topic(topic)
-        wire = [(name, value.encode()) for name, value in headers.items()]
         timestamp_ms = None
         stamp = headers.get(TIMESTAMP)
         if stamp is not None and stamp.isdigit():
             # the publish time travels as the record's own timestamp, not as a header
             timestamp_ms = int(stamp)
-            wire = [item for item in wire if item[0] != TIMESTAMP]
+            wire = [(name, value.encode()) for name, value in headers.items() if name != TIMESTAMP]
+        else:
+            wire = [(name, value.encode()) for name, value in headers.items()]
         try:
             sent = self._producer.send(
                 topic,
@@ -523,8 +524,7 @@ class KafkaBackend(Backend):
         except Exception as exc:
             raise translate_error(exc, f"publishing to Kafka topic {topic!r}") from exc
         future: Future[None] = Future()
-        sent.add_callback(_resolve, future)
-        sent.add_errback(_reject, future, topic)
+        sent.add_both(_settle_publish, future, topic)
         return future
 
     def flush(self, timeout: float | None = None) -> None:
@@ -628,14 +628,13 @@ class KafkaBackend(Backend):
                 self._admin = None
 
 
-def _resolve(future: Future[None], metadata: Any) -> None:
-    """Producer callback (sender thread): the broker acknowledged the record."""
-    future.set_result(None)
-
-
-def _reject(future: Future[None], topic: str, exc: BaseException) -> None:
-    """Producer errback (sender thread): the record was refused or not acknowledged in time."""
-    future.set_exception(translate_error(exc, f"publishing to Kafka topic {topic!r}"))
+def _settle_publish(future: Future[None], topic: str, outcome: Any) -> None:
+    """Producer callback (sender thread): the broker acknowledged the record (``outcome`` is
+    its metadata), or refused it / did not acknowledge it in time (an exception)."""
+    if isinstance(outcome, BaseException):
+        future.set_exception(translate_error(outcome, f"publishing to Kafka topic {topic!r}"))
+    else:
+        future.set_result(None)
 
 
 def _quietly_close(client: Any) -> None:
@@ -879,35 +878,48 @@ class _KafkaSubscription(Subscription):
         settle = self._settle
         added = 0
         with self._lock:
-            states, buffer = self._states, self._buffer
+            states, append = self._states, self._buffer.append
             for tp, batch in records.items():
                 state = states.get(tp)
                 if state is None or state.dead:
                     continue  # revoked or not positioned yet: it will be fetched again
+                topic = tp.topic
+                where = f"{topic}/{tp.partition}/"
+                order_append = state.order.append
+                next_offset = state.next_offset
                 for record in batch:
                     offset = record.offset
-                    if offset < state.next_offset:
+                    if offset < next_offset:
                         continue
-                    state.add(offset)
-                    headers: dict[str, str] = {}
-                    for name, value in record.headers or ():
-                        headers[name] = value.decode("utf-8", "replace") if value else ""
+                    order_append(offset)  # = state.add(offset), inlined (hot loop)
+                    next_offset = offset + 1
+                    raw_headers = record.headers
+                    headers: dict[str, str] = (
+                        {
+                            name: value.decode("utf-8", "replace") if value else ""
+                            for name, value in raw_headers
+                        }
+                        if raw_headers
+                        else {}
+                    )
                     stamp = record.timestamp
-                    if TIMESTAMP not in headers and stamp is not None and stamp >= 0:
+                    if stamp is not None and stamp >= 0 and TIMESTAMP not in headers:
                         headers[TIMESTAMP] = str(stamp)
                     key = record.key
-                    buffer.append(
+                    value = record.value
+                    append(
                         Delivery(
-                            tp.topic,
-                            record.value if record.value is not None else b"",
+                            topic,
+                            value if value is not None else b"",
                             headers,
                             key.decode("utf-8", "replace") if key is not None else None,
                             settle,
-                            native_id=f"{tp.topic}/{tp.partition}/{offset}",
+                            native_id=where + str(offset),
                             token=(state, offset),
                         )
                     )
                     added += 1
+                state.next_offset = next_offset
             if added:
                 self._cond.notify_all()
 
