@@ -82,7 +82,10 @@ Options
     - ``vhost`` (str): the STOMP ``host`` header (default: the URL path, else the host name).
     - ``ssl`` (bool): use TLS (default true for ``stomp+ssl://``); ``ssl_ca_certs``,
       ``ssl_certfile``, ``ssl_keyfile``, ``ssl_key_password`` (paths / secret),
-      ``ssl_verify`` (bool, true).
+      ``ssl_verify`` (bool, true). Unreadable files or a key that does not match its
+      certificate are :class:`~msgbus.ConfigurationError` at once; a server certificate the
+      client does not trust (on every host) is ``BrokerUnavailable`` saying "TLS certificate
+      verification failed" at once, not retried until ``connect_timeout``.
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -310,6 +315,58 @@ def _error_text(frame: Any) -> str:
     return message or "ERROR frame without a message"
 
 
+class _TlsUntrusted(BrokerUnavailable):
+    """The server's TLS certificate failed verification: not retried by ``open()``."""
+
+
+def _tls_context(opts: ActiveMQOptions) -> ssl.SSLContext:
+    """The SSL context stomp.py builds from the options (CA file or the system's CAs, host
+    name check unless ``ssl_verify`` is false, client certificate). Raises
+    ConfigurationError naming TLS for unreadable files or a wrong key password."""
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if opts.ssl_ca_certs:
+            context.load_verify_locations(opts.ssl_ca_certs)
+        else:
+            context.load_default_certs()
+        if not opts.ssl_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if opts.ssl_certfile:
+            context.load_cert_chain(
+                opts.ssl_certfile, opts.ssl_keyfile or opts.ssl_certfile, opts.ssl_key_password
+            )
+    except (OSError, ssl.SSLError) as exc:
+        files = ", ".join(
+            f"{name}={value!r}"
+            for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+            if (value := getattr(opts, name))
+        )
+        raise ConfigurationError(f"ActiveMQ TLS options ({files}): {exc}") from None
+    return context
+
+
+def _tls_verify_failure(
+    hosts: list[tuple[str, int]], context: ssl.SSLContext, timeout: float
+) -> str | None:
+    """Why the TLS server certificate of every host in ``hosts`` is not trusted, or None
+    when some host could not be reached or its certificate is fine (a diagnosis run after
+    stomp.py failed to connect: stomp.py only logs the reason)."""
+    reasons = []
+    for host, port in hosts:
+        try:
+            with (
+                socket.create_connection((host, port), timeout=timeout) as raw,
+                context.wrap_socket(raw, server_hostname=host),
+            ):
+                return None
+        except ssl.SSLCertVerificationError as exc:
+            reasons.append(f"{host}:{port}: {exc.verify_message or exc.reason or exc}")
+        except OSError:
+            return None
+    return "; ".join(reasons)
+
+
 def _is_auth_error(text: str) -> bool:
     lowered = text.lower()
     return any(
@@ -425,7 +482,7 @@ class _Link:
             try:
                 self._connect_once(deadline)
                 return
-            except AuthenticationError:
+            except (AuthenticationError, _TlsUntrusted):
                 raise
             except BrokerUnavailable:
                 if time.monotonic() + 0.2 >= deadline:
@@ -472,7 +529,17 @@ class _Link:
             conn.connect(username=opts.username, passcode=opts.password, wait=False)
         except (stomp.exception.StompException, OSError) as exc:
             _force_close(conn)
-            raise BrokerUnavailable(f"could not connect to ActiveMQ at {where}: {exc}") from None
+            context = backend.ssl_context
+            if context is not None and opts.ssl_verify:
+                timeout = max(0.1, min(2.0, deadline - time.monotonic()))
+                untrusted = _tls_verify_failure(hosts, context, timeout)
+                if untrusted:
+                    raise _TlsUntrusted(
+                        f"could not connect to ActiveMQ at {where}: TLS certificate verification "
+                        f"failed ({untrusted}); check the options ssl_ca_certs and ssl_verify"
+                    ) from None
+            reason = str(exc) or "no host answered"
+            raise BrokerUnavailable(f"could not connect to ActiveMQ at {where}: {reason}") from None
         if not attempt.done.wait(max(0.0, deadline - time.monotonic())) or not attempt.connected:
             _force_close(conn)
             if attempt.error is not None:
@@ -991,6 +1058,8 @@ class ActiveMQBackend(Backend):
             ("localhost", default_port)
         ]
         self.where = ",".join(f"{h}:{p}" for h, p in self.host_ports)
+        self.ssl_context = _tls_context(options) if self.use_ssl else None
+        """The TLS settings as an SSL context (None without TLS), to diagnose failures."""
         self.vhost = options.vhost or url.path or None
         self.features = dataclasses.replace(
             type(self).features, max_message_bytes=options.max_message_bytes

@@ -58,9 +58,11 @@ Features
       :class:`~msgbus.BrokerUnavailable` and ``receive`` raises it, until the broker is back.
     - Errors: a refused login is :class:`~msgbus.AuthenticationError` at once (never
       retried by ``from_url``); no host answering within ``connect_timeout`` is
-      ``BrokerUnavailable``; a queue that exists with other arguments (e.g. classic vs.
-      quorum) is :class:`~msgbus.ConfigurationError` from ``subscribe``. The password is never
-      shown in a repr, a log line or an error.
+      ``BrokerUnavailable``; a TLS server certificate the client does not trust (on every
+      host: unknown CA, wrong host name) is ``BrokerUnavailable`` saying "TLS certificate
+      verification failed" at once, not retried; a queue that exists with other arguments
+      (e.g. classic vs. quorum) is :class:`~msgbus.ConfigurationError` from ``subscribe``.
+      The password is never shown in a repr, a log line or an error.
     - Not supported: replay (``from_beginning``), per-key order across members.
 
 URL form
@@ -282,6 +284,11 @@ def _root(exc: BaseException) -> BaseException:
             continue
         break
     return exc
+
+
+def _is_tls_verify_error(exc: BaseException) -> bool:
+    """True when ``exc`` is (or wraps) a failed check of the server's TLS certificate."""
+    return isinstance(_root(exc), ssl.SSLCertVerificationError)
 
 
 def _reason(exc: BaseException | None) -> str:
@@ -710,6 +717,7 @@ class RabbitMQBackend(Backend):
         self._tags = itertools.count(1)
         self._host_index = 0
         self._round_errors: list[str] = []
+        self._round_tls_failures = 0
         self._backoff = 0.1
         self._connecting = False
         self._shutting_down = False
@@ -849,6 +857,7 @@ class RabbitMQBackend(Backend):
         self._connecting = True
         self._host_index = 0
         self._round_errors = []
+        self._round_tls_failures = 0
         self._try_host()
 
     def _try_host(self) -> None:
@@ -897,7 +906,14 @@ class RabbitMQBackend(Backend):
                 _resolve(self._initial, error)
                 return
             log.error("RabbitMQ: %s", error)
-        self._round_errors.append(f"{host}:{port}: {_reason(exc)}")
+        if _is_tls_verify_error(exc):
+            self._round_tls_failures += 1
+            self._round_errors.append(
+                f"{host}:{port}: TLS certificate verification failed ({_reason(exc)}); check the "
+                "options cacertfile, verify and server_name_indication"
+            )
+        else:
+            self._round_errors.append(f"{host}:{port}: {_reason(exc)}")
         self._last_error = exc
         self._host_index += 1
         if self._host_index < len(self.host_ports):
@@ -905,7 +921,9 @@ class RabbitMQBackend(Backend):
             return
         self._connecting = False
         if not self._initial.done():
-            if time.monotonic() + 0.2 >= self._connect_deadline:
+            # a certificate the client does not trust stays untrusted: fail at once
+            every_host_untrusted = self._round_tls_failures == len(self.host_ports)
+            if every_host_untrusted or time.monotonic() + 0.2 >= self._connect_deadline:
                 _resolve(
                     self._initial,
                     BrokerUnavailable(

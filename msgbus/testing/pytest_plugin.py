@@ -7,6 +7,11 @@ closed at its end), each yielding a broker with ``.url``, ``.description``, ``.s
 * ``rabbitmq_broker`` — :class:`~msgbus.testing.brokers.RabbitMQ`
   (``amqp://guest:guest@127.0.0.1:PORT/``; plugin rabbitmq_consistent_hash_exchange on);
 * ``activemq_broker`` — :class:`~msgbus.testing.brokers.ActiveMQ` (``stomp://127.0.0.1:PORT``);
+* ``rabbitmq_tls_broker`` / ``activemq_tls_broker`` — a second RabbitMQ / ActiveMQ started with
+  ``tls=True``: besides ``.url`` it has ``.tls_url`` (``amqps://guest:guest@127.0.0.1:PORT/``,
+  ``stomp+ssl://127.0.0.1:PORT``) and ``.tls_files`` (CA, server and client certificates made
+  for it). Only tests that ask for them start them; they are skipped (not external) when
+  ``MSGBUS_<BROKER>_URL`` is set, since msgbus then does not control the broker's TLS set-up;
 * ``kafka_broker`` — :class:`~msgbus.testing.brokers.Kafka`, tansu with in-memory storage
   (``kafka://127.0.0.1:PORT``);
 * ``kafka_persistent_broker`` — tansu with ``s3://`` storage on a local S3 server;
@@ -45,9 +50,11 @@ from msgbus.url import BusURL
 
 __all__ = [
     "activemq_broker",
+    "activemq_tls_broker",
     "kafka_broker",
     "kafka_persistent_broker",
     "rabbitmq_broker",
+    "rabbitmq_tls_broker",
     "redis_broker",
     "require_managed",
     "start_broker_or_skip",
@@ -64,6 +71,8 @@ MARKERS = {
 FIXTURE_MARKERS = {
     "rabbitmq_broker": "rabbitmq",
     "activemq_broker": "activemq",
+    "rabbitmq_tls_broker": "rabbitmq",
+    "activemq_tls_broker": "activemq",
     "kafka_broker": "kafka",
     "kafka_persistent_broker": "kafka",
     "redis_broker": "redis",
@@ -121,6 +130,33 @@ def activemq_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     """An ActiveMQ Classic for the whole session (``stomp://127.0.0.1:PORT``); or the
     external one from MSGBUS_ACTIVEMQ_URL."""
     yield from _session_broker(request, "activemq_broker", "activemq")
+
+
+def _tls_session_broker(
+    request: pytest.FixtureRequest, name: str, kind: str, **options: Any
+) -> Iterator[Broker]:
+    if env_url(kind):
+        pytest.skip(
+            f"{name} needs a {kind} broker started by msgbus with a TLS listener; "
+            f"${env_var(kind)} names an external one"
+        )
+    yield from _session_broker(request, name, kind, tls=True, **options)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_tls_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """A RabbitMQ for the whole session with an AMQPS listener besides AMQP: ``.tls_url``
+    (``amqps://guest:guest@127.0.0.1:PORT/``) and ``.tls_files`` (throwaway CA, server and
+    client certificates). Skipped when MSGBUS_RABBITMQ_URL is set."""
+    yield from _tls_session_broker(request, "rabbitmq_tls_broker", "rabbitmq")
+
+
+@pytest.fixture(scope="session")
+def activemq_tls_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """An ActiveMQ Classic for the whole session with a ``stomp+ssl`` connector besides STOMP:
+    ``.tls_url`` (``stomp+ssl://127.0.0.1:PORT``) and ``.tls_files`` (throwaway CA, server and
+    client certificates). Skipped when MSGBUS_ACTIVEMQ_URL is set."""
+    yield from _tls_session_broker(request, "activemq_tls_broker", "activemq")
 
 
 @pytest.fixture(scope="session")

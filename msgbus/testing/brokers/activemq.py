@@ -6,22 +6,34 @@ Debian's ``/usr/bin/activemq``, logging through log4j 1.2 (the Debian build igno
 ``log4j2.properties``). The generated ``activemq.xml`` puts STOMP (and, if asked, OpenWire) on
 127.0.0.1, KahaDB in the data folder (journal fsync on), JMX, advisories and the scheduler off.
 Readiness is a STOMP ``CONNECT`` answered by ``CONNECTED``.
+
+``ActiveMQ(tls=True)`` also opens a ``stomp+ssl`` connector (``tls_url``) on 127.0.0.1, with
+certificates made for this instance by ``openssl`` in ``<data_dir>/tls`` (see
+:mod:`msgbus.testing.brokers.tls`), a PKCS12 keystore (``openssl pkcs12``) and a PKCS12
+truststore holding the CA (``keytool``, from the JDK) referenced by an ``<sslContext>`` in
+``activemq.xml``; readiness then also needs the STOMP handshake over TLS, checked against
+that CA.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import ssl
+import subprocess
 from pathlib import Path
 
 from msgbus.testing.brokers.base import (
     HOST,
+    BrokerHarnessError,
     BrokerNotInstalled,
     BrokerProcess,
     HandshakeError,
     ProcessSpec,
 )
+from msgbus.testing.brokers.tls import TlsFiles, check_openssl, client_context, make_tls_files
 
 __all__ = ["ActiveMQ", "stomp_handshake"]
 
@@ -89,14 +101,30 @@ _ACTIVEMQ_XML = """\
         <transportConnectors>
             <transportConnector name="stomp"
                 uri="stomp://127.0.0.1:${msgbus.stomp.port}?transport.closeAsync=false"/>
-%(openwire)s        </transportConnectors>
-    </broker>
+%(openwire)s%(tls_connector)s        </transportConnectors>
+%(ssl_context)s    </broker>
 </beans>
 """
 
 _OPENWIRE_CONNECTOR = """\
             <transportConnector name="openwire" uri="tcp://127.0.0.1:${msgbus.openwire.port}"/>
 """
+
+_TLS_CONNECTOR = """\
+            <transportConnector name="stomp+ssl"
+                uri="stomp+ssl://127.0.0.1:${msgbus.stomp.ssl.port}?%(options)s"/>
+"""
+
+_SSL_CONTEXT = """\
+        <sslContext>
+            <sslContext keyStore="file:%(keystore)s" keyStorePassword="%(password)s"
+                keyStoreType="pkcs12" trustStore="file:%(truststore)s"
+                trustStorePassword="%(password)s" trustStoreType="pkcs12"/>
+        </sslContext>
+"""
+
+_STORE_PASSWORD = "msgbus-test"
+"""Password of the throwaway PKCS12 key and trust stores (they hold test keys only)."""
 
 _LOG4J_PROPERTIES = """\
 # The Debian activemq package logs through slf4j-log4j12 + log4j 1.2, not log4j2.
@@ -140,20 +168,25 @@ def stomp_handshake(
     login: str | None = None,
     passcode: str | None = None,
     timeout: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> dict[str, str]:
     """Send STOMP ``CONNECT`` (accept-version 1.0-1.2), require ``CONNECTED``, then
     ``DISCONNECT`` with a receipt and wait for the ``RECEIPT``.
 
     Returns the CONNECTED headers (``server`` is e.g. ``ActiveMQ/5.17.2``). Raises OSError
     when the port does not answer and :class:`HandshakeError` on an ``ERROR`` frame or
-    anything that is not STOMP.
+    anything that is not STOMP. With ``ssl_context`` the handshake runs over TLS (server
+    certificate and host name checked by the context; a TLS failure is an ``ssl.SSLError``).
     """
     headers = ["accept-version:1.0,1.1,1.2", "host:localhost", "heart-beat:0,0"]
     if login is not None:
         headers.append(f"login:{login}")
     if passcode is not None:
         headers.append(f"passcode:{passcode}")
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+        if ssl_context is not None:
+            sock = stack.enter_context(ssl_context.wrap_socket(sock, server_hostname=host))
         sock.settimeout(timeout)
         sock.sendall(("CONNECT\n" + "\n".join(headers) + "\n\n\x00").encode())
         buffer = bytearray()
@@ -175,8 +208,10 @@ class ActiveMQ(BrokerProcess):
 
     Persistent: persistent messages in queues survive ``restart()``, ``kill()`` + ``start()``
     and ``stop()`` + ``start()`` (KahaDB in ``data_dir``). ``url`` is
-    ``stomp://127.0.0.1:PORT``. See :class:`~msgbus.testing.brokers.base.BrokerProcess`
-    for the lifecycle.
+    ``stomp://127.0.0.1:PORT``. With ``tls`` there is also a ``stomp+ssl`` connector:
+    ``tls_url`` is ``stomp+ssl://127.0.0.1:TLS_PORT`` and ``tls_files`` holds the CA, server
+    and client certificates. See :class:`~msgbus.testing.brokers.base.BrokerProcess` for the
+    lifecycle.
     """
 
     kind = "activemq"
@@ -196,11 +231,19 @@ class ActiveMQ(BrokerProcess):
         heap: str = "512m",
         startup_timeout: float | None = None,
         stop_timeout: float | None = None,
+        tls: bool | TlsFiles = False,
+        tls_port: int | None = None,
+        tls_require_client_cert: bool = False,
     ) -> None:
         """``port``: the STOMP port (None: free port below 32768). ``openwire_port``: also
         open an OpenWire connector there (None: no OpenWire). ``activemq_home``: the install
         holding ``bin/activemq.jar``; ``java``: the java binary (None: ``java`` on PATH);
-        ``heap``: JVM ``-Xms``/``-Xmx``. Other parameters: see :class:`BrokerProcess`."""
+        ``heap``: JVM ``-Xms``/``-Xmx``. ``tls``: True opens a ``stomp+ssl`` connector on
+        ``tls_port`` (None: a free port) with certificates made at first start in
+        ``<data_dir>/tls``; a :class:`~msgbus.testing.brokers.tls.TlsFiles` uses those files
+        instead. The connector verifies a client certificate when one is presented
+        (``wantClientAuth``); ``tls_require_client_cert`` refuses clients without one
+        (``needClientAuth``, mutual TLS). Other parameters: see :class:`BrokerProcess`."""
         super().__init__(
             port, data_dir=data_dir, startup_timeout=startup_timeout, stop_timeout=stop_timeout
         )
@@ -208,6 +251,10 @@ class ActiveMQ(BrokerProcess):
         self.activemq_home = Path(activemq_home)
         self.java = Path(java) if java is not None else None
         self.heap = heap
+        self.tls = bool(tls)
+        self.tls_port = tls_port if self.tls else None
+        self.tls_require_client_cert = tls_require_client_cert
+        self._tls_files: TlsFiles | None = tls if isinstance(tls, TlsFiles) else None
 
     @property
     def url(self) -> str:
@@ -215,10 +262,27 @@ class ActiveMQ(BrokerProcess):
         return f"stomp://{HOST}:{self.port}"
 
     @property
+    def tls_url(self) -> str:
+        """``stomp+ssl://127.0.0.1:TLS_PORT``. Raises :class:`BrokerHarnessError` when the
+        broker has no TLS connector (or before the first ``start()``)."""
+        if self.tls_port is None:
+            raise BrokerHarnessError("ActiveMQ: no TLS connector (start it with tls=True)")
+        return f"stomp+ssl://{HOST}:{self.tls_port}"
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        """The CA, server and client certificates of the TLS connector. Raises
+        :class:`BrokerHarnessError` without ``tls`` (or before the first ``start()``)."""
+        if self._tls_files is None:
+            raise BrokerHarnessError("ActiveMQ: no TLS files (start it with tls=True)")
+        return self._tls_files
+
+    @property
     def description(self) -> str:
         """E.g. ``ActiveMQ Classic 5.17.2 (STOMP), KahaDB persistence on disk``."""
         version = f" {self._version}" if self._version else ""
-        return f"ActiveMQ Classic{version} (STOMP), KahaDB persistence on disk"
+        tls = f", STOMP over TLS on port {self.tls_port}" if self.tls_port is not None else ""
+        return f"ActiveMQ Classic{version} (STOMP), KahaDB persistence on disk{tls}"
 
     def _java(self) -> Path | None:
         if self.java is not None:
@@ -236,9 +300,29 @@ class ActiveMQ(BrokerProcess):
             raise BrokerNotInstalled(
                 "ActiveMQ", f"no java binary ({java or 'not on PATH'})", self.install_hint
             )
+        if self.tls:
+            if self._tls_files is None:
+                check_openssl()
+            if self._keytool() is None:
+                raise BrokerNotInstalled(
+                    "ActiveMQ", "no keytool (JDK) for the TLS truststore", self.install_hint
+                )
+
+    def _keytool(self) -> Path | None:
+        java = self._java()
+        if java is not None:
+            beside = java.resolve().parent / "keytool"
+            if beside.is_file() and os.access(beside, os.X_OK):
+                return beside
+        found = shutil.which("keytool")
+        return Path(found) if found else None
+
+    def _assign_ports(self) -> None:
+        if self.tls:
+            self._pick("tls_port")
 
     def _extra_ports(self) -> list[int]:
-        return [self.openwire_port] if self.openwire_port is not None else []
+        return [p for p in (self.openwire_port, self.tls_port) if p is not None]
 
     @property
     def _conf_dir(self) -> Path:
@@ -248,9 +332,52 @@ class ActiveMQ(BrokerProcess):
         conf = self._conf_dir
         conf.mkdir(parents=True, exist_ok=True)
         openwire = _OPENWIRE_CONNECTOR if self.openwire_port is not None else ""
-        (conf / "activemq.xml").write_text(_ACTIVEMQ_XML % {"openwire": openwire})
+        tls_connector = ssl_context = ""
+        if self.tls:
+            keystore, truststore = self._make_stores()
+            client_auth = "needClientAuth" if self.tls_require_client_cert else "wantClientAuth"
+            options = f"transport.closeAsync=false&amp;{client_auth}=true"
+            tls_connector = _TLS_CONNECTOR % {"options": options}
+            ssl_context = _SSL_CONTEXT % {
+                "keystore": keystore,
+                "truststore": truststore,
+                "password": _STORE_PASSWORD,
+            }
+        (conf / "activemq.xml").write_text(
+            _ACTIVEMQ_XML
+            % {"openwire": openwire, "tls_connector": tls_connector, "ssl_context": ssl_context}
+        )
         (conf / "log4j.properties").write_text(_LOG4J_PROPERTIES)
         (self.data_dir / "tmp").mkdir(exist_ok=True)
+
+    def _make_stores(self) -> tuple[Path, Path]:
+        """The broker's PKCS12 keystore (server key + chain) and truststore (the CA), made
+        once per data folder next to the PEM files."""
+        if self._tls_files is None:
+            self._tls_files = make_tls_files(self.data_dir / "tls")
+        files = self._tls_files
+        folder = self.data_dir / "tls"
+        folder.mkdir(parents=True, exist_ok=True)
+        keystore, truststore = folder / "broker-keystore.p12", folder / "broker-truststore.p12"
+        commands = []
+        if not keystore.is_file():
+            argv = [check_openssl(), "pkcs12", "-export", "-name", "broker"]
+            argv += ["-in", str(files.server_cert), "-inkey", str(files.server_key)]
+            argv += ["-certfile", str(files.ca), "-out", str(keystore)]
+            argv += ["-passout", f"pass:{_STORE_PASSWORD}"]
+            commands.append(argv)
+        if not truststore.is_file():
+            argv = [str(self._keytool()), "-importcert", "-noprompt", "-alias", "msgbus-ca"]
+            argv += ["-file", str(files.ca), "-keystore", str(truststore)]
+            argv += ["-storetype", "pkcs12", "-storepass", _STORE_PASSWORD]
+            commands.append(argv)
+        for argv in commands:
+            try:
+                subprocess.run(argv, check=True, capture_output=True, timeout=120)
+            except subprocess.CalledProcessError as exc:
+                output = (exc.stderr or exc.stdout or b"").decode("utf-8", "replace").strip()
+                raise BrokerHarnessError(f"{argv[0]} {argv[1]} failed: {output}") from None
+        return keystore, truststore
 
     def _main_spec(self) -> ProcessSpec:
         data = self.data_dir
@@ -276,6 +403,8 @@ class ActiveMQ(BrokerProcess):
         ]
         if self.openwire_port is not None:
             argv.append(f"-Dmsgbus.openwire.port={self.openwire_port}")
+        if self.tls_port is not None:
+            argv.append(f"-Dmsgbus.stomp.ssl.port={self.tls_port}")
         argv += [
             "-jar",
             str(self.activemq_home / "bin" / "activemq.jar"),
@@ -292,6 +421,15 @@ class ActiveMQ(BrokerProcess):
 
     def _handshake(self, timeout: float) -> str | None:
         headers = stomp_handshake(HOST, self.port, timeout=timeout)
+        if self.tls_port is not None:
+            stomp_handshake(
+                HOST,
+                self.tls_port,
+                timeout=timeout,
+                ssl_context=client_context(
+                    self.tls_files, client_cert=self.tls_require_client_cert
+                ),
+            )
         server = headers.get("server", "")
         return server.split("/", 1)[1] if "/" in server else None
 

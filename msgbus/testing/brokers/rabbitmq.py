@@ -6,13 +6,20 @@ Each instance runs its own ``epmd`` on a private port (``ERL_EPMD_ADDRESS=127.0.
 instance's data folder, AMQP and Erlang distribution on 127.0.0.1. Nothing is shared with a
 system RabbitMQ service. Readiness is a full AMQP 0-9-1 handshake as guest/guest on vhost
 ``/`` up to Channel.Open-Ok.
+
+``RabbitMQ(tls=True)`` also opens an AMQPS listener (``tls_url``, ``amqps://``) on 127.0.0.1
+with certificates made for this instance by ``openssl`` in ``<data_dir>/tls`` (see
+:mod:`msgbus.testing.brokers.tls`); readiness then also needs the AMQP handshake over TLS,
+checked against that CA.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
+import ssl
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -20,12 +27,14 @@ from typing import Any
 
 from msgbus.testing.brokers.base import (
     HOST,
+    BrokerHarnessError,
     BrokerNotInstalled,
     BrokerProcess,
     HandshakeError,
     ProcessSpec,
     recv_exactly,
 )
+from msgbus.testing.brokers.tls import TlsFiles, check_openssl, client_context, make_tls_files
 
 __all__ = ["RabbitMQ", "amqp_handshake", "epmd_names"]
 
@@ -158,6 +167,7 @@ def amqp_handshake(
     password: str = "guest",
     vhost: str = "/",
     timeout: float = 5.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> dict[str, Any]:
     """Do a complete AMQP 0-9-1 connection handshake and close it cleanly.
 
@@ -165,9 +175,14 @@ def amqp_handshake(
     Open-Ok, Channel.Open → Open-Ok, then Connection.Close → Close-Ok. Returns the server
     properties of Connection.Start (``product``, ``version``, ...). Raises OSError when the
     port does not answer and :class:`HandshakeError` when the broker answers otherwise (not
-    AMQP 0-9-1, access refused, vhost missing, ...).
+    AMQP 0-9-1, access refused, vhost missing, ...). With ``ssl_context`` the handshake runs
+    over TLS (server certificate and host name checked by the context; a TLS failure is an
+    ``ssl.SSLError``, an OSError).
     """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+        if ssl_context is not None:
+            sock = stack.enter_context(ssl_context.wrap_socket(sock, server_hostname=host))
         sock.settimeout(timeout)
         sock.sendall(b"AMQP\x00\x00\x09\x01")
         first = recv_exactly(sock, 1)
@@ -246,7 +261,9 @@ class RabbitMQ(BrokerProcess):
 
     Persistent: durable queues and persistent messages survive ``restart()``, ``kill()`` +
     ``start()`` and ``stop()`` + ``start()`` (mnesia and message store live in ``data_dir``).
-    ``url`` is ``amqp://guest:guest@127.0.0.1:PORT/`` (vhost ``/``). See
+    ``url`` is ``amqp://guest:guest@127.0.0.1:PORT/`` (vhost ``/``). With ``tls`` there is
+    also an AMQPS listener: ``tls_url`` is ``amqps://guest:guest@127.0.0.1:TLS_PORT/`` and
+    ``tls_files`` holds the CA, server and client certificates. See
     :class:`~msgbus.testing.brokers.base.BrokerProcess` for the lifecycle.
     """
 
@@ -269,13 +286,21 @@ class RabbitMQ(BrokerProcess):
         epmd_binary: str | os.PathLike[str] | None = None,
         startup_timeout: float | None = None,
         stop_timeout: float | None = None,
+        tls: bool | TlsFiles = False,
+        tls_port: int | None = None,
+        tls_require_client_cert: bool = False,
     ) -> None:
         """``port``: AMQP port; ``dist_port``: Erlang distribution port; ``epmd_port``: the
         private epmd's port (each None: a free port below 32768). ``nodename``: the Erlang
         node name (kept fixed so a given ``data_dir`` can be reused). ``plugins``: plugin
         names to enable, e.g. ``["rabbitmq_consistent_hash_exchange"]``. ``server_binary``:
         the ``rabbitmq-server`` script run directly; ``epmd_binary``: None finds ``epmd`` on
-        PATH or under /usr/lib/erlang. Other parameters: see :class:`BrokerProcess`."""
+        PATH or under /usr/lib/erlang. ``tls``: True opens an AMQPS listener on ``tls_port``
+        (None: a free port) with certificates made at first start in ``<data_dir>/tls``; a
+        :class:`~msgbus.testing.brokers.tls.TlsFiles` uses those files instead. The listener
+        verifies a client certificate when one is presented; ``tls_require_client_cert``
+        refuses clients without one (mutual TLS). Other parameters: see
+        :class:`BrokerProcess`."""
         super().__init__(
             port, data_dir=data_dir, startup_timeout=startup_timeout, stop_timeout=stop_timeout
         )
@@ -287,6 +312,10 @@ class RabbitMQ(BrokerProcess):
         self.epmd_binary = Path(epmd_binary) if epmd_binary is not None else None
         self.username = "guest"
         self.password = "guest"
+        self.tls = bool(tls)
+        self.tls_port = tls_port if self.tls else None
+        self.tls_require_client_cert = tls_require_client_cert
+        self._tls_files: TlsFiles | None = tls if isinstance(tls, TlsFiles) else None
 
     @property
     def url(self) -> str:
@@ -294,11 +323,31 @@ class RabbitMQ(BrokerProcess):
         return f"amqp://{self.username}:{self.password}@{HOST}:{self.port}/"
 
     @property
+    def tls_url(self) -> str:
+        """``amqps://guest:guest@127.0.0.1:TLS_PORT/``. Raises :class:`BrokerHarnessError`
+        when the broker has no TLS listener (or before the first ``start()``)."""
+        if self.tls_port is None:
+            raise BrokerHarnessError("RabbitMQ: no TLS listener (start it with tls=True)")
+        return f"amqps://{self.username}:{self.password}@{HOST}:{self.tls_port}/"
+
+    @property
+    def tls_files(self) -> TlsFiles:
+        """The CA, server and client certificates of the TLS listener. Raises
+        :class:`BrokerHarnessError` without ``tls`` (or before the first ``start()``)."""
+        if self._tls_files is None:
+            raise BrokerHarnessError("RabbitMQ: no TLS files (start it with tls=True)")
+        return self._tls_files
+
+    @property
     def description(self) -> str:
         """E.g. ``RabbitMQ 3.10.8 (private node msgbus@localhost), durable storage on disk``."""
         version = f" {self._version}" if self._version else ""
         plugins = f", plugins: {', '.join(self.plugins)}" if self.plugins else ""
-        return f"RabbitMQ{version} (private node {self.nodename}), durable storage on disk{plugins}"
+        tls = f", TLS on port {self.tls_port}" if self.tls_port is not None else ""
+        return (
+            f"RabbitMQ{version} (private node {self.nodename}), durable storage on disk"
+            f"{plugins}{tls}"
+        )
 
     def check_installed(self) -> None:
         """Raise :class:`BrokerNotInstalled` unless rabbitmq-server and epmd are present."""
@@ -311,6 +360,8 @@ class RabbitMQ(BrokerProcess):
             raise BrokerNotInstalled(
                 "RabbitMQ", f"no epmd (Erlang) at {epmd or 'PATH'}", self.install_hint
             )
+        if self.tls and self._tls_files is None:
+            check_openssl()
 
     def _epmd(self) -> Path | None:
         if self.epmd_binary is not None:
@@ -321,9 +372,11 @@ class RabbitMQ(BrokerProcess):
     def _assign_ports(self) -> None:
         self._pick("dist_port")
         self._pick("epmd_port")
+        if self.tls:
+            self._pick("tls_port")
 
     def _extra_ports(self) -> list[int]:
-        return [p for p in (self.dist_port, self.epmd_port) if p is not None]
+        return [p for p in (self.dist_port, self.epmd_port, self.tls_port) if p is not None]
 
     def _helper_specs(self) -> Iterable[tuple[ProcessSpec, Callable[[float], str | None]]]:
         assert self.epmd_port is not None
@@ -359,9 +412,25 @@ class RabbitMQ(BrokerProcess):
             "loopback_users.guest = true\n"
             "log.console = false\n"
             "log.file.level = warning\n"
-            "disk_free_limit.absolute = 200MB\n"
+            "disk_free_limit.absolute = 200MB\n" + self._tls_config()
         )
         (conf / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
+
+    def _tls_config(self) -> str:
+        if not self.tls:
+            return ""
+        if self._tls_files is None:
+            self._tls_files = make_tls_files(self.data_dir / "tls")
+        files = self._tls_files
+        require = "true" if self.tls_require_client_cert else "false"
+        return (
+            f"listeners.ssl.1 = {HOST}:{self.tls_port}\n"
+            f"ssl_options.cacertfile = {files.ca}\n"
+            f"ssl_options.certfile = {files.server_cert}\n"
+            f"ssl_options.keyfile = {files.server_key}\n"
+            "ssl_options.verify = verify_peer\n"
+            f"ssl_options.fail_if_no_peer_cert = {require}\n"
+        )
 
     def _main_spec(self) -> ProcessSpec:
         data = self.data_dir
@@ -409,6 +478,17 @@ class RabbitMQ(BrokerProcess):
         props = amqp_handshake(
             HOST, self.port, username=self.username, password=self.password, timeout=timeout
         )
+        if self.tls_port is not None:
+            amqp_handshake(
+                HOST,
+                self.tls_port,
+                username=self.username,
+                password=self.password,
+                timeout=timeout,
+                ssl_context=client_context(
+                    self.tls_files, client_cert=self.tls_require_client_cert
+                ),
+            )
         version = props.get("version")
         return str(version) if version else None
 
