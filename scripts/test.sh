@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -q
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        rabbitmq-server activemq redis-server
+        rabbitmq-server activemq redis-server openssl
 else
     echo "scripts/test.sh: not root, skipping apt-get; the broker tests need:" \
-         "apt-get install -y rabbitmq-server activemq redis-server" >&2
+         "apt-get install -y rabbitmq-server activemq redis-server openssl" >&2
 fi
 python3 -m venv .venv-tox
 .venv-tox/bin/python -m pip install -q --upgrade pip "tox>=4"
