@@ -6,7 +6,8 @@ Features
     redelivery of unacknowledged messages when a member closes. Not persistent, no replay,
     members must live in the same process. Publishing never polls or blocks: the future is
     resolved when ``publish`` returns. Receivers are woken by a condition variable, not a
-    poll loop.
+    poll loop. Acknowledgements are queued and applied by the group's next receive or close
+    (at once when a member is waiting for one), so acking never waits for a publisher.
 
 URL form
     ``memory://`` (the process-wide default broker) or ``memory://NAME``: every bus that
@@ -75,6 +76,10 @@ class _Group:
         self.members: set[_MemorySubscription] = set()
         self.changed = threading.Condition(lock)
         self.waiting = 0
+        # Acknowledgements not applied yet: (member, message). Members append here without
+        # the lock and apply them when they can take it without waiting (see
+        # _MemorySubscription._settle), so an ack never queues behind a publisher.
+        self.acks: deque[tuple[_MemorySubscription, _Stored]] = deque()
 
     def put(self, stored: _Stored) -> None:
         """Append a newly published message."""
@@ -120,14 +125,22 @@ class _Group:
         self.in_flight.add(slot)
         return item
 
-    def release_key(self, key: str | None) -> None:
-        if key is None:
-            return
-        self.in_flight.discard(key)
-        if key in self.pending:
-            self.ready.append(key)
-            if self.waiting:
-                self.changed.notify_all()
+    def apply_acks(self) -> None:
+        """Apply the queued acknowledgements: free prefetch room, release their keys."""
+        acks = self.acks
+        applied = False
+        while acks:
+            member, stored = acks.popleft()
+            if member.unacked.pop(stored.seq, None) is None:
+                continue  # its member closed meanwhile: it was already handed back
+            applied = True
+            key = stored.key
+            if key is not None:
+                self.in_flight.discard(key)
+                if key in self.pending:
+                    self.ready.append(key)
+        if applied and self.waiting:
+            self.changed.notify_all()
 
 
 class MemoryBroker:
@@ -186,7 +199,7 @@ class _MemorySubscription(Subscription):
         self._broker = broker
         self._group_name, self._group = broker.join(topic, group)
         self._prefetch = max(1, prefetch)
-        self._unacked: dict[int, _Stored] = {}
+        self.unacked: dict[int, _Stored] = {}
         self._closed = False
         with broker.lock:
             self._group.members.add(self)
@@ -203,9 +216,11 @@ class _MemorySubscription(Subscription):
             while True:
                 if self._closed:
                     return []
-                room = self._prefetch - len(self._unacked)
+                if group.acks:
+                    group.apply_acks()
+                room = self._prefetch - len(self.unacked)
                 if group.ready and room > 0:
-                    unacked = self._unacked
+                    unacked = self.unacked
                     for _ in range(min(max_messages, room, len(group.ready))):
                         item = group.take()
                         unacked[item[0].seq] = item[0]
@@ -219,6 +234,8 @@ class _MemorySubscription(Subscription):
                     return []
                 group.waiting += 1
                 try:
+                    if group.acks:
+                        continue  # an ack arrived since the top of the loop: apply it first
                     group.changed.wait(remaining)
                 finally:
                     group.waiting -= 1
@@ -238,15 +255,25 @@ class _MemorySubscription(Subscription):
 
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         stored: _Stored = delivery.token
-        with self._broker.lock:
-            if self._unacked.pop(stored.seq, None) is None:
+        group = self._group
+        lock = self._broker.lock
+        if ack or not requeue:
+            # Acks are applied lazily, by the next receive, requeue or close in the group:
+            # nobody needs one before then, and taking the lock here while a publisher holds
+            # it makes the two threads hand the GIL back and forth (a convoy that cost two
+            # thirds of the throughput on two cores). A member waiting in receive needs it
+            # now: it raises ``waiting`` before it looks at ``acks``, so one of the two sees
+            # the other.
+            group.acks.append((self, stored))
+            if group.waiting:
+                with lock:
+                    group.apply_acks()
+            return
+        with lock:
+            group.apply_acks()
+            if self.unacked.pop(stored.seq, None) is None:
                 return  # closed meanwhile: it was already handed back
-            if not ack and requeue:
-                self._group.requeue(stored)
-            else:
-                self._group.release_key(stored.key)
-            if self._group.waiting:
-                self._group.changed.notify_all()
+            group.requeue(stored)
 
     def close(self) -> None:
         with self._broker.lock:
@@ -254,10 +281,11 @@ class _MemorySubscription(Subscription):
                 return
             self._closed = True
             group = self._group
+            group.apply_acks()  # what was acknowledged before close stays acknowledged
             group.members.discard(self)
-            for stored in sorted(self._unacked.values(), key=lambda s: s.seq, reverse=True):
+            for stored in sorted(self.unacked.values(), key=lambda s: s.seq, reverse=True):
                 group.requeue(stored)
-            self._unacked.clear()
+            self.unacked.clear()
             group.changed.notify_all()
         if self.group is None:
             self._broker.drop_group(self.topic, self._group_name)

@@ -100,6 +100,7 @@ class Consumer:
         self._buffered = 0
         self._limit = max(spec.prefetch, spec.concurrency)
         self._running = 0
+        self._sleepers = 0  # threads waiting on _cond: notify only when there is one
         self._fetching_now = False
         self._failures = 0
         self._stopping = False
@@ -134,7 +135,7 @@ class Consumer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._cond.wait(remaining)
+                self._sleep(remaining)
             return True
 
     def close(self, deadline: float) -> None:
@@ -159,23 +160,32 @@ class Consumer:
         between threads. ``_ready`` holds keys whose lane head is runnable, and unkeyed works
         themselves.
         """
-        cond = self._cond
         while True:
             if self._stopping:
                 return None
             delayed = self._delayed
-            now = time.monotonic()
-            while delayed and delayed[0][0] <= now:
-                self._ready.append(heapq.heappop(delayed)[2])
+            wait: float | None = None
+            if delayed:  # retries whose time has come join the ready ones
+                now = time.monotonic()
+                while delayed and delayed[0][0] <= now:
+                    self._ready.append(heapq.heappop(delayed)[2])
+                wait = delayed[0][0] - now if delayed else None
             if self._ready:
                 item = self._ready.popleft()
                 self._running += 1
                 return item if isinstance(item, _Work) else self._lanes[item][0]
-            wait = delayed[0][0] - now if delayed else None
             if not self._fetching_now and self._buffered < self._limit:
                 self._fetch(min(wait, 1.0) if wait is not None else 1.0)
             else:
-                cond.wait(wait)
+                self._sleep(wait)
+
+    def _sleep(self, timeout: float | None) -> None:
+        """Under the lock: wait on the condition, counted so that wakers can skip notifying."""
+        self._sleepers += 1
+        try:
+            self._cond.wait(timeout)
+        finally:
+            self._sleepers -= 1
 
     def _fetch(self, timeout: float) -> None:
         """Under the lock (released while receiving): move one batch into the lanes."""
@@ -214,7 +224,7 @@ class Consumer:
                 ready.append(key)
             else:
                 lane.append(work)
-        if len(batch) > 1:
+        if len(batch) > 1 and self._sleepers:
             self._cond.notify(len(batch) - 1)
 
     def _work_loop(self) -> None:
@@ -248,10 +258,11 @@ class Consumer:
             queue.popleft()
             if queue:
                 self._ready.append(key)
-                cond.notify()
+                if self._sleepers:
+                    cond.notify()
             else:
                 del self._lanes[key]
-        if was_full or self._running == 0:
+        if self._sleepers and (was_full or self._running == 0):
             cond.notify_all()  # a fetch may go on now; drain may be waiting
 
     def _process(self, work: _Work) -> float | None:

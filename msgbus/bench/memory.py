@@ -1,6 +1,6 @@
 """Memory backend benchmark: msgbus ``memory://`` next to kombu's ``memory://`` in one run.
 
-``python -m msgbus.bench.memory [--messages N] [--repeats R] [--rate 1000]``
+``python -m msgbus.bench.memory [--messages N] [--repeats R] [--rate 1000] [--cpu N]``
 
 Measures, with ~200-byte JSON payloads:
 
@@ -10,6 +10,9 @@ Measures, with ~200-byte JSON payloads:
 - latency at a fixed rate (open loop): each message carries its intended send time
   (``time.monotonic_ns``); latency is handler time minus intended time, so a stalled
   publisher shows up as latency (no coordinated omission).
+
+``--cpu N`` pins the process to CPU ``N`` first (Linux), for the one-core figure: publisher
+and consumer threads then share one core, as they would in a service given one CPU.
 
 kombu's memory transport is measured twice for latency: with its default 1 s polling
 interval, and with 1 ms polling. Its throughput is measured with 0 ms polling (its best
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import os
 import statistics
 import threading
 import time
@@ -206,7 +210,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs per library")
     parser.add_argument("--rate", type=float, default=1000.0, help="msg/s for the latency run")
     parser.add_argument("--latency-messages", type=int, default=3000)
+    parser.add_argument("--cpu", type=int, help="pin the process to this CPU first (Linux)")
     args = parser.parse_args(argv)
+
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    print(f"CPUs this process may use: {cpus if cpus is not None else 'all (unknown)'}")
 
     print(f"payload: {len(msgbus.serialization.JSON.encode(_payload(time.monotonic_ns())))} B JSON")
     ours: list[float] = []
