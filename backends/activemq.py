@@ -98,7 +98,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -107,7 +106,7 @@ from typing import Any
 import stomp
 import stomp.exception
 
-from msgbus.backend import Backend, Delivery, Features, Subscription, parse_options
+from msgbus.backend import Backend, Delivery, DeliveryBuffer, Features, Subscription, parse_options
 from msgbus.errors import (
     AuthenticationError,
     BrokerUnavailable,
@@ -851,8 +850,7 @@ class _ActiveMQSubscription(Subscription, _Owner):
         self.link = _Link(backend, self, f"subscribe {self.destination}")
         self._id = f"s{id(self):x}"
         self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
-        self._buffer: deque[Delivery] = deque()
+        self._buffer = DeliveryBuffer(self._lock)
         self._conn: stomp.Connection12 | None = None
         self._generation = -1
         self._closed = False
@@ -916,7 +914,6 @@ class _ActiveMQSubscription(Subscription, _Owner):
             self._conn = None
             # not yet handed out: the broker redelivers them after we resubscribe
             self._buffer.clear()
-            self._ready.notify_all()
 
     def on_receipt(self, generation: int, receipt_id: str) -> None:
         waiting = self._waiting_receipt
@@ -950,10 +947,8 @@ class _ActiveMQSubscription(Subscription, _Owner):
             token=(generation, headers.get("ack") or headers.get("message-id")),
         )
         with self._lock:
-            if generation != self._generation or self._closed:
-                return
-            self._buffer.append(delivery)
-            self._ready.notify()
+            if generation == self._generation:
+                self._buffer.put(delivery)  # dropped once closed
 
     # ---------------------------------------------------------------- SPI
 
@@ -963,21 +958,12 @@ class _ActiveMQSubscription(Subscription, _Owner):
         Raises BrokerUnavailable while the connection has been down for longer than
         ``reconnect_timeout`` (it keeps reconnecting in the background).
         """
-        deadline = time.monotonic() + timeout
         with self._lock:
-            while True:
-                if self._closed:
-                    return []
-                buffer = self._buffer
-                if buffer:
-                    count = min(max_messages, len(buffer))
-                    return [buffer.popleft() for _ in range(count)]
-                if self.link.beyond_recovery():
-                    raise self.link.unavailable()
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return []
-                self._ready.wait(min(remaining, 1.0))
+            return self._buffer.take(max_messages, timeout, self._check_connection)
+
+    def _check_connection(self) -> None:
+        if self.link.beyond_recovery():
+            raise self.link.unavailable()
 
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         generation, ack_id = delivery.token
@@ -996,8 +982,7 @@ class _ActiveMQSubscription(Subscription, _Owner):
                     native_id=delivery.native_id,
                     token=delivery.token,
                 )
-                self._buffer.appendleft(again)
-                self._ready.notify()
+                self._buffer.put_front(again)
                 return
         if conn is None:
             return
@@ -1014,8 +999,7 @@ class _ActiveMQSubscription(Subscription, _Owner):
             if self._closed:
                 return
             self._closed = True
-            self._buffer.clear()
-            self._ready.notify_all()
+            self._buffer.close()
         self.link.close(timeout=2.0)
         self.backend.forget(self)
 

@@ -88,7 +88,7 @@ import kombu
 from kombu import Consumer, Exchange, Queue
 from kombu.transport import get_transport_cls
 
-from msgbus.backend import Backend, Delivery, Features, Subscription, parse_options
+from msgbus.backend import Backend, Delivery, DeliveryBuffer, Features, Subscription, parse_options
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
@@ -224,9 +224,7 @@ class _KombuSubscription(Subscription):
             exclusive=group is None and backend.transport in _AMQP,
         )
         self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
-        self._waiting = 0
-        self._buffer: deque[Delivery] = deque()
+        self._buffer = DeliveryBuffer(self._lock)
         self._closed = False
         self._epoch = -1
         self._settles: list[tuple[int, Any, bool, bool]] = []
@@ -272,7 +270,6 @@ class _KombuSubscription(Subscription):
         settle = self._settle
         lock = self._lock
         buffer = self._buffer
-        ready = self._ready
 
         def on_message(message: Any) -> None:
             try:
@@ -302,11 +299,8 @@ class _KombuSubscription(Subscription):
                 token=(epoch, message),
             )
             with lock:
-                if epoch != self._epoch or self._closed:
-                    return
-                buffer.append(delivery)
-                if self._waiting:
-                    ready.notify()
+                if epoch == self._epoch:
+                    buffer.put(delivery)  # dropped once closed
 
         return on_message
 
@@ -316,7 +310,6 @@ class _KombuSubscription(Subscription):
             self._epoch = -1
             self._buffer.clear()
             self._settles.clear()
-            self._ready.notify_all()
         self.channel = self.consumer = None
 
     def flush_settles(self) -> None:
@@ -382,28 +375,12 @@ class _KombuSubscription(Subscription):
         Raises BrokerUnavailable while the connection has been down for longer than
         ``reconnect_timeout``.
         """
-        deadline: float | None = None
         with self._lock:
-            while True:
-                if self._closed:
-                    return []
-                buffer = self._buffer
-                if buffer:
-                    count = min(max_messages, len(buffer))
-                    return [buffer.popleft() for _ in range(count)]
-                if self.backend.beyond_recovery():
-                    raise self.backend.unavailable()
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + timeout
-                remaining = deadline - now
-                if remaining <= 0:
-                    return []
-                self._waiting += 1
-                try:
-                    self._ready.wait(min(remaining, 1.0))
-                finally:
-                    self._waiting -= 1
+            return self._buffer.take(max_messages, timeout, self._check_connection)
+
+    def _check_connection(self) -> None:
+        if self.backend.beyond_recovery():
+            raise self.backend.unavailable()
 
     def close(self) -> None:
         """Cancel the consumer and close its channel (unacknowledged messages go back);
@@ -412,8 +389,7 @@ class _KombuSubscription(Subscription):
             if self._closed:
                 return
             self._closed = True
-            self._buffer.clear()
-            self._ready.notify_all()
+            self._buffer.close()
         self.backend.forget(self)
         if self.backend.call_soon(self.close_channel) and not self.backend.on_io_thread():
             self.closed_event.wait(5.0)

@@ -114,7 +114,7 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
-from msgbus.backend import Backend, Delivery, Features, Subscription, parse_options
+from msgbus.backend import Backend, Delivery, DeliveryBuffer, Features, Subscription, parse_options
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
@@ -377,9 +377,7 @@ class _RabbitSubscription(Subscription):
         self.prefetch = max(1, prefetch)
         self.queue = group_queue(topic, group) if group is not None else ""
         self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
-        self._waiting = 0
-        self._buffer: deque[Delivery] = deque()
+        self._buffer = DeliveryBuffer(self._lock)
         self._settles: list[tuple[int, int, bool, bool]] = []
         self._settle_scheduled = False
         self._closed = False
@@ -499,7 +497,6 @@ class _RabbitSubscription(Subscription):
         settle = self._settle
         lock = self._lock
         buffer = self._buffer
-        ready = self._ready
 
         def on_message(_channel: Any, method: Any, props: Any, body: bytes) -> None:
             try:
@@ -518,11 +515,8 @@ class _RabbitSubscription(Subscription):
                 token=(generation, method.delivery_tag),
             )
             with lock:
-                if generation != self._generation or self._closed:
-                    return
-                buffer.append(delivery)
-                if self._waiting:
-                    ready.notify()
+                if generation == self._generation:
+                    buffer.put(delivery)  # dropped once closed
 
         return on_message
 
@@ -538,7 +532,6 @@ class _RabbitSubscription(Subscription):
             self._generation += 1
             self._buffer.clear()
             self._settles.clear()
-            self._ready.notify_all()
         self._channel = None
 
     def connection_lost(self) -> None:
@@ -598,31 +591,12 @@ class _RabbitSubscription(Subscription):
         Raises BrokerUnavailable while the connection has been down for longer than
         ``reconnect_timeout`` (the backend keeps reconnecting).
         """
-        deadline: float | None = None
         with self._lock:
-            while True:
-                if self._closed:
-                    return []
-                buffer = self._buffer
-                if buffer:
-                    if max_messages >= len(buffer):
-                        out = list(buffer)
-                        buffer.clear()
-                        return out
-                    return [buffer.popleft() for _ in range(max_messages)]
-                if self.backend.beyond_recovery():
-                    raise self.backend.unavailable()
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + timeout
-                remaining = deadline - now
-                if remaining <= 0:
-                    return []
-                self._waiting += 1
-                try:
-                    self._ready.wait(min(remaining, 1.0))
-                finally:
-                    self._waiting -= 1
+            return self._buffer.take(max_messages, timeout, self._check_connection)
+
+    def _check_connection(self) -> None:
+        if self.backend.beyond_recovery():
+            raise self.backend.unavailable()
 
     def close(self) -> None:
         """Cancel the consumer and close its channel (unacknowledged messages go back to the
@@ -632,8 +606,7 @@ class _RabbitSubscription(Subscription):
             if self._closed:
                 return
             self._closed = True
-            self._buffer.clear()
-            self._ready.notify_all()
+            self._buffer.close()
         backend = self.backend
         backend.forget(self)
         if not backend.call_soon(self._close_channel):
