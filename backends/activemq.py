@@ -113,6 +113,7 @@ from msgbus.errors import (
     BusClosed,
     ConfigurationError,
     MessageTooLarge,
+    MsgBusError,
     PublishError,
 )
 from msgbus.message import CONTENT_TYPE, CORRELATION_ID, RESERVED_PREFIX, TIMESTAMP
@@ -558,18 +559,22 @@ class _Link:
         except BaseException:
             _force_close(conn)
             raise
+        failure: MsgBusError | None = None
         with self._lock:
             if self._closing.is_set():
-                _force_close(conn)
-                raise BusClosed("closed while connecting")
-            if self._lost >= generation:
-                _force_close(conn)
-                raise BrokerUnavailable(f"lost the connection to ActiveMQ at {where} at once")
-            self.conn = conn
-            self.down_since = None
-            self.last_error = None
-            self.gave_up = False
-            self._up.notify_all()
+                failure = BusClosed("closed while connecting")
+            elif self._lost >= generation:
+                failure = BrokerUnavailable(f"lost the connection to ActiveMQ at {where} at once")
+            else:
+                self.conn = conn
+                self.down_since = None
+                self.last_error = None
+                self.gave_up = False
+                self._up.notify_all()
+        if failure is not None:
+            # Outside the lock: stomp.py calls on_disconnected (which takes it) from here.
+            _force_close(conn)
+            raise failure
 
     # ---------------------------------------------------------------- losing
 
@@ -605,12 +610,21 @@ class _Link:
     def _reconnect_loop(self) -> None:
         opts = self.backend.options
         delay = 0.1
+        done = False  # _reconnecting was cleared together with the check that the link is up
         try:
             while not self._closing.is_set():
                 try:
                     self._connect_once(time.monotonic() + opts.connect_timeout)
-                    log.warning("ActiveMQ: %s connection re-established", self.name)
-                    return
+                    with self._lock:
+                        # A loss that came before this point found _reconnecting set and
+                        # left the reconnecting to this thread: go on if the link is down.
+                        if self.conn is not None:
+                            self._reconnecting = False
+                            done = True
+                    if done:
+                        log.warning("ActiveMQ: %s connection re-established", self.name)
+                        return
+                    continue
                 except BusClosed:
                     return
                 except BrokerUnavailable as exc:
@@ -629,8 +643,9 @@ class _Link:
                 self._closing.wait(delay)
                 delay = min(2.0, delay * 2)
         finally:
-            with self._lock:
-                self._reconnecting = False
+            if not done:
+                with self._lock:
+                    self._reconnecting = False
 
     def unavailable(self) -> BrokerUnavailable:
         """The error to report while the link is down."""
