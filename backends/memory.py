@@ -77,8 +77,8 @@ class _Group:
         self.changed = threading.Condition(lock)
         self.waiting = 0
         # Acknowledgements not applied yet: (member, message). Members append here without
-        # the lock and apply them when they can take it without waiting (see
-        # _MemorySubscription._settle), so an ack never queues behind a publisher.
+        # the lock; the group's next receive, requeue or close applies them, or the acking
+        # member at once when another waits in receive (see _MemorySubscription._settle).
         self.acks: deque[tuple[_MemorySubscription, _Stored]] = deque()
 
     def put(self, stored: _Stored) -> None:
