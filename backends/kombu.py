@@ -72,9 +72,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import itertools
 import logging
+import select
 import socket
+import struct
 import threading
 import time
 import uuid
@@ -82,9 +85,12 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+import amqp.transport
 import kombu
+import kombu.transport.pyamqp
+from amqp.exceptions import UnexpectedFrame
 from kombu import Consumer, Exchange, Queue
 from kombu.transport import get_transport_cls
 
@@ -101,7 +107,13 @@ from msgbus.errors import (
 from msgbus.message import CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TIMESTAMP
 from msgbus.url import BusURL
 
-__all__ = ["KEY_HEADER", "KombuBackend", "KombuOptions", "transport_features"]
+__all__ = [
+    "KEY_HEADER",
+    "BufferedTCPTransport",
+    "KombuBackend",
+    "KombuOptions",
+    "transport_features",
+]
 
 log = logging.getLogger("msgbus.kombu")
 
@@ -196,6 +208,155 @@ class _Entry:
         self.losses = 0
 
 
+# --------------------------------------------------------------------------- py-amqp reads
+
+_READ_SIZE = 65536
+_FRAME_HEADER = struct.Struct(">BHI")
+_FRAME_END = 0xCE
+_RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+
+class BufferedTCPTransport(amqp.transport.TCPTransport):
+    """py-amqp's TCP transport with buffered reads (``kombu+amqp://``, not ``amqps://``).
+
+    py-amqp's own transport reads every frame with three ``recv`` calls (header, payload,
+    frame end), and ``Connection.blocking_read`` changes the socket's timeout before and
+    after each frame. This one keeps what one ``recv`` of up to 64 KiB returned and cuts
+    frames out of it, and waits for data with ``poll`` instead of socket timeouts, so a
+    frame that is already buffered costs no system call. A frame is taken from the buffer
+    only once it is complete, so a timeout never loses a partial frame. Writes are
+    py-amqp's (``sendall``). Used by the I/O thread only, like the connection.
+    """
+
+    def _setup_transport(self) -> None:
+        super()._setup_transport()
+        self._inbox = b""
+        self._inpos = 0
+        self._poller = select.poll()
+        self._poller.register(self.sock, select.POLLIN)
+
+    def frame_buffered(self) -> bool:
+        """True when a whole frame is buffered (reading it needs no system call)."""
+        inbox, pos = self._inbox, self._inpos
+        if len(inbox) - pos < 8:
+            return False
+        return len(inbox) > pos + 7 + _FRAME_HEADER.unpack_from(inbox, pos)[2]
+
+    def read_frame_within(self, timeout: float | None) -> tuple[int, int, bytes]:
+        """The next frame as ``(type, channel, payload)``.
+
+        Waits up to ``timeout`` seconds for each ``recv`` (None: no limit; 0: only what has
+        arrived) and raises :class:`socket.timeout` when nothing came; OSError when the
+        connection failed or the broker closed it; ``UnexpectedFrame`` on a corrupt frame.
+        """
+        while True:
+            inbox, pos = self._inbox, self._inpos
+            if len(inbox) - pos >= 8:
+                frame_type, channel, size = _FRAME_HEADER.unpack_from(inbox, pos)
+                end = pos + 7 + size
+                if len(inbox) > end:
+                    if inbox[end] != _FRAME_END:
+                        raise UnexpectedFrame(
+                            f"Received frame_end {inbox[end]:#04x} while expecting 0xce"
+                        )
+                    self._inpos = end + 1
+                    return frame_type, channel, inbox[pos + 7 : end]
+            self._receive(timeout)
+
+    def read_frame(self, unpack: Any = None) -> tuple[int, int, bytes]:
+        """py-amqp's entry point: the next frame, waiting as long as the socket's timeout."""
+        return self.read_frame_within(self.sock.gettimeout())
+
+    def _receive(self, timeout: float | None) -> None:
+        sock = self.sock
+        try:
+            try:
+                if timeout is None:
+                    data = sock.recv(_READ_SIZE)
+                else:
+                    data = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                if not timeout or not self._poller.poll(timeout * 1000):
+                    raise TimeoutError() from None
+                data = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            if exc.errno in _RETRY:
+                raise TimeoutError() from None
+            self.connected = False
+            raise
+        if not data:
+            self.connected = False
+            raise OSError("Server unexpectedly closed connection")
+        rest = self._inbox[self._inpos :]
+        self._inbox = rest + data if rest else data
+        self._inpos = 0
+
+
+class _AMQPConnection(kombu.transport.pyamqp.Connection):
+    """kombu's py-amqp connection, on a :class:`BufferedTCPTransport` for plain TCP.
+
+    It does not ask for ``connection.blocked`` notifications: with them py-amqp tries to
+    read the socket before every ``basic_publish`` (a system call per message), only to
+    hand them to an ``on_blocked`` callback that kombu never sets. A blocked connection
+    still holds publishes back (the broker stops reading); their confirms come later.
+    """
+
+    negotiate_capabilities: ClassVar[dict[str, bool]] = {
+        **amqp.Connection.negotiate_capabilities,
+        "connection.blocked": False,
+    }
+
+    def Transport(
+        self,
+        host: str,
+        connect_timeout: float | None,
+        ssl: Any = False,
+        read_timeout: float | None = None,
+        write_timeout: float | None = None,
+        socket_settings: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        if ssl:
+            return super().Transport(
+                host,
+                connect_timeout,
+                ssl,
+                read_timeout,
+                write_timeout,
+                socket_settings=socket_settings,
+                **kwargs,
+            )
+        return BufferedTCPTransport(
+            host,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            write_timeout=write_timeout,
+            socket_settings=socket_settings,
+            **kwargs,
+        )
+
+    def blocking_read(self, timeout: float | None = None) -> Any:
+        transport = self.transport
+        if not isinstance(transport, BufferedTCPTransport):
+            return super().blocking_read(timeout)
+        return self.on_inbound_frame(transport.read_frame_within(timeout))
+
+
+class _AMQPTransport(kombu.transport.pyamqp.Transport):
+    Connection = _AMQPConnection
+
+
+class _KombuConnection(kombu.Connection):
+    """A ``kombu.Connection`` whose py-amqp transport reads through
+    :class:`BufferedTCPTransport` (also after a failover switch); others are kombu's."""
+
+    def get_transport_cls(self) -> Any:
+        cls = super().get_transport_cls()
+        return _AMQPTransport if cls is kombu.transport.pyamqp.Transport else cls
+
+
 # --------------------------------------------------------------------------- subscriptions
 
 
@@ -278,8 +439,8 @@ class _KombuSubscription(Subscription):
                 log.exception("kombu: could not read the headers of a message")
                 headers, key = {}, None
             body = message.body
-            if isinstance(body, str):
-                body = body.encode(message.content_encoding or "utf-8")
+            if isinstance(body, str):  # py-amqp decoded it, or '' for an empty body
+                body = body.encode(message.content_encoding or "utf-8") if body else b""
             info = message.delivery_info or {}
             redelivered = bool(info.get("redelivered"))
             requeued = self._requeued
@@ -549,7 +710,7 @@ class KombuBackend(Backend):
         return self.url.render(hide_password=True)
 
     def _new_connection(self) -> Any:
-        return kombu.Connection(
+        return _KombuConnection(
             self._kombu_urls if len(self._kombu_urls) > 1 else self._kombu_urls[0],
             connect_timeout=self.options.connect_timeout,
             transport_options=dict(self.options.transport_options or {}),

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import pytest
 
 import msgbus
-from msgbus.backends.kombu import KEY_HEADER, KombuBackend
+from msgbus.backends.kombu import KEY_HEADER, BufferedTCPTransport, KombuBackend
 from msgbus.testing.brokers import pick_free_port
 from msgbus.testing.conformance import BackendConformance, receive_one
 from msgbus.testing.pytest_plugin import require_managed
@@ -111,6 +111,59 @@ def test_pipelined_confirms_on_amqp(amqp_url: str, topic: str) -> None:
         backend.close(5)
 
 
+def amqp_transport(backend: KombuBackend) -> object:
+    """The py-amqp transport under a connected kombu+amqp backend."""
+    return backend._conn.connection.transport
+
+
+@pytest.mark.parametrize(
+    "transport",
+    [
+        pytest.param("amqp", marks=pytest.mark.rabbitmq),
+        pytest.param("redis", marks=pytest.mark.redis),
+        "memory",
+    ],
+)
+def test_empty_body_round_trips(transport: str, request: pytest.FixtureRequest, topic: str) -> None:
+    """An empty body (on AMQP a message without body frame) arrives as b"" on every
+    transport, between non-empty ones."""
+    url = (
+        "kombu+memory://" if transport == "memory" else request.getfixturevalue(f"{transport}_url")
+    )
+    backend = connect(url)
+    sub = backend.subscribe(topic, "g", prefetch=10)
+    try:
+        for body in (b"", b"a", b""):
+            backend.publish(topic, body, key=None, headers={})
+        backend.flush(TIMEOUT)
+        assert [d.body for d in drain(sub, 3, TIMEOUT)] == [b"", b"a", b""]
+    finally:
+        sub.close()
+        backend.close(5)
+
+
+@pytest.mark.rabbitmq
+def test_buffered_reads_keep_frames_whole_and_in_order(amqp_url: str, topic: str) -> None:
+    """Bodies around the 64 KiB read size and the 128 KiB frame size, between small ones,
+    arrive byte for byte and in order through the buffered transport."""
+    backend = connect(amqp_url)
+    sub = backend.subscribe(topic, "g", prefetch=50)
+    try:
+        assert isinstance(amqp_transport(backend), BufferedTCPTransport)
+        sizes = [0, 1, 65_535, 7, 65_536, 65_537, 131_064, 131_072, 3, 300_000, 1_000_000]
+        sizes += [200] * 500
+        bodies = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+        for body in bodies:
+            backend.publish(topic, body, key=None, headers={"n": str(len(body))})
+        backend.flush(TIMEOUT)
+        got = drain(sub, len(bodies), TIMEOUT)
+        assert [d.body for d in got] == bodies
+        assert [d.headers["n"] for d in got] == [str(len(b)) for b in bodies]
+    finally:
+        sub.close()
+        backend.close(5)
+
+
 @pytest.mark.rabbitmq
 def test_interop_with_the_amqp_backend(rabbitmq_broker, topic: str) -> None:  # type: ignore[no-untyped-def]
     plain = msgbus.connect(rabbitmq_broker.url)
@@ -154,6 +207,7 @@ def test_hosts_are_tried_in_turn(rabbitmq_broker, topic: str) -> None:  # type: 
     dead = pick_free_port()
     backend = connect(f"kombu+amqp://guest:guest@127.0.0.1:{dead},{host}/")
     try:
+        assert isinstance(amqp_transport(backend), BufferedTCPTransport)  # also after a switch
         sub = backend.subscribe(topic, "g", prefetch=10)
         backend.publish(topic, b"x", key=None, headers={}).result(TIMEOUT)
         assert receive_one(sub, TIMEOUT).body == b"x"
