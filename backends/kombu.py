@@ -308,6 +308,10 @@ class _AMQPConnection(kombu.transport.pyamqp.Connection):
         "connection.blocked": False,
     }
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("frame_writer", _frame_writer)
+        super().__init__(*args, **kwargs)
+
     def Transport(
         self,
         host: str,
@@ -348,13 +352,146 @@ class _AMQPTransport(kombu.transport.pyamqp.Transport):
     Connection = _AMQPConnection
 
 
+class _AMQPSSLTransport(kombu.transport.pyamqp.SSLTransport):
+    Connection = _AMQPConnection
+
+
+_OUR_AMQP = {
+    kombu.transport.pyamqp.Transport: _AMQPTransport,
+    kombu.transport.pyamqp.SSLTransport: _AMQPSSLTransport,
+}
+
+
 class _KombuConnection(kombu.Connection):
-    """A ``kombu.Connection`` whose py-amqp transport reads through
-    :class:`BufferedTCPTransport` (also after a failover switch); others are kombu's."""
+    """A ``kombu.Connection`` whose py-amqp transports use :class:`_AMQPConnection` (also
+    after a failover switch); the other transports are kombu's own."""
 
     def get_transport_cls(self) -> Any:
         cls = super().get_transport_cls()
-        return _AMQPTransport if cls is kombu.transport.pyamqp.Transport else cls
+        return _OUR_AMQP.get(cls, cls)
+
+
+# --------------------------------------------------------------------------- py-amqp writes
+
+_FLAG = {
+    "content_type": 1 << 15,
+    "application_headers": 1 << 13,
+    "delivery_mode": 1 << 12,
+    "correlation_id": 1 << 10,
+    "message_id": 1 << 7,
+    "timestamp": 1 << 6,
+}
+_PROPERTY_NAMES = ("delivery_mode", "correlation_id", "message_id", "timestamp")  # flag order
+_PROPERTY_SET = frozenset(_PROPERTY_NAMES)
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_LONGSTR = struct.Struct(">cI")
+_METHOD_FRAME = struct.Struct(">BHIHH")
+_FRAME = struct.Struct(">BHI")
+_CONTENT_HEADER = struct.Struct(">HHQ")
+
+
+def _shortstr(text: str) -> bytes | None:
+    data = text.encode("utf-8", "surrogatepass")
+    return bytes((len(data),)) + data if len(data) <= 255 else None
+
+
+def encode_basic_properties(
+    content_type: str | None, headers: Mapping[str, Any], properties: Mapping[str, Any]
+) -> bytes | None:
+    """The AMQP 0-9-1 property flags and list of a published message, as py-amqp would
+    write them: ``content_type``, the ``headers`` table (string values, as ``S``),
+    ``delivery_mode``, ``correlation_id``, ``message_id`` and ``timestamp`` (seconds) from
+    ``properties``. None when something does not fit this form (py-amqp then encodes it).
+    """
+    flags = 0
+    parts: list[bytes] = []
+    if content_type is not None:
+        field = _shortstr(content_type)
+        if field is None:
+            return None
+        flags |= _FLAG["content_type"]
+        parts.append(field)
+    if headers:
+        table: list[bytes] = []
+        for name, value in headers.items():
+            field = _shortstr(name)
+            if field is None or value.__class__ is not str:
+                return None
+            data = value.encode("utf-8", "surrogatepass")
+            table += (field, _LONGSTR.pack(b"S", len(data)), data)
+        encoded = b"".join(table)
+        flags |= _FLAG["application_headers"]
+        parts += (_U32.pack(len(encoded)), encoded)
+    if not properties.keys() <= _PROPERTY_SET:
+        return None
+    for name in _PROPERTY_NAMES:
+        value = properties.get(name)
+        if value is None:
+            continue
+        if name == "delivery_mode" and value.__class__ is int and 0 <= value <= 255:
+            parts.append(bytes((value,)))
+        elif name == "timestamp" and value.__class__ is int and 0 <= value < 1 << 64:
+            parts.append(_U64.pack(value))
+        elif name in ("correlation_id", "message_id") and value.__class__ is str:
+            field = _shortstr(value)
+            if field is None:
+                return None
+            parts.append(field)
+        else:
+            return None
+        flags |= _FLAG[name]
+    return _U16.pack(flags) + b"".join(parts)
+
+
+class EncodedMessage:
+    """A message body with its properties already encoded (see
+    :func:`encode_basic_properties`), for ``basic_publish`` on a :class:`_AMQPConnection`
+    channel: its frame writer sends the three frames without py-amqp's per-message
+    serialization."""
+
+    __slots__ = ("body", "properties")
+
+    def __init__(self, body: bytes, properties: bytes) -> None:
+        self.body = body
+        self.properties = properties
+
+
+def _frame_writer(connection: Any, transport: Any) -> Callable[..., None]:
+    """py-amqp's frame writer (``amqp.Connection(frame_writer=...)``) with a short path for
+    :class:`EncodedMessage` content: method, content-header and body frames (the body cut
+    at ``frame_max``) built with precompiled structs and written at once. Everything else
+    goes through py-amqp's own writer."""
+    standard = amqp.method_framing.frame_writer(connection, transport)
+    write = transport.write
+
+    def write_frame(kind: int, channel: int, method_sig: Any, args: Any, content: Any) -> None:
+        if content.__class__ is not EncodedMessage:
+            standard(kind, channel, method_sig, args, content)
+            return
+        if args.__class__ is str:
+            args = args.encode("utf-8")
+        class_id, method_id = method_sig
+        body, properties = content.body, content.properties
+        header = _CONTENT_HEADER.pack(class_id, 0, len(body)) + properties
+        parts = [
+            _METHOD_FRAME.pack(1, channel, 4 + len(args), class_id, method_id),
+            args,
+            b"\xce",
+            _FRAME.pack(2, channel, len(header)),
+            header,
+            b"\xce",
+        ]
+        chunk = connection.frame_max - 8
+        view = memoryview(body)
+        for start in range(0, len(body), chunk):
+            piece = view[start : start + chunk]
+            parts += (_FRAME.pack(3, channel, len(piece)), piece, b"\xce")
+        write(b"".join(parts))
+        connection.bytes_sent += 1
+
+    return write_frame
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -891,18 +1028,28 @@ class KombuBackend(Backend):
         channel = self._pub_channel
         exchange = self.exchange.name
         confirms = self._confirms
+        encoded = isinstance(getattr(channel, "connection", None), _AMQPConnection)
+        content_encoding = None if self.transport in _AMQP else "binary"
         done: list[_Entry] = []
         try:
             while batch:
                 entry = batch[0]
-                message = channel.prepare_message(
-                    entry.body,
-                    None,
-                    entry.content_type,
-                    "binary",
-                    dict(entry.headers),
-                    dict(entry.properties),
-                )
+                message: Any = None
+                if encoded:
+                    properties = encode_basic_properties(
+                        entry.content_type, entry.headers, entry.properties
+                    )
+                    if properties is not None:
+                        message = EncodedMessage(entry.body, properties)
+                if message is None:
+                    message = channel.prepare_message(
+                        entry.body,
+                        None,
+                        entry.content_type,
+                        content_encoding,
+                        dict(entry.headers),
+                        dict(entry.properties),
+                    )
                 if confirms:
                     tag = next(self._tags)
                     self._unconfirmed[tag] = entry
@@ -1067,7 +1214,8 @@ class KombuBackend(Backend):
                 return future
             self._outbox.append(entry)
             self._pending += 1
-        self._wake.set()
+        if not self._wake.is_set():  # the I/O thread clears it before it looks at the outbox
+            self._wake.set()
         return future
 
     def flush(self, timeout: float | None = None) -> None:

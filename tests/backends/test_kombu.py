@@ -165,6 +165,42 @@ def test_buffered_reads_keep_frames_whole_and_in_order(amqp_url: str, topic: str
 
 
 @pytest.mark.rabbitmq
+def test_published_properties_as_plain_pika_sees_them(rabbitmq_broker, topic: str) -> None:  # type: ignore[no-untyped-def]
+    """The backend encodes the properties itself on py-amqp: what a plain client reads is
+    what py-amqp would have written (and what the ``amqp://`` backend writes)."""
+    pika = pytest.importorskip("pika")
+    conn = pika.BlockingConnection(pika.URLParameters(rabbitmq_broker.url))
+    bus = msgbus.connect(kombu_url(rabbitmq_broker.url))
+    try:
+        channel = conn.channel()
+        channel.exchange_declare("msgbus", "topic", durable=True)
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, "msgbus", routing_key=topic)
+        before = int(time.time())
+        bus.publish(
+            topic,
+            {"id": 7},
+            key="7",
+            headers={"tenant": "a:b", "unicode": "héllo ✓"},
+            correlation_id="c-1",
+            message_id="m-1",
+        ).result(TIMEOUT)  # confirmed: routed to the queue and stored
+        method, props, body = channel.basic_get(queue, auto_ack=True)
+        assert method is not None and method.routing_key == topic
+        assert body == b'{"id":7}'
+        assert props.content_type == "application/json" and props.content_encoding is None
+        assert (props.message_id, props.correlation_id) == ("m-1", "c-1")
+        assert props.delivery_mode == 2
+        assert before - 1 <= props.timestamp <= time.time() + 1
+        assert props.headers[KEY_HEADER] == "7"
+        assert (props.headers["tenant"], props.headers["unicode"]) == ("a:b", "héllo ✓")
+        assert int(props.headers["msgbus-timestamp"]) // 1000 == props.timestamp
+    finally:
+        conn.close()
+        bus.close(5)
+
+
+@pytest.mark.rabbitmq
 def test_interop_with_the_amqp_backend(rabbitmq_broker, topic: str) -> None:  # type: ignore[no-untyped-def]
     plain = msgbus.connect(rabbitmq_broker.url)
     viakombu = msgbus.connect(kombu_url(rabbitmq_broker.url))
