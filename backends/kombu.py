@@ -234,13 +234,14 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):
         self._inpos = 0
         self._poller = select.poll()
         self._poller.register(self.sock, select.POLLIN)
+        self._waker: socket.socket | None = None
 
-    def frame_buffered(self) -> bool:
-        """True when a whole frame is buffered (reading it needs no system call)."""
-        inbox, pos = self._inbox, self._inpos
-        if len(inbox) - pos < 8:
-            return False
-        return len(inbox) > pos + 7 + _FRAME_HEADER.unpack_from(inbox, pos)[2]
+    def wake_on(self, waker: socket.socket) -> None:
+        """Let a byte arriving on the (non-blocking) socket ``waker`` end a wait for broker
+        data early, as a timeout (the byte is read), so that other threads can hand the
+        I/O thread work while it waits."""
+        self._waker = waker
+        self._poller.register(waker, select.POLLIN)
 
     def read_frame_within(self, timeout: float | None) -> tuple[int, int, bytes]:
         """The next frame as ``(type, channel, payload)``.
@@ -276,7 +277,7 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):
                 else:
                     data = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
             except BlockingIOError:
-                if not timeout or not self._poller.poll(timeout * 1000):
+                if not timeout or not self._wait(timeout):
                     raise TimeoutError() from None
                 data = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
         except TimeoutError:
@@ -292,6 +293,18 @@ class BufferedTCPTransport(amqp.transport.TCPTransport):
         rest = self._inbox[self._inpos :]
         self._inbox = rest + data if rest else data
         self._inpos = 0
+
+    def _wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s; True when the broker's socket is readable."""
+        readable = False
+        waker = self._waker
+        for fd, _events in self._poller.poll(timeout * 1000):
+            if waker is not None and fd == waker.fileno():
+                with contextlib.suppress(OSError):
+                    waker.recv(4096)
+            else:
+                readable = True
+        return readable
 
 
 class _AMQPConnection(kombu.transport.pyamqp.Connection):
@@ -760,6 +773,11 @@ class KombuBackend(Backend):
         self._pending = 0
         self._commands: deque[Callable[[], None]] = deque()
         self._wake = threading.Event()
+        # wakes the I/O thread while it waits for py-amqp frames (_sleeping: it may)
+        self._waker, self._waker_w = socket.socketpair()
+        self._waker.setblocking(False)
+        self._waker_w.setblocking(False)
+        self._sleeping = False
         self._closed = False
         self._stopping = False
         self._down_since: float | None = None
@@ -888,6 +906,9 @@ class KombuBackend(Backend):
                     ),
                 )
             return False
+        transport = getattr(conn.connection, "transport", None)
+        if isinstance(transport, BufferedTCPTransport):
+            transport.wake_on(self._waker)
         self._conn = conn
         self._epoch += 1
         self._pub_channel = channel
@@ -937,8 +958,11 @@ class KombuBackend(Backend):
                     with self.coalesced_writes():
                         self._drain_outbox()
                 if self._consumers() or self._unconfirmed:
+                    self._sleeping = True  # before looking for work: see _nudge
+                    idle = not (self._commands or self._outbox)
                     with contextlib.suppress(TimeoutError, socket.timeout):
-                        self._conn.drain_events(timeout=opts.poll_interval)
+                        self._conn.drain_events(timeout=opts.poll_interval if idle else 0)
+                    self._sleeping = False
                     if self._conn is not None and self._conn.heartbeat:
                         self._conn.heartbeat_check()
                 else:
@@ -1115,10 +1139,12 @@ class KombuBackend(Backend):
             self._outbox.clear()
         self._finish(lost, BrokerUnavailable("the kombu backend closed before confirmation"))
         self._stopped.set()
+        self._waker.close()
+        self._waker_w.close()
 
     def _stop_thread(self, timeout: float) -> None:
         self._stopping = True
-        self._wake.set()
+        self._nudge()
         if not self.on_io_thread():
             self._thread.join(timeout)
 
@@ -1129,8 +1155,17 @@ class KombuBackend(Backend):
         if self._stopped.is_set():
             return False
         self._commands.append(fn)
-        self._wake.set()
+        self._nudge()
         return True
+
+    def _nudge(self) -> None:
+        """Any thread, after queueing work: wake the I/O thread if it waits."""
+        if not self._wake.is_set():  # the I/O thread clears it before it looks for work
+            self._wake.set()
+        if self._sleeping:  # waiting for py-amqp frames (set before it looked for work)
+            self._sleeping = False
+            with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed
+                self._waker_w.send(b"\0")
 
     def on_io_thread(self) -> bool:
         """True when called on the backend's I/O thread."""
@@ -1214,8 +1249,7 @@ class KombuBackend(Backend):
                 return future
             self._outbox.append(entry)
             self._pending += 1
-        if not self._wake.is_set():  # the I/O thread clears it before it looks at the outbox
-            self._wake.set()
+        self._nudge()
         return future
 
     def flush(self, timeout: float | None = None) -> None:

@@ -165,6 +165,34 @@ def test_buffered_reads_keep_frames_whole_and_in_order(amqp_url: str, topic: str
 
 
 @pytest.mark.rabbitmq
+def test_publishes_wake_the_io_thread_waiting_for_frames(amqp_url: str, topic: str) -> None:
+    """With a consumer the I/O thread waits for broker frames up to ``poll_interval`` (60 s
+    here); a publish from another thread wakes it, so it is sent and confirmed at once,
+    and so is an ack (the message is not redelivered to a second subscription)."""
+    backend = connect(amqp_url, poll_interval=60.0)
+    sub = backend.subscribe(topic, "g", prefetch=10)
+    try:
+        for body in (b"1", b"2"):
+            started = time.monotonic()
+            backend.publish(topic, body, key=None, headers={}).result(TIMEOUT)
+            assert time.monotonic() - started < 10
+            delivery = receive_one(sub, TIMEOUT)
+            assert delivery.body == body
+            delivery.ack()
+        started = time.monotonic()
+        sub.close()  # waits until the I/O thread closed the channel
+        assert time.monotonic() - started < 10
+        other = backend.subscribe(topic, "g", prefetch=10)
+        backend.publish(topic, b"3", key=None, headers={}).result(TIMEOUT)
+        assert receive_one(other, TIMEOUT).body == b"3"  # 1 and 2 were acknowledged
+        other.close()
+    finally:
+        started = time.monotonic()
+        backend.close(5)
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.rabbitmq
 def test_published_properties_as_plain_pika_sees_them(rabbitmq_broker, topic: str) -> None:  # type: ignore[no-untyped-def]
     """The backend encodes the properties itself on py-amqp: what a plain client reads is
     what py-amqp would have written (and what the ``amqp://`` backend writes)."""
