@@ -410,6 +410,18 @@ def _shortstr(text: str) -> bytes | None:
     return bytes((len(data),)) + data if len(data) <= 255 else None
 
 
+_NAMES: dict[str, bytes] = {}  # header names and content types recur: encoded once
+
+
+def _name(text: str) -> bytes | None:
+    field = _NAMES.get(text)
+    if field is None:
+        field = _shortstr(text)
+        if field is not None and len(_NAMES) < 1024:
+            _NAMES[text] = field
+    return field
+
+
 def encode_basic_properties(
     content_type: str | None, headers: Mapping[str, Any], properties: Mapping[str, Any]
 ) -> bytes | None:
@@ -421,7 +433,7 @@ def encode_basic_properties(
     flags = 0
     parts: list[bytes] = []
     if content_type is not None:
-        field = _shortstr(content_type)
+        field = _name(content_type)
         if field is None:
             return None
         flags |= _FLAG["content_type"]
@@ -429,7 +441,7 @@ def encode_basic_properties(
     if headers:
         table: list[bytes] = []
         for name, value in headers.items():
-            field = _shortstr(name)
+            field = _name(name)
             if field is None or value.__class__ is not str:
                 return None
             data = value.encode("utf-8", "surrogatepass")
