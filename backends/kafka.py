@@ -76,7 +76,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,7 +86,14 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
-from msgbus.backend import Backend, Delivery, Features, Subscription, parse_options
+from msgbus.backend import (
+    Backend,
+    Delivery,
+    Features,
+    PendingFuture,
+    Subscription,
+    parse_options,
+)
 from msgbus.errors import (
     AuthenticationError,
     BrokerUnavailable,
@@ -523,7 +530,7 @@ class KafkaBackend(Backend):
             raise BusClosed("the Kafka backend is closed") from None
         except Exception as exc:
             raise translate_error(exc, f"publishing to Kafka topic {topic!r}") from exc
-        future: Future[None] = Future()
+        future: Future[None] = PendingFuture()  # no Condition unless someone waits
         sent.add_both(_settle_publish, future, topic)
         return future
 
@@ -631,10 +638,13 @@ class KafkaBackend(Backend):
 def _settle_publish(future: Future[None], topic: str, outcome: Any) -> None:
     """Producer callback (sender thread): the broker acknowledged the record (``outcome`` is
     its metadata), or refused it / did not acknowledge it in time (an exception)."""
-    if isinstance(outcome, BaseException):
-        future.set_exception(translate_error(outcome, f"publishing to Kafka topic {topic!r}"))
-    else:
-        future.set_result(None)
+    try:
+        if isinstance(outcome, BaseException):
+            future.set_exception(translate_error(outcome, f"publishing to Kafka topic {topic!r}"))
+        else:
+            future.set_result(None)
+    except InvalidStateError:
+        pass  # the caller cancelled it: nobody wants the outcome
 
 
 def _quietly_close(client: Any) -> None:

@@ -114,7 +114,15 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
-from msgbus.backend import Backend, Delivery, DeliveryBuffer, Features, Subscription, parse_options
+from msgbus.backend import (
+    Backend,
+    Delivery,
+    DeliveryBuffer,
+    Features,
+    PendingFuture,
+    Subscription,
+    parse_options,
+)
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
@@ -1171,7 +1179,7 @@ class RabbitMQBackend(Backend):
         if MESSAGE_ID not in headers:  # like a broker-assigned id, for raw publishers
             headers = {**headers, MESSAGE_ID: new_message_id()}
         props = _properties(headers, key, self._delivery_mode)
-        future: Future[None] = Future()
+        future: Future[None] = PendingFuture()  # no Condition unless someone waits
         entry = _Entry(future, topic, body if type(body) is bytes else bytes(body), props)
         with self._lock:
             if self._closed:

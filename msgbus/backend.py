@@ -26,6 +26,7 @@ from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
 from msgbus.errors import ConfigurationError, UnknownOption
+from msgbus.futures import PendingFuture, ResolvedFuture
 from msgbus.url import BusURL
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Delivery",
     "DeliveryBuffer",
     "Features",
+    "PendingFuture",
     "ResolvedFuture",
     "Subscription",
     "parse_options",
@@ -334,42 +336,6 @@ class Backend(ABC):
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-
-class ResolvedFuture(Future):  # type: ignore[type-arg]
-    """A future that is already resolved when created (cheap; for in-process backends)."""
-
-    __slots__ = ()
-
-    def __init__(self, result: Any = None, exception: BaseException | None = None) -> None:
-        self._result = result
-        self._exception = exception
-        self._state = "FINISHED"
-        self._done_callbacks = []
-        self._waiters = []
-        self._condition = _NO_CONDITION
-
-    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
-        """Call ``fn(self)`` at once (the future is already done)."""
-        fn(self)
-
-
-class _NoCondition:
-    """Stand-in for the Condition a resolved future never needs to wait on."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-    def notify_all(self) -> None:
-        return None
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return True
-
-
-_NO_CONDITION: Any = _NoCondition()
 
 # --------------------------------------------------------------------------- options
 

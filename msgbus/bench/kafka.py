@@ -10,8 +10,10 @@ Measured with ~200-byte JSON payloads on a topic of 3 partitions, each run on a 
 
 - produce: N messages as fast as possible with ``acks=all``, until the last is acknowledged;
   raw = ``KafkaProducer.send(json.dumps(...))`` + ``flush``, msgbus = ``bus.publish`` +
-  ``bus.flush``. For reference, raw again with the record headers msgbus adds (its metadata:
-  content type and message id), which kafka-python encodes in pure Python.
+  ``bus.flush``. For reference, raw again with the record headers and timestamp msgbus
+  sends (content type and message id), and raw with those headers plus what msgbus adds per
+  publish on the driver's side: a ``concurrent.futures.Future`` resolved from the producer's
+  callback.
 - consume: N messages published beforehand by msgbus (so both readers see the same records,
   headers included), each JSON-decoded; the clock runs from the first message handled to
   the last. raw = ``KafkaConsumer.poll`` with a commit (async) per poll batch, msgbus = a
@@ -19,20 +21,25 @@ Measured with ~200-byte JSON payloads on a topic of 3 partitions, each run on a 
 - end-to-end latency at a fixed rate (open loop): each payload carries its intended send
   time; latency = handling time minus intended time, so a stalled sender shows as latency.
 
-Throughputs are the median of ``--repeats`` alternating runs. Targets (issue 5): msgbus at
-least 0.9x raw on both throughputs, p99 latency no worse than raw.
+Throughputs are the median of ``--repeats`` alternating runs, each printed with the process
+CPU time it took per message (all threads: the GIL makes that the budget that bounds a Python
+client). Targets (issue 5): msgbus at least 0.9x raw on both throughputs, p99 latency no worse
+than raw.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
+import resource
 import statistics
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
@@ -49,6 +56,7 @@ __all__ = [
     "raw_consume",
     "raw_latency",
     "raw_produce",
+    "raw_produce_with_futures",
     "raw_produce_with_headers",
 ]
 
@@ -59,9 +67,31 @@ PAYLOAD = ACCOUNT_CREATED
 OPTIONS: dict[str, Any] = {}
 """Keyword options for ``msgbus.connect`` (the backend defaults; filled by ``main``)."""
 
+Result = tuple[float, float]
+"""One throughput run: messages per second, process CPU microseconds per message."""
+
 
 def _payload(sent_ns: int = 0) -> dict[str, Any]:
     return {**PAYLOAD, "sent_ns": sent_ns}
+
+
+def _cpu_seconds() -> float:
+    """CPU time of the whole process (every thread) so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class _Clock:
+    """Wall and process CPU time of one measured stretch."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = _cpu_seconds()
+
+    def result(self, messages: int) -> Result:
+        """Messages per second and CPU microseconds per message since construction."""
+        wall = time.perf_counter() - self.wall
+        return messages / wall, (_cpu_seconds() - self.cpu) / messages * 1e6
 
 
 def _bootstrap(url: str) -> str:
@@ -82,58 +112,78 @@ def _new_topic(url: str) -> str:
 # --------------------------------------------------------------------------- produce
 
 
-def raw_produce(url: str, messages: int) -> float:
-    """Messages/s of plain kafka-python sending ``messages`` JSON records with acks=all."""
+def raw_produce(url: str, messages: int) -> Result:
+    """Plain kafka-python sending ``messages`` JSON records with acks=all."""
+    return _raw_send(url, messages, headers=False, futures=False)
+
+
+def raw_produce_with_headers(url: str, messages: int) -> Result:
+    """Like :func:`raw_produce`, but each record carries the headers msgbus sends
+    (``content-type``, a 32-hex-digit ``msgbus-id``) and an explicit timestamp: the same
+    bytes on the wire as msgbus, to show what the record headers cost in kafka-python."""
+    return _raw_send(url, messages, headers=True, futures=False)
+
+
+def raw_produce_with_futures(url: str, messages: int) -> Result:
+    """Like :func:`raw_produce_with_headers`, plus a ``concurrent.futures.Future`` per
+    record resolved from the producer's callback (what ``publish`` hands its caller)."""
+    return _raw_send(url, messages, headers=True, futures=True)
+
+
+def _raw_send(url: str, messages: int, *, headers: bool, futures: bool) -> Result:
     topic = _new_topic(url)
     producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=65536)
     try:
         producer.send(topic, b"{}").get(30)  # metadata and connection are warm
         payload = _payload()
-        started = time.perf_counter()
+        clock = _Clock()
         for _ in range(messages):
-            producer.send(topic, json.dumps(payload).encode())
+            if not headers:
+                producer.send(topic, json.dumps(payload).encode())
+                continue
+            sent = producer.send(
+                topic,
+                json.dumps(payload).encode(),
+                headers=[("content-type", b"application/json"), ("msgbus-id", _hex_id())],
+                timestamp_ms=time.time_ns() // 1_000_000,
+            )
+            if futures:
+                future: Future[None] = Future()
+                sent.add_both(_resolve, future)
         producer.flush(120)
-        return messages / (time.perf_counter() - started)
+        return clock.result(messages)
     finally:
         producer.close()
 
 
-def raw_produce_with_headers(url: str, messages: int) -> float:
-    """Like :func:`raw_produce`, but each record carries the headers msgbus sends
-    (``content-type``, a 32-hex-digit ``msgbus-id``) and an explicit timestamp: the same
-    bytes on the wire as msgbus, to show what the record headers cost in kafka-python."""
-    topic = _new_topic(url)
-    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=65536)
-    try:
-        producer.send(topic, b"{}").get(30)
-        payload = _payload()
-        started = time.perf_counter()
-        for _ in range(messages):
-            headers = [("content-type", b"application/json"), ("msgbus-id", _hex_id())]
-            stamp = time.time_ns() // 1_000_000
-            producer.send(topic, json.dumps(payload).encode(), headers=headers, timestamp_ms=stamp)
-        producer.flush(120)
-        return messages / (time.perf_counter() - started)
-    finally:
-        producer.close()
+_ids = itertools.count(1 << 60)
 
 
 def _hex_id() -> bytes:
-    return os.urandom(16).hex().encode()
+    # a counter, as cheap as msgbus's own ids: os.urandom releases the GIL, and next to the
+    # producer's sender thread a call took up to 28 us here, which would be measured instead
+    return b"%032x" % next(_ids)
 
 
-def msgbus_produce(url: str, messages: int) -> float:
-    """Messages/s of ``bus.publish`` for ``messages`` JSON payloads, until all confirmed."""
+def _resolve(future: Future[None], outcome: Any) -> None:
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(None)
+
+
+def msgbus_produce(url: str, messages: int) -> Result:
+    """``bus.publish`` of ``messages`` JSON payloads, until all confirmed."""
     topic = _new_topic(url)
     bus = msgbus.connect(url, **OPTIONS)
     try:
         bus.publish(topic, {}).result(30)
         payload = _payload()
-        started = time.perf_counter()
+        clock = _Clock()
         for _ in range(messages):
             bus.publish(topic, payload)
         bus.flush(120)
-        return messages / (time.perf_counter() - started)
+        return clock.result(messages)
     finally:
         bus.close()
 
@@ -155,8 +205,8 @@ def _filled_topic(url: str, messages: int) -> str:
     return topic
 
 
-def raw_consume(url: str, messages: int) -> float:
-    """Messages/s of a plain ``KafkaConsumer`` group member (JSON decode, commit per poll)."""
+def raw_consume(url: str, messages: int) -> Result:
+    """A plain ``KafkaConsumer`` group member (JSON decode, commit per poll batch)."""
     topic = _filled_topic(url, messages)
     consumer = KafkaConsumer(
         topic,
@@ -170,7 +220,8 @@ def raw_consume(url: str, messages: int) -> float:
     )
     try:
         count = 0
-        first = last = 0.0
+        clock: _Clock | None = None
+        result: Result = (0.0, 0.0)
         deadline = time.monotonic() + 120
         while count < messages and time.monotonic() < deadline:
             batches = consumer.poll(timeout_ms=500)
@@ -178,33 +229,35 @@ def raw_consume(url: str, messages: int) -> float:
                 for record in records:
                     json.loads(record.value)
                     count += 1
-                    if count == 1:
-                        first = time.perf_counter()
+                    if clock is None:
+                        clock = _Clock()
             if batches:
                 consumer.commit_async()
-                last = time.perf_counter()
+                if count >= messages and clock is not None:
+                    result = clock.result(messages - 1)
         if count < messages:
             raise RuntimeError(f"raw consumer got {count} of {messages} messages")
-        return (messages - 1) / (last - first)
+        return result
     finally:
         consumer.close(autocommit=False)
 
 
-def msgbus_consume(url: str, messages: int) -> float:
-    """Messages/s of a msgbus subscriber handling ``messages`` JSON messages."""
+def msgbus_consume(url: str, messages: int) -> Result:
+    """A msgbus subscriber (one worker, acknowledging each) handling ``messages`` messages."""
     topic = _filled_topic(url, messages)
     bus = msgbus.connect(url, **OPTIONS)
     done = threading.Event()
     count = 0
-    first = last = 0.0
+    clock: _Clock | None = None
+    result: Result = (0.0, 0.0)
 
     def handle(msg: msgbus.Message) -> None:
-        nonlocal count, first, last
+        nonlocal count, clock, result
         count += 1
-        if count == 1:
-            first = time.perf_counter()
+        if clock is None:
+            clock = _Clock()
         if count == messages:
-            last = time.perf_counter()
+            result = clock.result(messages - 1)
             done.set()
 
     try:
@@ -212,7 +265,7 @@ def msgbus_consume(url: str, messages: int) -> float:
         bus.start()
         if not done.wait(120):
             raise RuntimeError(f"msgbus handled {count} of {messages} messages")
-        return (messages - 1) / (last - first)
+        return result
     finally:
         bus.close()
 
@@ -320,8 +373,17 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _median(runs: list[float]) -> str:
-    return f"{statistics.median(runs):>9,.0f} msg/s ({min(runs):,.0f}-{max(runs):,.0f})"
+def _row(runs: list[Result]) -> str:
+    rates = [rate for rate, _ in runs]
+    cpu = statistics.median(us for _, us in runs)
+    return (
+        f"{statistics.median(rates):>9,.0f} msg/s ({min(rates):,.0f}-{max(rates):,.0f})"
+        f"  cpu {cpu:5.1f} us/msg"
+    )
+
+
+def _rate(runs: list[Result]) -> float:
+    return statistics.median(rate for rate, _ in runs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -350,33 +412,31 @@ def main(argv: list[str] | None = None) -> None:
             f"{args.messages:,} messages of ~200 bytes JSON, acks=all, {PARTITIONS} partitions, "
             f"{args.repeats} alternating runs (median, min-max)\n"
         )
-        results: dict[str, list[float]] = {k: [] for k in ("rp", "rh", "mp", "rc", "mc")}
+        measurements = (
+            ("produce  raw kafka-python", "rp", raw_produce),
+            ("produce  raw + same headers", "rh", raw_produce_with_headers),
+            ("produce  raw + headers + Future", "rf", raw_produce_with_futures),
+            ("produce  msgbus", "mp", msgbus_produce),
+            ("consume  raw kafka-python", "rc", raw_consume),
+            ("consume  msgbus", "mc", msgbus_consume),
+        )
+        results: dict[str, list[Result]] = {key: [] for _, key, _ in measurements}
         for _ in range(args.repeats):
-            results["rp"].append(raw_produce(url, args.messages))
-            results["rh"].append(raw_produce_with_headers(url, args.messages))
-            results["mp"].append(msgbus_produce(url, args.messages))
-            results["rc"].append(raw_consume(url, args.messages))
-            results["mc"].append(msgbus_consume(url, args.messages))
+            for _, key, measure in measurements:
+                results[key].append(measure(url, args.messages))
         raw_lat = raw_latency(url, args.rate, args.seconds)
         bus_lat = msgbus_latency(url, args.rate, args.seconds)
     finally:
         if broker is not None:
             broker.close()
 
-    produce_ratio = statistics.median(results["mp"]) / statistics.median(results["rp"])
-    consume_ratio = statistics.median(results["mc"]) / statistics.median(results["rc"])
+    produce_ratio = _rate(results["mp"]) / _rate(results["rp"])
+    consume_ratio = _rate(results["mc"]) / _rate(results["rc"])
     rp50, rp99 = _percentile(raw_lat, 0.50), _percentile(raw_lat, 0.99)
     mp50, mp99 = _percentile(bus_lat, 0.50), _percentile(bus_lat, 0.99)
     ok = {True: "ok", False: "MISSED"}
-    rows = (
-        ("produce  raw kafka-python", "rp"),
-        ("produce  raw + same headers", "rh"),
-        ("produce  msgbus", "mp"),
-        ("consume  raw kafka-python", "rc"),
-        ("consume  msgbus", "mc"),
-    )
-    for label, key in rows:
-        print(f"{label:28s} {_median(results[key])}")
+    for label, key, _ in measurements:
+        print(f"{label:32s} {_row(results[key])}")
     print(
         f"latency at {args.rate:,.0f} msg/s for {args.seconds:g}s: raw p50 {rp50:.2f} ms, "
         f"p99 {rp99:.2f} ms ({len(raw_lat):,} samples); msgbus p50 {mp50:.2f} ms, "
@@ -388,8 +448,10 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"consume ratio msgbus/raw {consume_ratio:.2f} (target >= 0.90: {ok[consume_ratio >= 0.9]})"
     )
-    headers_ratio = statistics.median(results["mp"]) / statistics.median(results["rh"])
+    headers_ratio = _rate(results["mp"]) / _rate(results["rh"])
+    futures_ratio = _rate(results["mp"]) / _rate(results["rf"])
     print(f"produce ratio msgbus/(raw + same headers) {headers_ratio:.2f} (reference)")
+    print(f"produce ratio msgbus/(raw + headers + Future) {futures_ratio:.2f} (reference)")
     print(f"p99 msgbus/raw {mp99 / rp99:.2f} (target <= 1.00: {ok[mp99 <= rp99]})")
 
 
