@@ -37,10 +37,14 @@ Features
       (no kombu serializer).
     - Threads: kombu connections are not thread-safe, so each backend owns **one** kombu
       ``Connection`` on one dedicated I/O thread (``msgbus-kombu-io``) that publishes, drains
-      events, acknowledges and (un)subscribes; other threads only queue work for it. While it
-      is waiting for broker events the I/O thread picks up new work every ``poll_interval``
-      seconds (default 0.005), which bounds the extra latency of a publish or an ack on an
-      idle connection. Future callbacks run on the I/O thread and must not block.
+      events, acknowledges and (un)subscribes; other threads only queue work for it. On
+      ``kombu+amqp://`` they wake it while it waits for broker frames; on other transports it
+      picks up new work every ``poll_interval`` seconds (default 0.005), which bounds the
+      extra latency of a publish or an ack on an idle connection. Future callbacks run on
+      the I/O thread and must not block.
+    - py-amqp (``kombu+amqp://``): reads go through :class:`BufferedTCPTransport`, and
+      publishes carry properties the backend encoded itself (byte for byte what py-amqp
+      writes), sent by a frame writer given to py-amqp's connection; see docs/kombu.md.
     - Reconnection: when the connection fails the I/O thread reconnects (hosts in URL order,
       backoff to 2 s), redeclares and resubscribes; unconfirmed publishes are sent again (at
       least once), and fail with ``PublishError`` after three lost connections. After
@@ -64,7 +68,8 @@ Options (URL query or keyword arguments to ``msgbus.connect``)
     - ``max_in_flight`` (int, 5000): unconfirmed publishes before ``publish`` blocks.
     - ``max_message_bytes`` (int, 64 MiB): larger bodies raise ``MessageTooLarge``.
     - ``connect_timeout`` (float s, 10), ``reconnect_timeout`` (float s, 30).
-    - ``poll_interval`` (float s, 0.005): see Threads.
+    - ``poll_interval`` (float s, 0.005): see Threads (the longest wait for broker frames on
+      ``kombu+amqp://``, where other threads wake the I/O thread).
     - ``transport_options`` (dict, keyword only): passed to ``kombu.Connection``.
 """
 
