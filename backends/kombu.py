@@ -99,7 +99,15 @@ from amqp.exceptions import UnexpectedFrame
 from kombu import Consumer, Exchange, Queue
 from kombu.transport import get_transport_cls
 
-from msgbus.backend import Backend, Delivery, DeliveryBuffer, Features, Subscription, parse_options
+from msgbus.backend import (
+    Backend,
+    Delivery,
+    DeliveryBuffer,
+    Features,
+    PendingFuture,
+    Subscription,
+    parse_options,
+)
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
@@ -1245,7 +1253,7 @@ class KombuBackend(Backend):
             properties["message_id"] = new_message_id()
         if key is not None:
             table[KEY_HEADER] = key
-        future: Future[None] = Future()
+        future: Future[None] = PendingFuture()  # no Condition unless someone waits
         entry = _Entry(future, topic, bytes(body), content_type, table, properties)
         with self._lock:
             if self._pending >= self.options.max_in_flight and not self.on_io_thread():
