@@ -46,6 +46,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
 import msgbus
+from msgbus.backends.kafka import KafkaOptions
 from msgbus.bench.payload import ACCOUNT_CREATED
 
 __all__ = [
@@ -63,6 +64,9 @@ __all__ = [
 PARTITIONS = 3
 PAYLOAD = ACCOUNT_CREATED
 """About 200 bytes as JSON (with the ``sent_ns`` field the latency runs add)."""
+
+BATCH_SIZE = KafkaOptions.batch_size
+"""The raw producers use the msgbus backend's default batch size (same settings, same work)."""
 
 OPTIONS: dict[str, Any] = {}
 """Keyword options for ``msgbus.connect`` (the backend defaults; filled by ``main``)."""
@@ -132,7 +136,7 @@ def raw_produce_with_futures(url: str, messages: int) -> Result:
 
 def _raw_send(url: str, messages: int, *, headers: bool, futures: bool) -> Result:
     topic = _new_topic(url)
-    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=65536)
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=BATCH_SIZE)
     try:
         producer.send(topic, b"{}").get(30)  # metadata and connection are warm
         payload = _payload()
@@ -299,7 +303,7 @@ def raw_latency(url: str, rate: float, seconds: float) -> list[float]:
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     for p in range(PARTITIONS):
         consumer.seek(TopicPartition(topic, p), 0)  # a fresh topic: its start is its end
-    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=65536)
+    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=BATCH_SIZE)
     stop = threading.Event()
 
     def consume() -> None:
@@ -410,7 +414,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"broker: {description}")
         print(
             f"{args.messages:,} messages of ~200 bytes JSON, acks=all, {PARTITIONS} partitions, "
-            f"{args.repeats} alternating runs (median, min-max)\n"
+            f"producers' batch_size {BATCH_SIZE:,}, {args.repeats} alternating runs "
+            "(median, min-max)\n"
         )
         measurements = (
             ("produce  raw kafka-python", "rp", raw_produce),

@@ -101,12 +101,14 @@ class _KafkaSender:
     def __init__(self, url: str) -> None:
         from kafka import KafkaProducer
 
+        from msgbus.backends.kafka import KafkaOptions
+
         servers = [f"{h}:{p}" for h, p in _endpoints(url, 9092)]
         self._producer = KafkaProducer(
             bootstrap_servers=servers,
             acks="all",
             linger_ms=0,
-            batch_size=65536,
+            batch_size=KafkaOptions.batch_size,  # the msgbus backend's settings
             max_request_size=4 * 1024 * 1024,
         )
 
