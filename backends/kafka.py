@@ -78,7 +78,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -95,6 +95,7 @@ from msgbus.backend import (
     PendingFuture,
     Subscription,
     parse_options,
+    settle_future,
 )
 from msgbus.errors import (
     AuthenticationError,
@@ -651,18 +652,11 @@ class _PublishFuture(PendingFuture):
 
     def acked(self, metadata: Any) -> None:
         """Every in-sync replica holds the record."""
-        try:  # noqa: SIM105 - contextlib.suppress costs a context manager per record
-            self.set_result(None)
-        except InvalidStateError:
-            pass  # the caller cancelled it: nobody wants the outcome
+        settle_future(self, None)
 
     def failed(self, error: BaseException) -> None:
         """The broker refused the record, or did not acknowledge it in time."""
-        error = translate_error(error, f"publishing to Kafka topic {self._topic!r}")
-        try:  # noqa: SIM105 - as in acked
-            self.set_exception(error)
-        except InvalidStateError:
-            pass
+        settle_future(self, translate_error(error, f"publishing to Kafka topic {self._topic!r}"))
 
 
 def _quietly_close(client: Any) -> None:

@@ -88,7 +88,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -107,6 +107,7 @@ from msgbus.backend import (
     PendingFuture,
     Subscription,
     parse_options,
+    settle_future,
 )
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
@@ -167,16 +168,6 @@ def transport_features(transport: str, max_message_bytes: int, persistent: bool)
         cross_process=transport != "memory",
         max_message_bytes=max_message_bytes,
     )
-
-
-def _resolve(future: Future[None], error: BaseException | None) -> None:
-    try:
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-    except InvalidStateError:  # cancelled by its owner
-        pass
 
 
 def _is_auth_error(exc: BaseException) -> bool:
@@ -599,7 +590,7 @@ class _KombuSubscription(Subscription):
         self.channel, self.consumer = channel, consumer
         with self._lock:
             self._epoch = epoch
-        _resolve(self.first_setup, None)
+        settle_future(self.first_setup, None)
 
     def _make_on_message(self, epoch: int) -> Callable[[Any], None]:
         topic = self.topic
@@ -920,11 +911,11 @@ class KombuBackend(Backend):
                     f"kombu transport at {self.where} refused the credentials: {exc}"
                 )
                 if initial:
-                    _resolve(self._initial, error)
+                    settle_future(self._initial, error)
                     return False
                 log.error("kombu: %s", error)
             elif initial and time.monotonic() >= deadline:
-                _resolve(
+                settle_future(
                     self._initial,
                     BrokerUnavailable(
                         f"could not connect to kombu transport at {self.where}: {exc}"
@@ -945,7 +936,7 @@ class KombuBackend(Backend):
             subs = list(self._subscriptions)
         for sub in subs:
             self._setup(sub)
-        _resolve(self._initial, None)
+        settle_future(self._initial, None)
         return True
 
     def _setup(self, sub: _KombuSubscription) -> None:
@@ -955,7 +946,7 @@ class KombuBackend(Backend):
             sub.setup(self._conn, self._epoch)
         except Exception as exc:
             if not sub.first_setup.done():
-                _resolve(sub.first_setup, _setup_error(sub, exc))
+                settle_future(sub.first_setup, _setup_error(sub, exc))
             else:
                 raise
 
@@ -1141,7 +1132,7 @@ class KombuBackend(Backend):
         if not entries:
             return
         for entry in entries:
-            _resolve(entry.future, error)
+            settle_future(entry.future, error)
         with self._lock:
             self._pending -= len(entries)
             if self._waiting:
@@ -1270,7 +1261,7 @@ class KombuBackend(Backend):
             if self._closed:
                 raise BusClosed("the kombu backend is closed")
             if self._gave_up:
-                _resolve(future, self.unavailable())
+                settle_future(future, self.unavailable())
                 return future
             self._outbox.append(entry)
             self._pending += 1

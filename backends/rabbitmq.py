@@ -105,7 +105,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -122,6 +122,7 @@ from msgbus.backend import (
     PendingFuture,
     Subscription,
     parse_options,
+    settle_future,
 )
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
@@ -253,16 +254,6 @@ def delivery_headers(props: BasicProperties) -> tuple[dict[str, str], str | None
     if TIMESTAMP not in out and props.timestamp:
         out[TIMESTAMP] = str(int(props.timestamp) * 1000)
     return out, key
-
-
-def _resolve(future: Future[None], error: BaseException | None) -> None:
-    try:
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-    except InvalidStateError:  # cancelled by its owner
-        pass
 
 
 def _is_auth_error(exc: BaseException) -> bool:
@@ -416,7 +407,7 @@ class _RabbitSubscription(Subscription):
             self._setting_up = False
             error = self._setup_error(exc)
             if not self.first_setup.done():
-                _resolve(self.first_setup, error)
+                settle_future(self.first_setup, error)
             else:
                 log.warning("RabbitMQ: could not resubscribe %s: %s", self.describe(), error)
                 backend.retry_subscription(self, 1.0)
@@ -480,7 +471,7 @@ class _RabbitSubscription(Subscription):
             self._setting_up = False
             if self._closed:
                 self._close_channel()
-            _resolve(self.first_setup, None)
+            settle_future(self.first_setup, None)
 
         try:
             conn.channel(on_open_callback=on_open)
@@ -872,7 +863,7 @@ class RabbitMQBackend(Backend):
             )
             if not self._initial.done():
                 self._connecting = False
-                _resolve(self._initial, error)
+                settle_future(self._initial, error)
                 return
             log.error("RabbitMQ: %s", error)
         elif isinstance(exc, pika.exceptions.ProbableAccessDeniedError) or (
@@ -884,7 +875,7 @@ class RabbitMQBackend(Backend):
             )
             if not self._initial.done():
                 self._connecting = False
-                _resolve(self._initial, error)
+                settle_future(self._initial, error)
                 return
             log.error("RabbitMQ: %s", error)
         if _is_tls_verify_error(exc):
@@ -905,7 +896,7 @@ class RabbitMQBackend(Backend):
             # a certificate the client does not trust stays untrusted: fail at once
             every_host_untrusted = self._round_tls_failures == len(self.host_ports)
             if every_host_untrusted or time.monotonic() + 0.2 >= self._connect_deadline:
-                _resolve(
+                settle_future(
                     self._initial,
                     BrokerUnavailable(
                         f"could not connect to RabbitMQ at {self.where}: "
@@ -948,7 +939,7 @@ class RabbitMQBackend(Backend):
                 self._last_error = None
                 subs = list(self._subscriptions)
             if not self._initial.done():
-                _resolve(self._initial, None)
+                settle_future(self._initial, None)
             for sub in subs:
                 sub.setup(conn)
             self._drain()
@@ -976,7 +967,7 @@ class RabbitMQBackend(Backend):
                     )
                 else:
                     error = BrokerUnavailable(f"RabbitMQ publishing channel: {_reason(reason)}")
-                _resolve(self._initial, error)
+                settle_future(self._initial, error)
                 return
             if self.connection_open() and not self._shutting_down:
                 self._ioloop.call_later(1.0, lambda: self._reopen_publish_channel())
@@ -1105,9 +1096,9 @@ class RabbitMQBackend(Backend):
         if isinstance(method, Basic.Ack):
             for entry in done:
                 if entry.returned is None:
-                    _resolve(entry.future, None)
+                    settle_future(entry.future, None)
                 else:
-                    _resolve(
+                    settle_future(
                         entry.future,
                         PublishError(
                             f"RabbitMQ returned the message as unroutable ({entry.returned}): "
@@ -1118,7 +1109,7 @@ class RabbitMQBackend(Backend):
         else:
             error = PublishError("RabbitMQ refused the message (basic.nack)")
             for entry in done:
-                _resolve(entry.future, error)
+                settle_future(entry.future, error)
         self._settled(len(done))
 
     def _on_return(self, _channel: Any, method: Any, props: Any, body: bytes) -> None:
@@ -1148,7 +1139,7 @@ class RabbitMQBackend(Backend):
         if not entries:
             return
         for entry in entries:
-            _resolve(entry.future, error)
+            settle_future(entry.future, error)
         self._settled(len(entries))
 
     # ---------------------------------------------------------------- SPI
@@ -1199,7 +1190,7 @@ class RabbitMQBackend(Backend):
                     raise BusClosed("the RabbitMQ backend is closed")
             if self._gave_up:
                 error = self.unavailable()
-                _resolve(future, error)
+                settle_future(future, error)
                 return future
             self._outbox.append(entry)
             self._pending += 1

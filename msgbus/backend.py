@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
 from msgbus.errors import ConfigurationError, UnknownOption
-from msgbus.futures import PendingFuture, ResolvedFuture
+from msgbus.futures import PendingFuture, ResolvedFuture, settle_future
 from msgbus.url import BusURL
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "ResolvedFuture",
     "Subscription",
     "parse_options",
+    "settle_future",
 ]
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-__all__ = ["PendingFuture", "ResolvedFuture"]
+__all__ = ["PendingFuture", "ResolvedFuture", "settle_future"]
 
 # the state names of concurrent.futures._base (stable since Python 3.2)
 _PENDING = "PENDING"
@@ -85,6 +85,21 @@ class PendingFuture(Future):  # type: ignore[type-arg]
         self._result = result
         self._exception = exception
         self._state = _FINISHED
+
+
+def settle_future(future: Future[Any], error: BaseException | None) -> None:
+    """Resolve ``future`` with ``None`` (``error`` is None) or fail it with ``error``.
+
+    A future that is already done, or that its owner cancelled, is left as it is: nobody
+    waits for a second outcome. For backends resolving futures from their I/O threads.
+    """
+    try:
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:
+        pass
 
 
 class ResolvedFuture(Future):  # type: ignore[type-arg]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from msgbus.futures import PendingFuture, ResolvedFuture
+from msgbus.futures import PendingFuture, ResolvedFuture, settle_future
 
 
 def _wait_until(condition, timeout: float = 5.0) -> None:
@@ -126,6 +126,20 @@ def test_a_watcher_arriving_while_an_unwatched_future_resolves_is_not_lost(outco
     done, not_done = concurrent.futures.wait([future], timeout=3)
     resolve.join(5)
     assert future in done and not not_done
+
+
+@pytest.mark.parametrize("make", [PendingFuture, concurrent.futures.Future])
+def test_settle_future_resolves_or_fails_and_leaves_finished_futures_alone(make):
+    resolved, failed, cancelled = make(), make(), make()
+    settle_future(resolved, None)
+    settle_future(failed, RuntimeError("refused"))
+    assert resolved.result(0) is None
+    assert isinstance(failed.exception(0), RuntimeError)
+    settle_future(resolved, RuntimeError("late"))  # a second outcome is ignored
+    assert resolved.exception(0) is None
+    assert cancelled.cancel()
+    settle_future(cancelled, None)
+    assert cancelled.cancelled()
 
 
 def test_resolved_future_is_done_at_once():
