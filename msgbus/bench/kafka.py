@@ -30,7 +30,6 @@ than raw.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import resource
@@ -48,6 +47,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 import msgbus
 from msgbus.backends.kafka import KafkaOptions
 from msgbus.bench.payload import ACCOUNT_CREATED
+from msgbus.envelope import new_message_id
 
 __all__ = [
     "main",
@@ -160,13 +160,10 @@ def _raw_send(url: str, messages: int, *, headers: bool, futures: bool) -> Resul
         producer.close()
 
 
-_ids = itertools.count(1 << 60)
-
-
 def _hex_id() -> bytes:
-    # a counter, as cheap as msgbus's own ids: os.urandom releases the GIL, and next to the
+    # msgbus's own id source (a counter): os.urandom per id releases the GIL, and next to the
     # producer's sender thread a call took up to 28 us here, which would be measured instead
-    return b"%032x" % next(_ids)
+    return new_message_id().encode()
 
 
 def _resolve(future: Future[None], outcome: Any) -> None:

@@ -27,7 +27,6 @@ Targets (issue 6): msgbus publish >= 0.9x raw pipelined, msgbus consume >= 0.9x 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import threading
@@ -42,6 +41,7 @@ from pika.adapters.select_connection import SelectConnection
 
 import msgbus
 from msgbus.bench.payload import ACCOUNT_CREATED
+from msgbus.envelope import new_message_id
 
 __all__ = [
     "BODY",
@@ -63,17 +63,14 @@ GROUP = "bench"
 PERSISTENT = pika.BasicProperties(delivery_mode=2, content_type="application/json")
 
 
-_ids = itertools.count(1 << 60)
-
-
 def _msgbus_properties() -> pika.BasicProperties:
-    """Persistent JSON with the metadata msgbus's RabbitMQ backend sends (a counter id, as
-    cheap as msgbus's own)."""
+    """Persistent JSON with the metadata msgbus's RabbitMQ backend sends (an id from msgbus's
+    own id source)."""
     stamp = time.time_ns() // 1_000_000
     return pika.BasicProperties(
         delivery_mode=2,
         content_type="application/json",
-        message_id=f"{next(_ids):032x}",
+        message_id=new_message_id(),
         timestamp=stamp // 1000,
         headers={"msgbus-timestamp": str(stamp)},
     )
