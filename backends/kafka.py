@@ -377,9 +377,15 @@ class KafkaBackend(Backend):
         except RuntimeError as exc:  # a compression library is missing
             raise ConfigurationError(f"kafka option 'compression': {exc}") from None
         except kerr.KafkaTimeoutError as exc:
+            hint = (
+                "; kafka-python reports refused SASL credentials the same way, so check the "
+                "user name and password too"
+                if opts.effective_security_protocol.startswith("SASL")
+                else ""
+            )
             raise BrokerUnavailable(
                 f"{where} did not answer within {opts.connect_timeout_ms} ms "
-                f"(connect_timeout_ms): {exc}"
+                f"(connect_timeout_ms): {exc}{hint}"
             ) from exc
         except kerr.KafkaConfigurationError as exc:
             raise ConfigurationError(f"{where}: {exc}") from None

