@@ -3,8 +3,9 @@
 ``python -m msgbus.bench.kafka [--url kafka://HOST:PORT] [--messages N] [--repeats R]
 [--rate 1000] [--seconds 10]``
 
-Without ``--url`` (or ``$MSGBUS_KAFKA_URL``) it starts the harness's tansu (Kafka wire
-protocol, in-memory storage) and says so: figures measured on tansu are not Apache Kafka's.
+Without ``--url`` (or ``$MSGBUS_KAFKA_URL``) it starts the harness's Apache Kafka (KRaft, one
+node), or with ``--impl tansu`` the harness's tansu (Kafka wire protocol, in-memory storage),
+and says which: figures measured on tansu are not Apache Kafka's.
 
 Measured with ~200-byte JSON payloads on a topic of 3 partitions, each run on a fresh topic:
 
@@ -395,14 +396,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--impl",
+        choices=("apache", "tansu"),
+        default="apache",
+        help="which broker to start when no --url is given (default: Apache Kafka)",
+    )
     args = parser.parse_args(argv)
 
     broker = None
     url = args.url
     if url is None:
-        from msgbus.testing.brokers.kafka import Kafka
+        from msgbus.testing.brokers import KAFKA_IMPLS
 
-        broker = Kafka().start()
+        broker = KAFKA_IMPLS[args.impl]().start()
         url = broker.url
         description = broker.description
     else:

@@ -116,8 +116,15 @@ class Target:
 
     @property
     def on_tansu(self) -> bool:
-        """True when the Kafka-protocol broker is the harness's tansu (latency caveat)."""
-        return self.kind == "kafka" and self.harness
+        """True when the Kafka-protocol broker is the harness's tansu (latency caveat), as it
+        is with ``MSGBUS_KAFKA_IMPL=tansu``; the harness's default is Apache Kafka."""
+        if self.kind != "kafka" or not self.harness:
+            return False
+        from msgbus.testing.brokers import Tansu, kafka_impl
+
+        if self.broker is not None:
+            return isinstance(self.broker, Tansu)
+        return kafka_impl() == "tansu"
 
     @property
     def has_raw_client(self) -> bool:

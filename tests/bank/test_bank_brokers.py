@@ -10,7 +10,7 @@ from msgbus.testing.brokers import Broker
 
 @pytest.mark.kafka
 class TestBankOnKafka(BankEndToEnd):
-    """On tansu, the harness's Kafka-protocol broker."""
+    """On the harness's Kafka: Apache Kafka (tansu with MSGBUS_KAFKA_IMPL=tansu)."""
 
     accounts = 20
 
