@@ -1,4 +1,5 @@
-"""Apache Kafka, and Kafka-protocol brokers such as tansu, through kafka-python (>= 3.0).
+"""Apache Kafka (the reference broker), and Kafka-protocol brokers such as tansu, through
+kafka-python (>= 3.0).
 
 Features
     - ``consumer_groups``: msgbus group G on topic T is the Kafka consumer group ``G:T`` (see
@@ -25,9 +26,12 @@ Features
     Offsets are committed for settled deliveries only, up to the first unsettled one of each
     partition. On a rebalance this member stops handing out records of the partitions it
     loses, waits up to ``revoke_timeout_ms`` for their in-flight deliveries, commits, and
-    lets them go. A new group starts at the end of each partition; the end is found without
-    trusting ListOffsets (wrong on tansu; see ``docs/kafka.md``) and committed at once, so a
-    message published after ``subscribe`` returns reaches the group. A private subscription
+    lets them go. A new group starts at the end of each partition: ListOffsets, verified
+    against a Fetch high watermark until the broker has shown it answers ListOffsets right
+    (Apache Kafka does, tansu does not; see ``docs/kafka.md``), committed at once, so a
+    message published after ``subscribe`` returns reaches the group. Before joining, the
+    backend waits (bounded) until the topic's partitions have leaders and the member's own
+    metadata lists them, so a topic created a moment ago works too. A private subscription
     (``group=None``) uses no consumer group: one member owns every partition the topic has
     when it subscribes, starting at the end, and commits nothing.
 
