@@ -28,9 +28,7 @@ from urllib.parse import quote
 from msgbus.testing.brokers.base import (
     HOST,
     BrokerNotInstalled,
-    BrokerProcess,
     BrokerStartError,
-    HandshakeError,
     ProcessSpec,
 )
 from msgbus.testing.brokers.kafka_dist import (
@@ -40,7 +38,7 @@ from msgbus.testing.brokers.kafka_dist import (
     java_major_version,
     kafka_libs,
 )
-from msgbus.testing.brokers.kafka_wire import kafka_handshake
+from msgbus.testing.brokers.kafka_wire import KafkaProtocolBroker
 from msgbus.testing.brokers.tls import TlsFiles, make_tls_files
 
 __all__ = ["ApacheKafka", "Kafka"]
@@ -59,7 +57,7 @@ logger.request.level = WARN
 """
 
 
-class Kafka(BrokerProcess):
+class Kafka(KafkaProtocolBroker):
     """Apache Kafka (KRaft, one node) on 127.0.0.1 (``url``: ``kafka://127.0.0.1:PORT``).
 
     ``description`` names the release and where its jars came from. With ``tls=True``:
@@ -68,7 +66,6 @@ class Kafka(BrokerProcess):
     :class:`~msgbus.testing.brokers.base.BrokerProcess` for the lifecycle.
     """
 
-    kind = "kafka"
     product = "Apache Kafka"
     install_hint = JAVA_INSTALL_HINT
     default_startup_timeout = 120.0
@@ -113,16 +110,6 @@ class Kafka(BrokerProcess):
         self._java: str | None = None
 
     # ------------------------------------------------------------------ URLs
-
-    @property
-    def url(self) -> str:
-        """``kafka://127.0.0.1:PORT`` (PLAINTEXT)."""
-        return f"kafka://{HOST}:{self.port}"
-
-    @property
-    def bootstrap_servers(self) -> str:
-        """``127.0.0.1:PORT``, for Kafka clients."""
-        return f"{HOST}:{self.port}"
 
     @property
     def tls_files(self) -> TlsFiles:
@@ -336,9 +323,7 @@ class Kafka(BrokerProcess):
         )
 
     def _handshake(self, timeout: float) -> str | None:
-        brokers = kafka_handshake(HOST, self.port, timeout)
-        if not any(host == HOST and port == self.port for _node, host, port in brokers):
-            raise HandshakeError(f"Kafka advertises {brokers}, not {HOST}:{self.port}")
+        self._check_advertised(timeout)
         return self._dist.version if self._dist is not None else None
 
 

@@ -1,8 +1,9 @@
-"""A minimal Kafka wire-protocol probe: ApiVersions, then Metadata, on one connection.
+"""What the Kafka launchers share: a minimal wire-protocol probe and their common base.
 
-The launchers' readiness check for Apache Kafka and tansu. Standard library only; just enough
-of the protocol to know the broker answers as a Kafka broker and advertises the expected
-listener.
+:func:`kafka_handshake` (ApiVersions, then Metadata, on one connection) is the readiness check
+for Apache Kafka and tansu: just enough of the protocol to know the broker answers as a Kafka
+broker and advertises the expected listener. :class:`KafkaProtocolBroker` gives both launchers
+their URL forms and that check. Standard library only.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 import socket
 import struct
 
-from msgbus.testing.brokers.base import HandshakeError, recv_exactly
+from msgbus.testing.brokers.base import HOST, BrokerProcess, HandshakeError, recv_exactly
 
-__all__ = ["kafka_handshake"]
+__all__ = ["KafkaProtocolBroker", "kafka_handshake"]
 
 _API_VERSIONS = 18
 _METADATA = 3
@@ -102,3 +103,26 @@ def kafka_handshake(host: str, port: int, timeout: float = 5.0) -> list[tuple[in
         except struct.error as exc:
             raise HandshakeError(f"malformed Kafka Metadata response: {exc}") from exc
         return brokers
+
+
+class KafkaProtocolBroker(BrokerProcess):
+    """Base of the Kafka launchers (kind ``kafka``): ``url``, ``bootstrap_servers`` and a
+    readiness check that the broker advertises 127.0.0.1 and the client port."""
+
+    kind = "kafka"
+
+    @property
+    def url(self) -> str:
+        """``kafka://127.0.0.1:PORT``."""
+        return f"kafka://{HOST}:{self.port}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``127.0.0.1:PORT``, for Kafka clients."""
+        return f"{HOST}:{self.port}"
+
+    def _check_advertised(self, timeout: float) -> None:
+        """One handshake; :class:`HandshakeError` unless ``HOST:port`` is advertised."""
+        brokers = kafka_handshake(HOST, self.port, timeout)
+        if not any(host == HOST and port == self.port for _node, host, port in brokers):
+            raise HandshakeError(f"{self.product} advertises {brokers}, not {HOST}:{self.port}")

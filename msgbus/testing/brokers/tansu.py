@@ -34,12 +34,11 @@ from pathlib import Path
 from msgbus.testing.brokers.base import (
     HOST,
     BrokerNotInstalled,
-    BrokerProcess,
     BrokerStartError,
     HandshakeError,
     ProcessSpec,
 )
-from msgbus.testing.brokers.kafka_wire import kafka_handshake
+from msgbus.testing.brokers.kafka_wire import KafkaProtocolBroker
 
 __all__ = ["Tansu", "find_tansu", "http_get_status"]
 
@@ -115,7 +114,7 @@ def _default_s3_server() -> list[str] | None:
 # --------------------------------------------------------------------------- the launcher
 
 
-class Tansu(BrokerProcess):
+class Tansu(KafkaProtocolBroker):
     """tansu, a Kafka-wire-protocol broker, on 127.0.0.1 (``url``: ``kafka://127.0.0.1:PORT``).
 
     Not Apache Kafka: :attr:`description` says so (e.g. ``tansu 0.6.0 (Kafka wire protocol),
@@ -125,7 +124,6 @@ class Tansu(BrokerProcess):
     :class:`~msgbus.testing.brokers.base.BrokerProcess` for the lifecycle.
     """
 
-    kind = "kafka"
     product = "tansu"
     install_hint = INSTALL_HINT
     default_startup_timeout = 30.0
@@ -161,16 +159,6 @@ class Tansu(BrokerProcess):
         self.s3_port = s3_port
         self.s3_server = list(s3_server) if s3_server is not None else None
         self.bucket = bucket
-
-    @property
-    def url(self) -> str:
-        """``kafka://127.0.0.1:PORT``."""
-        return f"kafka://{HOST}:{self.port}"
-
-    @property
-    def bootstrap_servers(self) -> str:
-        """``127.0.0.1:PORT``, for Kafka clients."""
-        return f"{HOST}:{self.port}"
 
     @property
     def storage_url(self) -> str:
@@ -295,8 +283,6 @@ class Tansu(BrokerProcess):
         )
 
     def _handshake(self, timeout: float) -> str | None:
-        brokers = kafka_handshake(HOST, self.port, timeout)
-        if not any(port == self.port for _node, _host, port in brokers):
-            raise HandshakeError(f"tansu advertises {brokers}, not port {self.port}")
+        self._check_advertised(timeout)
         binary = self._binary()
         return _tansu_version(str(binary)) if binary is not None else None
