@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
+from msgbus import secrets
 from msgbus.errors import ConfigurationError, UnknownOption
 from msgbus.futures import PendingFuture, ResolvedFuture, settle_future
 from msgbus.url import BusURL
@@ -367,7 +368,14 @@ def parse_options(
     fields = {f.name: f for f in dataclasses.fields(options_type) if f.init}
     values: dict[str, Any] = dict(url_fields or {})
     for source, items in (("URL option", url.query), ("option", options)):
+        after_secret = False
         for name, raw in items.items():
+            if (name not in fields or name.startswith("_")) and after_secret:
+                raise UnknownOption(
+                    f"unknown {source} after the secret option of the {backend} URL (its name "
+                    "is not shown: it may be part of the secret; percent-encode & and = in a "
+                    "secret, %26 and %3D)"
+                )
             if name not in fields or name.startswith("_"):
                 valid = ", ".join(sorted(n for n in fields if not n.startswith("_")))
                 close = difflib.get_close_matches(name, list(fields), n=1)
@@ -376,7 +384,8 @@ def parse_options(
                     f"unknown {source} {name!r} for the {backend} backend{hint}; "
                     f"valid options: {valid}"
                 )
-            secret = not fields[name].repr
+            secret = not fields[name].repr or secrets.is_secret_option(name)
+            after_secret = after_secret or (secret and source == "URL option")
             values[name] = _convert(name, raw, hints[name], backend=backend, secret=secret)
     return options_type(**values)
 

@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from types import FrameType
 from typing import Any, TypeVar
 
+from msgbus import secrets
 from msgbus.backend import Backend
 from msgbus.consumer import Consumer, Handler, SubscriptionSpec
 from msgbus.envelope import check_topic, encode
@@ -44,11 +45,19 @@ def connect(url: str | BusURL | None = None, **options: Any) -> Bus:
     backend (as do the URL's query options; keywords win). Raises :class:`~msgbus.InvalidURL`,
     :class:`~msgbus.UnknownBackend`, :class:`~msgbus.UnknownOption`,
     :class:`~msgbus.BackendNotInstalled` or :class:`~msgbus.BrokerUnavailable`; none of their
-    messages contains the password.
+    messages contains the password. The password and secret options are remembered
+    (``msgbus.secrets``) so that msgbus's and the drivers' log records and every msgbus error
+    mask them.
     """
     if url is None:
         url = os.environ.get("MSGBUS_URL") or DEFAULT_URL
     parsed = url if isinstance(url, BusURL) else BusURL.parse(url)
+    secrets.install_log_filter()
+    secrets.remember(parsed.password)
+    secrets.remember(*(v for k, v in parsed.query.items() if secrets.is_secret_option(k)))
+    secrets.remember(
+        *(v for k, v in options.items() if secrets.is_secret_option(k) and isinstance(v, str))
+    )
     backend_class = load_backend(parsed.scheme)
     backend = backend_class.from_url(parsed, **options)
     return Bus(backend, parsed)
@@ -73,6 +82,8 @@ class Bus:
         self._started = False
         self._closed = False
         self._stop = threading.Event()
+        #: the signal (``signal.SIGINT``...) that ended :meth:`run`, or None
+        self.stop_signal: int | None = None
 
     def __repr__(self) -> str:
         where = self.url.render(hide_password=True) if self.url else self.backend.describe()
@@ -242,6 +253,7 @@ class Bus:
 
             def on_signal(signum: int, frame: FrameType | None) -> None:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
+                self.stop_signal = signum
                 self._stop.set()
 
             for signum in (signal.SIGINT, signal.SIGTERM):

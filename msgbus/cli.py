@@ -7,8 +7,14 @@
     msgbus broker start kafka|rabbitmq|activemq|redis [--port N]   (test brokers)
     msgbus bench run|report ...                                    (comparison benchmark)
 
-Exit status: 0 on success, 1 when msgbus reports an error (printed on one line, without any
-password), 2 for bad command-line usage, 130 after Ctrl-C.
+Exit status: 0 on success, 1 on any failure (printed as one line, ``msgbus: error: ...``,
+without any password, with the ``pip install`` hint when an extra is missing), 2 for bad
+command-line usage, 130 after Ctrl-C (143 after SIGTERM). ``MSGBUS_TRACEBACK=1`` adds the
+traceback of an unexpected failure.
+
+``memory://`` reaches only buses inside one process: ``publish`` and ``consume`` on it warn
+and name the alternatives (``kombu+sqla+sqlite:///FILE`` between processes on one machine,
+or a real broker).
 """
 
 from __future__ import annotations
@@ -16,12 +22,17 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import signal
 import sys
 import threading
+import time
+import traceback
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 import msgbus
+from msgbus import secrets
 from msgbus.errors import MsgBusError
 
 __all__ = ["main"]
@@ -48,7 +59,33 @@ def _payload_from_line(line: str, fmt: str) -> tuple[Any, str | None]:
         return line, "text"
 
 
+MEMORY_WARNING = (
+    "msgbus: warning: memory:// reaches only buses inside this process; to talk between "
+    "processes use kombu+sqla+sqlite:////tmp/msgbus.db (no broker, one machine) or a broker "
+    "(msgbus broker start rabbitmq|kafka|activemq|redis)"
+)
+"""Printed by ``publish`` and ``consume`` on a ``memory://`` URL."""
+
+_EXTRAS = {
+    "hdrh": "bench",
+    "matplotlib": "bench",
+    "pika": "rabbitmq",
+    "kafka": "kafka",
+    "stomp": "activemq",
+    "kombu": "kombu",
+    "amqp": "kombu",
+    "redis": "kombu",
+    "sqlalchemy": "sqlalchemy",
+}
+
+
+def _warn_if_memory(url: str, stderr: TextIO) -> None:
+    if url.strip().lower().startswith("memory:"):
+        print(MEMORY_WARNING, file=stderr, flush=True)
+
+
 def _publish(args: argparse.Namespace, stdin: TextIO, stderr: TextIO) -> int:
+    _warn_if_memory(args.url, stderr)
     lines: Iterable[str]
     lines = [args.data] if args.data is not None else (line.rstrip("\r\n") for line in stdin)
     headers = dict(args.header or [])
@@ -66,8 +103,15 @@ def _publish(args: argparse.Namespace, stdin: TextIO, stderr: TextIO) -> int:
                 bus.publish(args.topic, payload, key=args.key, headers=headers, codec=codec)
             )
             count += 1
-        for future in futures:
-            future.result(timeout=args.timeout)
+        deadline = time.monotonic() + args.timeout
+        for done, future in enumerate(futures):
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise _Failure(
+                    f"{len(futures) - done} of {count} message(s) not confirmed by the broker "
+                    f"within {args.timeout:g}s (--timeout)"
+                ) from None
     print(f"published {count} message(s) to {args.topic}", file=stderr)
     return 0
 
@@ -107,13 +151,20 @@ def _human(message: msgbus.Message) -> str:
     return "\t".join([*parts, text])
 
 
+class _Failure(Exception):
+    """A CLI failure whose text is the whole story (printed as one line, exit 1)."""
+
+
 def _consume(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    _warn_if_memory(args.url, stderr)
     enough = threading.Event()
     lock = threading.Lock()
     seen = 0
+    last_message = time.monotonic()
 
     def show(message: msgbus.Message) -> None:
-        nonlocal seen
+        nonlocal seen, last_message
+        last_message = time.monotonic()
         line = json.dumps(_jsonable(message), ensure_ascii=False) if args.json else _human(message)
         with lock:
             late = enough.is_set()
@@ -133,13 +184,49 @@ def _consume(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
         if args.max_messages:
             threading.Thread(target=lambda: (enough.wait(), bus.stop()), daemon=True).start()
         if args.idle_timeout:
-            timer = threading.Timer(args.idle_timeout, bus.stop)
-            timer.daemon = True
-            timer.start()
+            last_message = time.monotonic()
+            watcher = threading.Thread(
+                target=_stop_when_idle,
+                args=(bus, args.idle_timeout, lambda: last_message),
+                name="msgbus-cli-idle",
+                daemon=True,
+            )
+            watcher.start()
         bus.run(drain_timeout=1.0 if args.max_messages else 10.0)
     finally:
         bus.close()
+    if bus.stop_signal is not None:
+        return 128 + bus.stop_signal
     return 0
+
+
+def _stop_when_idle(bus: msgbus.Bus, idle: float, last: Any) -> None:
+    """Stop ``bus`` once ``idle`` seconds passed since ``last()`` (the last message's time)."""
+    stopped = bus._stop  # set by run's end too, so this thread never outlives the bus
+    while True:
+        remaining = last() + idle - time.monotonic()
+        if remaining <= 0:
+            bus.stop()
+            return
+        if stopped.wait(remaining):
+            return
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, not {text}")
+    return value
+
+
+def _missing_module(exc: ModuleNotFoundError) -> str:
+    name = (exc.name or "").partition(".")[0]
+    extra = _EXTRAS.get(name)
+    how = f'pip install "msgbus[{extra}]"' if extra else f"pip install {name}"
+    return f"this needs the Python package {name!r}, which is not installed: {how}"
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -160,7 +247,7 @@ def _build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="how to read each line: auto (JSON if it parses, else text), json, text, bytes",
     )
-    pub.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for confirms")
+    pub.add_argument("--timeout", type=_seconds, default=30.0, help="seconds to wait for confirms")
 
     con = sub.add_parser("consume", help="print messages as they arrive")
     con.add_argument("url")
@@ -173,7 +260,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     con.add_argument("--json", action="store_true", help="one JSON object per line")
     con.add_argument("--max-messages", type=int, default=0, help="stop after N messages")
-    con.add_argument("--idle-timeout", type=float, default=0, help="stop after S seconds")
+    con.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=0,
+        help="stop once S seconds passed without a message (0: never)",
+    )
 
     sub.add_parser("broker", help="run a real broker for development (see: msgbus broker -h)")
     sub.add_parser("bench", help="the broker comparison benchmark (see: msgbus bench -h)")
@@ -190,24 +282,37 @@ def main(
     """Run the ``msgbus`` command with ``argv``; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    if argv and argv[0] == "broker":
-        from msgbus.testing.brokers.cli import main as broker_main
-
-        return broker_main(argv[1:])
-    if argv and argv[0] == "bench":
-        from msgbus.bench.cli import main as bench_main
-
-        return bench_main(argv[1:])
-    args = _build_parser().parse_args(argv)
+    args = None if argv and argv[0] in ("broker", "bench") else _build_parser().parse_args(argv)
     try:
+        if args is None and argv[0] == "broker":
+            from msgbus.testing.brokers.cli import main as broker_main
+
+            return broker_main(argv[1:])
+        if args is None:
+            from msgbus.bench.cli import main as bench_main
+
+            return bench_main(argv[1:])
         if args.command == "publish":
             return _publish(args, stdin, stderr)
         return _consume(args, stdout, stderr)
-    except MsgBusError as exc:
-        print(f"msgbus: error: {exc}", file=stderr)
-        return 1
     except KeyboardInterrupt:
-        return 130
+        return 128 + signal.SIGINT
+    except (MsgBusError, _Failure) as exc:
+        return _fail(str(exc), stderr)
+    except ModuleNotFoundError as exc:
+        return _fail(_missing_module(exc), stderr)
+    except Exception as exc:
+        if os.environ.get("MSGBUS_TRACEBACK"):
+            traceback.print_exc(file=stderr)
+        hint = "" if os.environ.get("MSGBUS_TRACEBACK") else " (MSGBUS_TRACEBACK=1 shows where)"
+        return _fail(f"{type(exc).__name__}: {exc}{hint}", stderr)
+
+
+def _fail(text: str, stderr: TextIO) -> int:
+    """Print ``text`` as one masked line; return the exit status 1."""
+    line = " ".join(secrets.mask(text).split())
+    print(f"msgbus: error: {line}", file=stderr, flush=True)
+    return 1
 
 
 if __name__ == "__main__":

@@ -3,10 +3,14 @@
 Every error msgbus raises derives from :class:`MsgBusError`. Configuration mistakes
 (malformed URL, unknown scheme or option, reserved header) are also :class:`ValueError`, so
 code that already handles ``ValueError`` keeps working. No message in this module ever
-contains a password: callers render URLs with ``BusURL.render(hide_password=True)``.
+contains a password: callers render URLs with ``BusURL.render(hide_password=True)``, and
+every :class:`MsgBusError` masks the secrets known to the process (``msgbus.secrets``) in its
+arguments, including driver texts wrapped into it.
 """
 
 from __future__ import annotations
+
+from msgbus import secrets
 
 __all__ = [
     "AuthenticationError",
@@ -29,7 +33,10 @@ __all__ = [
 
 
 class MsgBusError(Exception):
-    """Root of every exception raised by msgbus."""
+    """Root of every exception raised by msgbus; its text never contains a known secret."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(secrets.mask(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigurationError(MsgBusError, ValueError):

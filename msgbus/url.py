@@ -1,22 +1,24 @@
 """Bus URLs: ``scheme[+driver]://[user[:password]@]host[:port][,host[:port]...][/path][?k=v&...]``.
 
 :class:`BusURL` is immutable. Its ``repr`` and ``str`` never show the password; only
-``render(hide_password=False)`` does, for handing the URL to a driver.
+``render(hide_password=False)`` does, for handing the URL to a driver. The same holds for
+the values of secret query options (``?password=``, ``?ssl_key_password=``...).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote
 
 from msgbus.errors import InvalidURL
+from msgbus.secrets import MASK, is_secret_option
 
 __all__ = ["BusURL", "HostPort"]
 
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9.\-]*(\+[a-zA-Z][a-zA-Z0-9.\-]*)?$")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9.\-]*(\+[a-zA-Z][a-zA-Z0-9.\-]*)*$")
 _HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._\-~%]+)$")
-MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,9 @@ class BusURL:
     def parse(cls, url: str) -> BusURL:
         """Parse ``url``; raise :class:`InvalidURL` (a ``ValueError``) saying what is wrong.
 
-        The error text never contains the password of the URL it rejects.
+        The error names the wrong part; it never quotes the user info (``user:password@``)
+        nor the value of a secret option, and quotes no part at all when the URL holds an
+        ``@`` (a password with unencoded ``/ ? # @`` would otherwise leak into it).
         """
         if not isinstance(url, str):
             raise InvalidURL(f"a bus URL must be a string, not {type(url).__name__}")
@@ -63,10 +67,10 @@ class BusURL:
             )
         scheme, rest = text.split("://", 1)
         if not _SCHEME.match(scheme):
-            raise InvalidURL(f"invalid scheme {scheme!r} in {_redact(text)!r}")
+            raise InvalidURL(f"invalid scheme {_part(scheme, text)}in {_redact(text)!r}")
         rest, _, fragment = rest.partition("#")
-        if fragment:
-            raise InvalidURL(f"a bus URL takes no #fragment: {_redact(text)!r}")
+        if fragment or text.endswith("#"):
+            raise InvalidURL(f"a bus URL takes no #fragment: {_redact(text)!r}{_ENCODE_HINT}")
         rest, _, query_text = rest.partition("?")
         netloc, slash, path = rest.partition("/")
         username = password = None
@@ -75,15 +79,22 @@ class BusURL:
             user, has_password, secret = userinfo.partition(":")
             username = unquote(user)
             password = unquote(secret) if has_password else None
+        elif "@" in path:
+            raise InvalidURL(
+                f"an '@' after the host in {_redact(text)!r}: a user name or password with "
+                f"'/', '?', '#' or '@'{_ENCODE_HINT[1:]}"
+            )
         hosts = tuple(_parse_host(item, text) for item in netloc.split(",")) if netloc else ()
         query: dict[str, str] = {}
         try:
             pairs = parse_qsl(query_text, keep_blank_values=True, strict_parsing=bool(query_text))
-        except ValueError as exc:
-            raise InvalidURL(f"malformed query string in {_redact(text)!r}: {exc}") from None
+        except ValueError:
+            raise InvalidURL(
+                f"malformed query string in {_redact(text)!r} (expected ?name=value&...)"
+            ) from None
         for key, value in pairs:
             if key in query:
-                raise InvalidURL(f"option {key!r} appears twice in {_redact(text)!r}")
+                raise InvalidURL(f"option {_part(key, text)}appears twice in {_redact(text)!r}")
             query[key] = value
         return cls(
             scheme=scheme.lower(),
@@ -115,7 +126,9 @@ class BusURL:
         return BusURL(self.scheme, self.hosts, self.username, self.password, self.path, query)
 
     def render(self, *, hide_password: bool = True, scheme: str | None = None) -> str:
-        """Return the URL as text; the password is ``***`` unless ``hide_password=False``.
+        """Return the URL as text; the password and the values of secret options
+        (:func:`msgbus.secrets.is_secret_option`) are ``***`` unless ``hide_password=False``.
+        ``BusURL.parse(url.render(hide_password=False)) == url``.
 
         ``scheme`` replaces the scheme in the output (used to hand ``kombu+redis://`` to
         kombu as ``redis://``).
@@ -130,7 +143,11 @@ class BusURL:
         if self.path:
             out += "/" + quote(self.path, safe="/")
         if self.query:
-            out += "?" + "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in self.query.items())
+            out += "?" + "&".join(
+                f"{quote(k, safe='')}="
+                + (MASK if hide_password and is_secret_option(k) else quote(v, safe=""))
+                for k, v in self.query.items()
+            )
         return out
 
     def __str__(self) -> str:
@@ -145,21 +162,68 @@ def _parse_host(item: str, text: str) -> HostPort:
     if not item:
         raise InvalidURL(f"empty host in {_redact(text)!r}")
     if item.startswith("["):
-        host, _, port_text = item.partition("]")
+        host, closed, after = item.partition("]")
+        if not closed:
+            raise InvalidURL(f"an IPv6 address without its closing ']' in {_redact(text)!r}")
         host += "]"
-        port_text = port_text[1:] if port_text.startswith(":") else port_text
+        if after and not after.startswith(":"):
+            raise InvalidURL(
+                f"unexpected {_part(after, text)}after an IPv6 address in {_redact(text)!r}"
+            )
+        port_text, has_port = after[1:], bool(after)
     else:
-        host, _, port_text = item.partition(":")
-    if not _HOST.match(host):
-        raise InvalidURL(f"invalid host {host!r} in {_redact(text)!r}")
+        host, has_port_sep, port_text = item.partition(":")
+        has_port = bool(has_port_sep)
+    if not _HOST.match(host) or (host.startswith("[") and not _is_ipv6(host[1:-1])):
+        raise InvalidURL(f"invalid host {_part(host, text)}in {_redact(text)!r}")
     port = None
-    if port_text:
+    if has_port:
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise InvalidURL(f"invalid port {port_text!r} in {_redact(text)!r}")
+            raise InvalidURL(
+                f"invalid port {_part(port_text, text)}in {_redact(text)!r} "
+                "(a number from 1 to 65535)"
+            )
         port = int(port_text)
     return HostPort(unquote(host), port)
 
 
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+_ENCODE_HINT = " (percent-encode / ? # @ : in a user name or password, e.g. %2F for /)"
+
+
+def _part(part: str, text: str) -> str:
+    """``'part' `` for an error message, or ``""`` when the URL holds user info or a secret
+    option (the part might come from the password)."""
+    if "@" in text or _SECRET_QUERY.search(text):
+        return ""
+    return f"{part!r} "
+
+
+_SECRET_QUERY = re.compile(r"([?&;]([^=&#]*)=)([^&#]*)")
+
+
 def _redact(text: str) -> str:
-    """Hide the password of a (possibly malformed) URL so it can go into an error message."""
-    return re.sub(r"(://[^:/@?#]*:)[^@/?#]*@", r"\1" + MASK + "@", text)
+    """Hide the user info and secret option values of a (possibly malformed) URL so it can
+    go into an error message. Everything up to the last ``@`` after ``://`` is user info;
+    everything after the ``=`` of the first secret option is its value (an unencoded ``&``
+    or ``#`` in it would otherwise end it early). When the two overlap, all is hidden."""
+    scheme, sep, rest = text.partition("://")
+    at = rest.rfind("@")
+    secret_at = next(
+        (m.end(1) for m in _SECRET_QUERY.finditer(rest) if is_secret_option(unquote(m.group(2)))),
+        None,
+    )
+    if secret_at is not None and at >= secret_at:
+        return scheme + sep + MASK
+    if secret_at is not None:
+        rest = rest[:secret_at] + MASK
+    if sep and at >= 0:
+        rest = MASK + rest[at:]
+    return scheme + sep + rest

@@ -21,6 +21,7 @@ import shutil
 import socket
 import ssl
 import struct
+import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,31 @@ class RabbitMQ(BrokerProcess):
     def url(self) -> str:
         """``amqp://guest:guest@127.0.0.1:PORT/`` (the default vhost ``/``)."""
         return f"amqp://{self.username}:{self.password}@{HOST}:{self.port}/"
+
+    def add_user(self, username: str, password: str, *, timeout: float = 60.0) -> None:
+        """Create (or reset) a user with ``password`` and full rights on the vhost ``/``,
+        with ``rabbitmqctl`` talking to this node. Raises :class:`BrokerHarnessError` if
+        rabbitmqctl fails; neither the password nor its output is shown then."""
+        ctl = self.server_binary.parent / "rabbitmqctl"
+        env = self._main_spec().env
+        steps = [
+            ["delete_user", username],
+            ["add_user", username, password],
+            ["set_permissions", "-p", "/", username, ".*", ".*", ".*"],
+        ]
+        for number, step in enumerate(steps):
+            done = subprocess.run(
+                [str(ctl), "-n", self.nodename, *step],
+                env=env,
+                cwd=self.data_dir,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+            if done.returncode != 0 and number > 0:  # delete_user of a missing user may fail
+                raise BrokerHarnessError(
+                    f"RabbitMQ: rabbitmqctl {step[0]} {username!r} failed (exit {done.returncode})"
+                )
 
     @property
     def tls_url(self) -> str:

@@ -1,0 +1,75 @@
+"""Test helpers that look for secrets where they must not be: log records, texts, errors.
+
+:func:`every_log_record` captures every log record of every logger at DEBUG (whatever
+levels and handlers the application set) as formatted text, traceback included.
+:func:`secret_pieces` lists what of a secret must never show up, and :func:`find_leaks`
+returns the texts that show one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+from msgbus import secrets
+
+__all__ = ["every_log_record", "find_leaks", "secret_pieces"]
+
+_FORMAT = logging.Formatter("%(levelname)s %(name)s %(message)s")
+_DELIMITERS = re.compile(r"[/?#@:&=,\[\]%+;\s]")
+
+
+@contextmanager
+def every_log_record() -> Iterator[list[str]]:
+    """Within the block, every logger logs at DEBUG and each record is appended, formatted
+    (message, arguments, traceback), to the yielded list; levels are restored afterwards.
+
+    Records are taken from the log-record factory, after msgbus's own masking: what any
+    handler of the application could see.
+    """
+    secrets.install_log_filter()  # first, so that this capture sees masked records
+    manager = logging.root.manager
+    loggers = [logging.root] + [
+        lg for lg in list(manager.loggerDict.values()) if isinstance(lg, logging.Logger)
+    ]
+    levels = [(lg, lg.level, lg.disabled) for lg in loggers]
+    disable = manager.disable
+    captured: list[str] = []
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        captured.append(_FORMAT.format(record))
+        return record
+
+    logging.disable(logging.NOTSET)
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+        lg.disabled = False
+    manager._clear_cache()  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+    try:
+        yield captured
+    finally:
+        logging.setLogRecordFactory(previous)
+        for lg, level, disabled in levels:
+            lg.setLevel(level)
+            lg.disabled = disabled
+        logging.disable(disable)
+
+
+def secret_pieces(secret: str, *, min_length: int = 4) -> list[str]:
+    """The secret itself and each of its parts between URL delimiters (``/ ? # @ :`` ...)
+    that is at least ``min_length`` long: a parser that splits a secret at a delimiter must
+    not show either half."""
+    pieces = {secret}
+    pieces.update(p for p in _DELIMITERS.split(secret) if len(p) >= min_length)
+    return sorted(pieces, key=len, reverse=True)
+
+
+def find_leaks(secret: str, texts: Iterable[str], *, min_length: int = 4) -> list[str]:
+    """Return the texts that contain ``secret`` or one of its :func:`secret_pieces`."""
+    pieces = secret_pieces(secret, min_length=min_length)
+    return [text for text in texts if any(piece in text for piece in pieces)]
