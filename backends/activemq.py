@@ -123,6 +123,20 @@ __all__ = ["ActiveMQBackend", "ActiveMQOptions"]
 
 log = logging.getLogger("msgbus.activemq")
 
+
+class _DemoteRetryNoise(logging.Filter):
+    """stomp.py logs each failed connection attempt as a WARNING; msgbus retries on its own
+    and reports the outcome, so these become DEBUG records (handlers at WARNING skip them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and str(record.msg).startswith("could not connect"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+if not any(isinstance(f, _DemoteRetryNoise) for f in logging.getLogger("stomp.py").filters):
+    logging.getLogger("stomp.py").addFilter(_DemoteRetryNoise())
+
 DEFAULT_PORT = 61613
 DEFAULT_SSL_PORT = 61612
 TOPIC_PREFIX = "VirtualTopic."
@@ -475,18 +489,34 @@ class _Link:
     # ---------------------------------------------------------------- connecting
 
     def open(self) -> None:
-        """Connect now, within ``connect_timeout``; raise BrokerUnavailable/AuthenticationError."""
+        """Connect now, within ``connect_timeout``; raise BrokerUnavailable/AuthenticationError.
+
+        The first failed attempt logs one INFO line saying msgbus retries; the final error
+        says how long it tried."""
         opts = self.backend.options
-        deadline = time.monotonic() + opts.connect_timeout
+        started = time.monotonic()
+        deadline = started + opts.connect_timeout
+        retrying = False
         while True:
             try:
                 self._connect_once(deadline)
                 return
             except (AuthenticationError, _TlsUntrusted):
                 raise
-            except BrokerUnavailable:
+            except BrokerUnavailable as exc:
                 if time.monotonic() + 0.2 >= deadline:
-                    raise
+                    raise BrokerUnavailable(
+                        f"{exc} (tried for {time.monotonic() - started:.1f}s, "
+                        f"connect_timeout={opts.connect_timeout:g}s)"
+                    ) from None
+                if not retrying:
+                    retrying = True
+                    log.info(
+                        "ActiveMQ at %s: %s; retrying for up to %gs (connect_timeout)",
+                        self.backend.where,
+                        exc,
+                        opts.connect_timeout,
+                    )
                 self._closing.wait(0.2)
 
     def _connect_once(self, deadline: float) -> None:

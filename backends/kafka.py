@@ -63,8 +63,9 @@ Options (URL query or keyword; keywords win)
     - ``max_message_bytes`` (4 MiB): larger bodies raise ``MessageTooLarge`` at once; created
       topics get a matching ``max.message.bytes``.
     - ``idempotent`` (true): idempotent producer where the broker supports it.
-    - ``request_timeout_ms`` (15000); ``connect_timeout_ms`` (10000): an unreachable broker
-      raises ``BrokerUnavailable`` after this long; ``delivery_timeout_ms`` (30000): the
+    - ``request_timeout_ms`` (15000); ``connect_timeout`` (seconds, as on every backend) or
+      its alias ``connect_timeout_ms`` (10000): an unreachable broker raises
+      ``BrokerUnavailable`` after this long; ``delivery_timeout_ms`` (30000): the
       producer retries with backoff until then, after which the publish future fails with
       ``BrokerUnavailable``.
     - ``revoke_timeout_ms`` (5000): how long a rebalance waits for in-flight deliveries of a
@@ -155,10 +156,18 @@ class KafkaOptions:
     idempotent: bool = True
     request_timeout_ms: int = 15000
     connect_timeout_ms: int = 10000
+    #: seconds, the name every backend shares; when set it replaces ``connect_timeout_ms``
+    connect_timeout: float | None = None
     delivery_timeout_ms: int = 30000
     revoke_timeout_ms: int = 5000
     subscribe_timeout_ms: int = 60000
     group_id_template: str = "{group}:{topic}"
+
+    def __post_init__(self) -> None:
+        if self.connect_timeout is not None and self.connect_timeout > 0:
+            object.__setattr__(
+                self, "connect_timeout_ms", max(1, round(self.connect_timeout * 1000))
+            )
 
     def group_id(self, group: str, topic: str) -> str:
         """The Kafka consumer group id of msgbus group ``group`` on ``topic``."""
@@ -178,6 +187,8 @@ class KafkaOptions:
             "delivery_timeout_ms",
             "subscribe_timeout_ms",
         )
+        if self.connect_timeout is not None and not self.connect_timeout > 0:
+            raise ConfigurationError("kafka option 'connect_timeout' must be positive")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"kafka option {name!r} must be positive")

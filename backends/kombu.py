@@ -864,15 +864,21 @@ class KombuBackend(Backend):
     # ---------------------------------------------------------------- I/O thread
 
     def _open(self) -> None:
+        started = time.monotonic()
         self._thread.start()
         try:
             self._initial.result(self.options.connect_timeout + 5.0)
         except BaseException as exc:
             self._stop_thread(2.0)
             if isinstance(exc, TimeoutError):
-                raise BrokerUnavailable(
+                exc = BrokerUnavailable(
                     f"could not connect to kombu transport at {self.where} in time"
-                ) from None
+                )
+            if type(exc) is BrokerUnavailable:
+                exc = BrokerUnavailable(
+                    f"{exc} (tried for {time.monotonic() - started:.1f}s, "
+                    f"connect_timeout={self.options.connect_timeout:g}s)"
+                )
             raise exc from None
 
     @property

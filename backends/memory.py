@@ -44,6 +44,8 @@ class MemoryOptions:
     """Options of the memory backend (see the module docstring)."""
 
     max_message_bytes: int = 16 * 1024 * 1024
+    #: accepted like on every backend; the in-process broker is always reachable at once
+    connect_timeout: float = 10.0
 
 
 class _Stored:

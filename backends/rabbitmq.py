@@ -771,7 +771,8 @@ class RabbitMQBackend(Backend):
         )
 
     def _open(self) -> None:
-        self._connect_deadline = time.monotonic() + self._connect_timeout
+        started = time.monotonic()
+        self._connect_deadline = started + self._connect_timeout
         self._thread.start()
         self.call_soon(self._connect_round)
         try:
@@ -779,9 +780,12 @@ class RabbitMQBackend(Backend):
         except BaseException as exc:
             self._shutdown(timeout=2.0)
             if isinstance(exc, TimeoutError):
-                raise BrokerUnavailable(
-                    f"could not connect to RabbitMQ at {self.where} in time"
-                ) from None
+                exc = BrokerUnavailable(f"could not connect to RabbitMQ at {self.where} in time")
+            if type(exc) is BrokerUnavailable:
+                exc = BrokerUnavailable(
+                    f"{exc} (tried for {time.monotonic() - started:.1f}s, "
+                    f"connect_timeout={self._connect_timeout:g}s)"
+                )
             raise exc from None
 
     # ---------------------------------------------------------------- I/O thread plumbing

@@ -63,7 +63,8 @@ def is_secret_option(name: str) -> bool:
 def remember(*secrets: str | None) -> None:
     """Add ``secrets`` (empty values and None are ignored) to the set :func:`mask` hides.
 
-    Each secret is also remembered in its percent-encoded form, as drivers may log URLs.
+    Each secret is also remembered percent-encoded (drivers log URLs) and as it shows inside
+    the ``repr`` of a str or of its UTF-8 bytes (drivers log frames and parameter dicts).
     """
     from urllib.parse import quote, quote_plus
 
@@ -71,7 +72,15 @@ def remember(*secrets: str | None) -> None:
     new = set()
     for secret in secrets:
         if secret:
-            new.update({secret, quote(secret, safe=""), quote_plus(secret, safe="")})
+            new.update(
+                {
+                    secret,
+                    quote(secret, safe=""),
+                    quote_plus(secret, safe=""),
+                    repr(secret)[1:-1],  # as inside a logged str or dict repr
+                    repr(secret.encode("utf-8", "surrogatepass"))[2:-1],  # inside a bytes repr
+                }
+            )
     with _lock:
         if new <= _secrets:
             return

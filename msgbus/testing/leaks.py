@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from msgbus import secrets
 
-__all__ = ["every_log_record", "find_leaks", "secret_pieces"]
+__all__ = ["every_log_record", "find_leaks", "secret_cycle", "secret_pieces"]
 
 _FORMAT = logging.Formatter("%(levelname)s %(name)s %(message)s")
 _DELIMITERS = re.compile(r"[/?#@:&=,\[\]%+;\s]")
@@ -73,3 +73,49 @@ def find_leaks(secret: str, texts: Iterable[str], *, min_length: int = 4) -> lis
     """Return the texts that contain ``secret`` or one of its :func:`secret_pieces`."""
     pieces = secret_pieces(secret, min_length=min_length)
     return [text for text in texts if any(piece in text for piece in pieces)]
+
+
+def secret_cycle(url: str, bad_url: str, secret: str, *, timeout: float = 30.0) -> list[str]:
+    """Run connect / publish / consume / fail on ``url`` (whose credentials hold ``secret``)
+    and return every text produced on the way: every log record of every logger at DEBUG,
+    ``repr``/``str`` of the bus and its backend, and the error of connecting to ``bad_url``
+    (the same secret, a broker that refuses or does not answer).
+
+    The consumed message must come back (the cycle really ran); the caller checks the
+    returned texts with :func:`find_leaks`.
+    """
+    import uuid
+
+    import msgbus
+    from msgbus.testing.recorder import Recorder
+
+    texts: list[str] = []
+    topic = f"leak-{uuid.uuid4().hex[:8]}"
+    with every_log_record() as records:
+        with msgbus.connect(url) as bus:
+            texts += [repr(bus), str(bus), repr(bus.backend), bus.backend.describe()]
+            seen = Recorder()
+            bus.subscribe(topic, seen, group="leak-check")
+            bus.start()
+            bus.publish(topic, {"n": 1}, headers={"h": "v"}).result(timeout)
+            assert [m.payload for m in seen.wait_for(1, timeout)] == [{"n": 1}]
+        try:
+            msgbus.connect(bad_url).close()
+        except msgbus.MsgBusError as exc:
+            texts += [str(exc), repr(exc), *_chain(exc)]
+        else:  # pragma: no cover - the caller's bad_url must fail
+            raise AssertionError("connecting to the bad URL did not fail")
+    assert records, "no log record was captured"
+    return texts + records
+
+
+def _chain(exc: BaseException) -> list[str]:
+    """The texts of the exceptions ``exc`` was raised from (a traceback would show them)."""
+    out: list[str] = []
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        out += [str(cause), repr(cause)]
+        cause = cause.__cause__ or cause.__context__
+    return out

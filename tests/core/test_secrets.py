@@ -173,3 +173,19 @@ def test_memory_connect_errors_and_repr_hide_the_password(password: str) -> None
             bus.close()
     assume(texts)
     assert not find_leaks(password, texts + records)
+
+
+@settings(max_examples=200)
+@given(secret=SECRETS)
+def test_driver_records_are_masked_however_the_secret_is_shown(secret: str) -> None:
+    """Drivers log frames as bytes reprs, parameters as dict reprs, URLs percent-encoded."""
+    from urllib.parse import quote
+
+    remember(secret)
+    with every_log_record() as records:
+        log = logging.getLogger("stomp.py")
+        log.debug("sending frame: %r", [b"passcode:" + secret.encode("utf-8", "surrogatepass")])
+        log.debug("params %r", {"password": secret})
+        log.debug("url amqp://u:%s@h/", quote(secret, safe=""))
+        log.debug("plain %s", secret)
+    assert len(records) == 4 and not find_leaks(secret, records)
