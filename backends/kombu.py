@@ -775,7 +775,7 @@ class KombuBackend(Backend):
         """Prepare (but do not connect) a backend; use :meth:`from_url` instead."""
         self.url = url
         self.options = options
-        self.transport = url.driver
+        self.transport = url.driver.partition("+")[0]
         self._kombu_urls = kombu_urls
         self.features = transport_features(
             self.transport, options.max_message_bytes, options.persistent
@@ -827,7 +827,7 @@ class KombuBackend(Backend):
                 f"kombu+amqp://host/ or kombu+redis://host:6379/0, not {url.render()!r}"
             )
         try:
-            get_transport_cls(url.driver)
+            get_transport_cls(url.driver.partition("+")[0])
         except (KeyError, ImportError, ValueError) as exc:
             raise ConfigurationError(
                 f"kombu has no usable transport {url.driver!r}: {exc}"
@@ -887,11 +887,16 @@ class KombuBackend(Backend):
         return self.url.render(hide_password=True)
 
     def _new_connection(self) -> Any:
-        return _KombuConnection(
+        conn = _KombuConnection(
             self._kombu_urls if len(self._kombu_urls) > 1 else self._kombu_urls[0],
             connect_timeout=self.options.connect_timeout,
             transport_options=dict(self.options.transport_options or {}),
         )
+        if self.transport == "sqla":  # bindings shared between processes: see kombu_sqla
+            from msgbus.backends.kombu_sqla import SharedBindingsTransport
+
+            conn.transport_cls = SharedBindingsTransport
+        return conn
 
     def _connect(self, deadline: float, initial: bool) -> bool:
         """I/O thread: one attempt per host; True when connected and set up."""

@@ -75,7 +75,7 @@ _EXTRAS = {
     "kombu": "kombu",
     "amqp": "kombu",
     "redis": "kombu",
-    "sqlalchemy": "sqlalchemy",
+    "sqlalchemy": "kombu",
 }
 
 

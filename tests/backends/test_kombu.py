@@ -1,13 +1,17 @@
 """The kombu backend against real brokers: RabbitMQ (``kombu+amqp://``), Redis
-(``kombu+redis://``) and kombu's in-process ``kombu+memory://``.
+(``kombu+redis://``), kombu's in-process ``kombu+memory://`` and the SQLAlchemy transport
+on a SQLite file (``kombu+sqla+sqlite:///FILE``, two processes, no broker).
 
-The conformance suite runs on all three; the other tests cover pipelined confirms on AMQP,
+The conformance suite runs on all four; the other tests cover pipelined confirms on AMQP,
 interop with the ``amqp://`` backend, features per transport, broker restart, a consumer
 process killed mid-handler, errors and options. No mocks.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from typing import Any, ClassVar
@@ -63,6 +67,17 @@ class TestKombuMemoryConformance(BackendConformance):
     @pytest.fixture
     def url(self) -> str:
         return "kombu+memory://"
+
+
+class TestKombuSQLiteConformance(BackendConformance):
+    """Every conformance test on ``kombu+sqla+sqlite:///FILE`` (kombu's SQLAlchemy transport
+    on a SQLite file: no broker; bindings shared through the file, see kombu_sqla)."""
+
+    options: ClassVar[dict[str, Any]] = {"transport_options": {"visibility_timeout": 5}}
+
+    @pytest.fixture
+    def url(self, tmp_path) -> str:  # type: ignore[no-untyped-def]
+        return f"kombu+sqla+sqlite:///{tmp_path}/bus.db"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -403,3 +418,50 @@ def test_password_is_never_shown() -> None:
         assert secret not in repr(backend) + backend.describe()
     finally:
         backend.close(5)
+
+
+# --------------------------------------------------------------------------- SQLAlchemy
+
+
+@pytest.mark.parametrize(
+    "kombu_url",
+    ["sqla+sqlite:////tmp/msgbus-x.db", "sqla+sqlite:///relative.db", "memory://"],
+)
+def test_any_kombu_url_is_handed_to_kombu_unchanged(kombu_url: str, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    backend = connect("kombu+" + kombu_url.replace("/tmp/", f"{tmp_path}/"))
+    try:
+        assert backend._kombu_urls == [kombu_url.replace("/tmp/", f"{tmp_path}/")]
+    finally:
+        backend.close(5)
+
+
+def test_sqlite_file_links_two_processes_through_the_cli(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``msgbus publish``/``consume`` in two processes meet in one SQLite file, no broker."""
+    url = f"kombu+sqla+sqlite:///{tmp_path}/bus.db"
+    cli = [sys.executable, "-m", "msgbus.cli"]
+    consumer = subprocess.Popen(
+        [*cli, "consume", url, "orders", "--group", "g", "--max-messages", "2", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert consumer.stderr is not None
+        for line in consumer.stderr:
+            if line.startswith("consuming"):
+                break
+        published = subprocess.run(
+            [*cli, "publish", url, "orders"],
+            input='{"id": 1}\n{"id": 2}\n',
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert published.returncode == 0, published.stderr
+        out, _ = consumer.communicate(timeout=60)
+        assert consumer.returncode == 0
+        assert [json.loads(line)["payload"] for line in out.splitlines()] == [{"id": 1}, {"id": 2}]
+    finally:
+        consumer.kill()
+        consumer.wait()
