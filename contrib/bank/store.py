@@ -18,7 +18,7 @@ from typing import Any
 from msgbus.contrib.bank.db import Database
 from msgbus.contrib.bank.events import ACCOUNT_CREATED, AccountCreated
 
-__all__ = ["Account", "AccountStore", "OutboxEntry"]
+__all__ = ["ABANDONED_CLAIM", "IDEMPOTENCY_TTL", "Account", "AccountStore", "Claim", "OutboxEntry"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -40,7 +40,34 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error      TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq) WHERE sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key             TEXT PRIMARY KEY,
+    fingerprint     TEXT NOT NULL,
+    account_id      INTEGER,
+    correlation_id  TEXT,
+    claimed_at      REAL NOT NULL
+);
 """
+
+IDEMPOTENCY_TTL = 24 * 3600.0
+"""Seconds an ``Idempotency-Key`` is kept (from its first use)."""
+ABANDONED_CLAIM = 60.0
+"""Seconds after which a claimed key whose request never finished (its process died) may be
+claimed again."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :meth:`AccountStore.claim_key` found for an idempotency key.
+
+    ``state`` is ``"new"`` (claimed now: go on), ``"done"`` (``account_id`` and
+    ``correlation_id`` of the first request), ``"in_progress"`` (another request holds it) or
+    ``"mismatch"`` (the key was used with another body).
+    """
+
+    state: str
+    account_id: int | None = None
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,13 +118,58 @@ class AccountStore:
         """The SQLite file."""
         return self.db.path
 
+    def claim_key(self, key: str, fingerprint: str, *, now: float | None = None) -> Claim:
+        """Claim idempotency ``key`` for a request whose body has ``fingerprint``.
+
+        Keys older than :data:`IDEMPOTENCY_TTL` are forgotten first; a claim whose request
+        never finished within :data:`ABANDONED_CLAIM` seconds is taken over. See
+        :class:`Claim` for the outcomes; only ``"new"`` writes anything.
+        """
+        now = time.time() if now is None else now
+        with self.db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE claimed_at < ?", (now - IDEMPOTENCY_TTL,)
+            )
+            row = conn.execute(
+                "SELECT fingerprint, account_id, correlation_id, claimed_at"
+                " FROM idempotency_keys WHERE key = ?",
+                (key,),
+            ).fetchone()
+            if row is not None:
+                if row["fingerprint"] != fingerprint:
+                    return Claim("mismatch")
+                if row["account_id"] is not None:
+                    return Claim("done", row["account_id"], row["correlation_id"])
+                if row["claimed_at"] > now - ABANDONED_CLAIM:
+                    return Claim("in_progress")
+            conn.execute(
+                "INSERT OR REPLACE INTO idempotency_keys (key, fingerprint, claimed_at)"
+                " VALUES (?, ?, ?)",
+                (key, fingerprint, now),
+            )
+        return Claim("new")
+
+    def release_key(self, key: str) -> None:
+        """Forget an unfinished claim (its request failed): the key may be used again."""
+        with self.db.transaction() as conn:
+            conn.execute(
+                "DELETE FROM idempotency_keys WHERE key = ? AND account_id IS NULL", (key,)
+            )
+
     def create_account(
-        self, owner: str, email: str, *, correlation_id: str | None = None
+        self,
+        owner: str,
+        email: str,
+        *,
+        correlation_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> tuple[Account, AccountCreated]:
         """Insert an account and its ``account.created`` outbox row in ONE transaction.
 
         Returns the account and the event. The event is not published here: the relay
         does that after the commit (keyed by the account id, carrying ``correlation_id``).
+        With ``idempotency_key`` (claimed with :meth:`claim_key`), the same transaction
+        records the account under the key.
         """
         now = datetime.now(UTC)
         created_at = now.isoformat()
@@ -121,6 +193,11 @@ class AccountStore:
                     time.time(),
                 ),
             )
+            if idempotency_key is not None:
+                conn.execute(
+                    "UPDATE idempotency_keys SET account_id = ?, correlation_id = ? WHERE key = ?",
+                    (account_id, correlation_id, idempotency_key),
+                )
         return Account(account_id, owner, email, created_at), event
 
     def get_account(self, account_id: int) -> Account | None:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from msgbus.contrib.bank.http_api import create_app
+from msgbus.contrib.bank.http_api import MAX_BODY_BYTES, NewAccount, create_app
 from msgbus.contrib.bank.http_server import ServerThread
-from msgbus.contrib.bank.store import AccountStore
+from msgbus.contrib.bank.store import ABANDONED_CLAIM, IDEMPOTENCY_TTL, AccountStore
 
 
 def serve(store: AccountStore, on_created: Callable[[], None] = lambda: None) -> ServerThread:
@@ -84,3 +86,128 @@ def test_on_created_runs_after_commit(store: AccountStore) -> None:
     finally:
         server.stop()
     assert seen == [1]
+
+
+# --------------------------------------------------------------------------- bad input (issue 14)
+
+ANA = {"owner": "Ana", "email": "ana@example.com"}
+
+
+@pytest.mark.parametrize("account_id", ["99999999999999999999999", str(2**63), "0", "-1"])
+def test_ids_no_account_can_have_are_404(client: httpx.Client, account_id: str) -> None:
+    response = client.get(f"/accounts/{account_id}")
+    assert response.status_code == 404
+    assert response.json() == {"detail": f"account {int(account_id)} not found"}
+
+
+def test_a_body_over_the_limit_is_413_from_its_content_length(
+    client: httpx.Client, store: AccountStore
+) -> None:
+    big = json.dumps({"owner": "x" * (20 * 1024 * 1024), "email": "ana@example.com"})
+    response = client.post("/accounts", content=big, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["message"] == f"the request body is limited to {MAX_BODY_BYTES} bytes"
+    assert len(response.content) < 500 and store.counts()["accounts"] == 0
+
+
+def test_a_chunked_body_over_the_limit_is_413_before_it_is_read_whole(
+    client: httpx.Client, store: AccountStore
+) -> None:
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        yield b'{"owner": "'
+        for _ in range(20 * 1024):  # 20 MB in 1 KiB chunks, unless the server stops reading
+            sent += 1024
+            yield b"x" * 1024
+
+    try:
+        response = client.post(
+            "/accounts", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+    except httpx.TransportError:  # the server answered and closed while we were sending
+        assert sent < 20 * 1024 * 1024
+    else:
+        assert response.status_code == 413
+    assert store.counts()["accounts"] == 0
+
+
+def test_error_replies_repeat_only_an_excerpt_of_the_input(client: httpx.Client) -> None:
+    owner = "y" * (MAX_BODY_BYTES - 100)
+    response = client.post("/accounts", json={"owner": owner, "email": "ana@example.com"})
+    assert response.status_code == 422
+    assert len(response.content) < 1000
+    assert "owner: String should have at most 200 characters" in response.json()["message"]
+
+
+def test_a_body_not_declared_json_is_415_with_the_fix(client: httpx.Client) -> None:
+    response = client.post(
+        "/accounts", content=json.dumps(ANA), headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in response.json()["message"]
+    response = client.post("/accounts", content=json.dumps(ANA))  # no content type at all
+    assert response.status_code == 415
+
+
+def test_malformed_json_says_so(client: httpx.Client) -> None:
+    response = client.post(
+        "/accounts", content=b'{"owner": "Ana",', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422
+    assert response.json()["message"].startswith("body: not valid JSON (")
+
+
+def test_owner_names_are_1_to_200_characters(client: httpx.Client) -> None:
+    assert client.post("/accounts", json={**ANA, "owner": "o" * 200}).status_code == 201
+    assert client.post("/accounts", json={**ANA, "owner": "o" * 201}).status_code == 422
+    assert client.post("/accounts", json={**ANA, "owner": "  "}).status_code == 422
+
+
+def test_idempotency_key_replays_the_first_response(
+    client: httpx.Client, store: AccountStore
+) -> None:
+    headers = {"Idempotency-Key": "req-1", "X-Correlation-ID": "c-1"}
+    first = client.post("/accounts", json=ANA, headers=headers)
+    again = client.post("/accounts", json=ANA, headers={"Idempotency-Key": "req-1"})
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["X-Correlation-ID"] == "c-1"
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert store.counts()["accounts"] == 1 and len(store.pending()) == 1
+
+
+def test_idempotency_key_with_another_body_is_422(
+    client: httpx.Client, store: AccountStore
+) -> None:
+    assert client.post("/accounts", json=ANA, headers={"Idempotency-Key": "k"}).status_code == 201
+    other = client.post("/accounts", json={**ANA, "owner": "Bob"}, headers={"Idempotency-Key": "k"})
+    assert other.status_code == 422 and "another request body" in other.json()["message"]
+    assert store.counts()["accounts"] == 1
+
+
+def test_a_key_still_being_processed_is_409(client: httpx.Client, store: AccountStore) -> None:
+    """Another instance of the service claimed the key and has not finished."""
+    from msgbus.contrib.bank.http_api import _fingerprint
+
+    assert store.claim_key("busy", _fingerprint(NewAccount(**ANA))).state == "new"
+    response = client.post("/accounts", json=ANA, headers={"Idempotency-Key": "busy"})
+    assert response.status_code == 409 and store.counts()["accounts"] == 0
+
+
+def test_keys_are_kept_24_hours(store: AccountStore) -> None:
+    now = time.time()
+    assert store.claim_key("old", "f1", now=now).state == "new"
+    store.create_account("Ana", "ana@example.com", idempotency_key="old")
+    assert store.claim_key("old", "f2", now=now + IDEMPOTENCY_TTL - 1).state == "mismatch"
+    assert store.claim_key("old", "f1", now=now + IDEMPOTENCY_TTL - 1).state == "done"
+    assert store.claim_key("old", "f2", now=now + IDEMPOTENCY_TTL + 1).state == "new"
+
+
+def test_a_claim_abandoned_by_a_dead_request_is_taken_over(store: AccountStore) -> None:
+    now = time.time()
+    assert store.claim_key("k", "f", now=now).state == "new"
+    assert store.claim_key("k", "f", now=now + 1).state == "in_progress"
+    assert store.claim_key("k", "f", now=now + ABANDONED_CLAIM + 1).state == "new"
