@@ -252,8 +252,9 @@ def _check_text(what: str, text: str) -> None:
 def wire_headers(headers: Mapping[str, str], key: str | None) -> dict[str, str]:
     """Map msgbus headers (and ``key``) to the headers of a STOMP SEND (names escaped).
 
-    Raises :class:`~msgbus.ConfigurationError` for a NUL character in a name or value.
-    Pure function; thread-safe.
+    Raises :class:`~msgbus.ConfigurationError` for a NUL character in a name or value, a
+    header line longer than ActiveMQ's 10 KiB or more headers than it takes. Pure function;
+    thread-safe.
     """
     wire: dict[str, str] = {}
     for name, value in headers.items():
@@ -274,7 +275,27 @@ def wire_headers(headers: Mapping[str, str], key: str | None) -> dict[str, str]:
         wire[KEY_HEADER] = key
         if key:
             wire["JMSXGroupID"] = key
+    if len(wire) > _MAX_HEADERS:
+        raise ConfigurationError(f"ActiveMQ takes at most {_MAX_HEADERS} headers, not {len(wire)}")
+    for name, value in wire.items():
+        if _escaped_length(name) + 1 + _escaped_length(value) > _MAX_HEADER_LINE:
+            raise ConfigurationError(
+                f"header {name[:40]!r} is longer than the {_MAX_HEADER_LINE} bytes ActiveMQ "
+                "accepts for one header (name, ':' and value, escaped, in UTF-8)"
+            )
     return wire
+
+
+_MAX_HEADER_LINE = 10 * 1024
+"""ActiveMQ's limit for one STOMP header line (StompWireFormat's MAX_HEADER_LENGTH)."""
+_MAX_HEADERS = 1000 - 16
+"""ActiveMQ's limit of headers per frame (MAX_HEADERS), less those msgbus and stomp.py add."""
+
+
+def _escaped_length(text: str) -> int:
+    """Bytes of ``text`` on the wire, counting the two-byte STOMP 1.2 escapes of backslash,
+    newline, carriage return and colon."""
+    return len(text.encode("utf-8")) + sum(text.count(c) for c in "\\\n\r:")
 
 
 def delivery_headers(frame: Mapping[str, str]) -> tuple[dict[str, str], str | None]:

@@ -620,6 +620,68 @@ class BackendConformance:
         with pytest.raises(msgbus.ConfigurationError):
             bus.publish(topic, 1, headers={"n": 1})  # type: ignore[dict-item]
 
+    #: property-based round trips per backend (each example is one publish and receive)
+    property_examples: ClassVar[int] = 25
+
+    def test_arbitrary_headers_and_payloads_round_trip_or_are_refused(
+        self, connect: Connect, topic: str, group: str
+    ) -> None:
+        """Hypothesis: arbitrary ``str -> str`` headers (any text, names and values) and
+        payloads (JSON values, bytes, text) arrive unchanged, or ``publish`` refuses them at
+        once with a documented :class:`~msgbus.ConfigurationError` (reserved or unusable
+        header) or :class:`~msgbus.SerializationError`; never a hang, never a changed value."""
+        from hypothesis import HealthCheck, given, settings
+        from hypothesis import strategies as st
+
+        bus = connect()
+        arrived: dict[str, msgbus.Message] = {}
+        ready = threading.Condition()
+
+        def keep(message: msgbus.Message) -> None:
+            with ready:
+                arrived[message.id] = message
+                ready.notify_all()
+
+        bus.subscribe(topic, keep, group=group)
+        bus.start()
+        text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+        json_values = st.recursive(
+            st.none() | st.booleans() | st.integers(-(2**53), 2**53) | text,
+            lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+            max_leaves=10,
+        )
+        payloads = st.one_of(
+            json_values.map(lambda v: (v, None)),
+            st.binary(max_size=200).map(lambda v: (v, None)),
+            text.map(lambda v: (v, "text")),
+        )
+
+        @settings(
+            max_examples=self.property_examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(headers=st.dictionaries(text, text, max_size=5), payload=payloads)
+        def round_trip(headers: dict[str, str], payload: tuple[Any, str | None]) -> None:
+            value, codec = payload
+            message_id = uuid.uuid4().hex
+            try:
+                future = bus.publish(
+                    topic, value, headers=headers, codec=codec, message_id=message_id
+                )
+            except (msgbus.ConfigurationError, msgbus.SerializationError):
+                return  # refused at once, with a documented error
+            future.result(self.timeout)
+            with ready:
+                ready.wait_for(lambda: message_id in arrived, self.timeout)
+            assert message_id in arrived, "published, confirmed, never received"
+            message = arrived.pop(message_id)
+            assert dict(message.headers) == headers
+            assert message.payload == value
+
+        round_trip()
+
     # ------------------------------------------------------------------ helpers
 
     @staticmethod

@@ -786,3 +786,20 @@ def test_plain_stomp_and_stomp_ssl_on_the_wrong_port_fail_in_bounded_time(
         with pytest.raises(msgbus.BrokerUnavailable):
             msgbus.connect(url, connect_timeout=2, **options)
         assert time.monotonic() - started < 6
+
+
+def test_headers_over_activemqs_limit_are_refused_at_once(url: str) -> None:
+    """ActiveMQ drops the connection on a header line over its limit; msgbus refuses such a
+    header before sending, and the largest accepted one round-trips."""
+    topic = f"amq.{uuid.uuid4().hex[:12]}"
+    with msgbus.connect(url) as bus:
+        seen = Recorder()
+        bus.subscribe(topic, seen, group="g")
+        bus.start()
+        with pytest.raises(msgbus.ConfigurationError, match="10240 bytes"):
+            bus.publish(topic, 1, headers={"k": "v" * 10239})
+        with pytest.raises(msgbus.ConfigurationError, match="10240 bytes"):
+            bus.publish(topic, 1, headers={"k": "\n" * 5120})  # escaped: two bytes each
+        bus.publish(topic, 2, headers={"k": "v" * 10238}).result(30)
+        (message,) = seen.wait_for(1, 30)
+        assert message.headers == {"k": "v" * 10238}
