@@ -803,3 +803,23 @@ def test_headers_over_activemqs_limit_are_refused_at_once(url: str) -> None:
         bus.publish(topic, 2, headers={"k": "v" * 10238}).result(30)
         (message,) = seen.wait_for(1, 30)
         assert message.headers == {"k": "v" * 10238}
+
+
+@pytest.mark.activemq
+def test_cli_on_an_unreachable_broker_prints_one_line() -> None:
+    """stomp.py's per-attempt warnings stay below WARNING: the user sees msgbus's error only,
+    saying how long it tried."""
+    import subprocess
+    import sys
+
+    url = f"stomp://127.0.0.1:{pick_free_port()}?connect_timeout=1"
+    done = subprocess.run(
+        [sys.executable, "-m", "msgbus.cli", "publish", url, "t", "--data", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("msgbus: error: could not connect to ActiveMQ at 127.0.0.1:")
+    assert "(tried for" in line and "connect_timeout=1s" in line

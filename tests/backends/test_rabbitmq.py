@@ -723,3 +723,41 @@ def test_plain_amqp_and_amqps_on_the_wrong_port_fail_in_bounded_time(
         with pytest.raises(msgbus.BrokerUnavailable):
             msgbus.connect(url, connect_timeout=2, **options)
         assert time.monotonic() - started < 6
+
+
+def test_cli_publish_timeout_is_one_line(url: str) -> None:
+    """``--timeout 0``: the confirms are not waited for; a missing one is a one-line error,
+    never a TimeoutError traceback."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "msgbus.cli", "publish", url, "cli-timeout", "--timeout", "0"],
+        input="".join(f"{n}\n" for n in range(200)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    if done.returncode == 0:  # every confirm was already there
+        assert lines == ["published 200 message(s) to cli-timeout"]
+    else:
+        assert done.returncode == 1
+        assert lines[0].startswith("msgbus: error: ") and "(--timeout)" in lines[0]
+
+
+def test_cli_on_an_unreachable_broker_says_how_long_it_tried() -> None:
+    import subprocess
+    import sys
+
+    url = f"amqp://u:Secr3t@127.0.0.1:{pick_free_port()}/?connect_timeout=1"
+    done = subprocess.run(
+        [sys.executable, "-m", "msgbus.cli", "publish", url, "t", "--data", "x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert "(tried for" in line and "connect_timeout=1s" in line and "Secr3t" not in line
