@@ -563,6 +563,21 @@ def test_unreachable_broker_fails_fast_and_clearly() -> None:
     assert f"127.0.0.1:{port}" in str(info.value)
 
 
+def test_connect_timeout_in_seconds_as_on_every_backend() -> None:
+    """``connect_timeout`` (s) is the name every backend shares; ``connect_timeout_ms`` stays
+    as its alias. The error says how long it waited and shows no secret option."""
+    port = pick_free_port()
+    started = time.monotonic()
+    with pytest.raises(msgbus.BrokerUnavailable) as info:
+        msgbus.connect(f"kafka://u:p@127.0.0.1:{port}?connect_timeout=1.5&password=Zq9-s3cret")
+    assert time.monotonic() - started < 10
+    assert "within 1500 ms" in str(info.value) and "Zq9-s3cret" not in str(info.value)
+    assert KafkaOptions(connect_timeout=2).connect_timeout_ms == 2000
+    assert KafkaOptions(connect_timeout_ms=3000).connect_timeout_ms == 3000
+    with pytest.raises(msgbus.ConfigurationError, match="connect_timeout"):
+        KafkaOptions(connect_timeout=0).validate()
+
+
 def test_unknown_option_lists_the_valid_ones(kafka_broker: Any) -> None:
     with pytest.raises(msgbus.UnknownOption) as info:
         msgbus.connect(kafka_broker.url, sesion_timeout_ms=6000)
