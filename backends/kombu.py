@@ -170,6 +170,25 @@ def transport_features(transport: str, max_message_bytes: int, persistent: bool)
     )
 
 
+def _check_filesystem_folders(transport_options: Mapping[str, Any]) -> None:
+    """kombu's filesystem transport reads and writes folders named by transport options
+    (default ``data_in``/``data_out`` in the working directory); refuse at once, naming the
+    options, when they are not existing folders."""
+    import os
+
+    for name, default in (
+        ("data_folder_in", "data_in"),
+        ("data_folder_out", "data_out"),
+    ):
+        folder = transport_options.get(name, default)
+        if not os.path.isdir(folder):
+            raise ConfigurationError(
+                f"kombu's filesystem transport needs the folder {folder!r} ({name}): create "
+                "it, or pass existing folders, e.g. transport_options={'data_folder_in': D, "
+                "'data_folder_out': D} (D the same for every process)"
+            )
+
+
 def _is_auth_error(exc: BaseException) -> bool:
     name = type(exc).__name__
     text = str(exc).lower()
@@ -846,6 +865,8 @@ class KombuBackend(Backend):
                 raise ConfigurationError(f"kombu option {name!r} must be positive")
         if opts.transport_options is not None and not isinstance(opts.transport_options, dict):
             raise ConfigurationError("kombu option 'transport_options' must be a dict")
+        if url.driver == "filesystem":
+            _check_filesystem_folders(opts.transport_options or {})
         for_kombu = url.with_query(**{k: None for k in url.query if k not in passed})
         hosts = for_kombu.hosts or ()
         if len(hosts) > 1:

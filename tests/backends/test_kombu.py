@@ -465,3 +465,22 @@ def test_sqlite_file_links_two_processes_through_the_cli(tmp_path) -> None:  # t
     finally:
         consumer.kill()
         consumer.wait()
+
+
+def test_filesystem_transport_names_its_folders_or_works(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(msgbus.ConfigurationError, match="data_folder_in"):
+        msgbus.connect("kombu+filesystem://")
+    folder = tmp_path / "queue"
+    folder.mkdir()
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(tmp_path / "control"),
+    }
+    with msgbus.connect("kombu+filesystem://", transport_options=options) as bus:
+        seen = Recorder()
+        bus.subscribe("fs", seen, group="g")
+        bus.start()
+        bus.publish("fs", {"n": 1}).result(TIMEOUT)
+        assert [m.payload for m in seen.wait_for(1, TIMEOUT)] == [{"n": 1}]
