@@ -90,11 +90,30 @@ def remember(*secrets: str | None) -> None:
 
 
 def mask(text: str) -> str:
-    """Return ``text`` with every remembered secret replaced by ``***``."""
+    """Return ``text`` with every remembered secret replaced by ``***``.
+
+    Every occurrence of every secret is hidden, also where two secrets overlap (the union of
+    their spans becomes one ``***``), so no part of one survives next to another.
+    """
     pattern = _pattern
-    if pattern is None or not text:
+    if pattern is None or not text or pattern.search(text) is None:
         return text
-    return pattern.sub(MASK, text)
+    spans: list[tuple[int, int]] = []
+    for secret in _secrets:
+        start = text.find(secret)
+        while start >= 0:
+            spans.append((start, start + len(secret)))
+            start = text.find(secret, start + 1)
+    spans.sort()
+    out, last_end, current = [], 0, spans[0]
+    for begin, end in spans[1:]:
+        if begin <= current[1]:
+            current = (current[0], max(current[1], end))
+        else:
+            out += [text[last_end : current[0]], MASK]
+            last_end, current = current[1], (begin, end)
+    out += [text[last_end : current[0]], MASK, text[current[1] :]]
+    return "".join(out)
 
 
 def mask_record(record: logging.LogRecord) -> logging.LogRecord:
