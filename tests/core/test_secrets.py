@@ -175,7 +175,7 @@ def test_memory_connect_errors_and_repr_hide_the_password(password: str) -> None
     assert not find_leaks(password, texts + records)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(secret=SECRETS)
 def test_driver_records_are_masked_however_the_secret_is_shown(secret: str) -> None:
     """Drivers log frames as bytes reprs, parameters as dict reprs, URLs percent-encoded."""
@@ -196,3 +196,13 @@ def test_overlapping_secrets_leave_no_part_of_either() -> None:
     assert mask("a Pw7x/Qz9k-tail b") == "a *** b"
     remember("xy:Pw", "Pw-longer-secret")
     assert mask("[xy:Pw-longer-secret]") == "[***]"
+
+
+def test_the_bench_report_shows_urls_without_secrets() -> None:
+    from msgbus.bench.targets import Target, url_target
+
+    url = "amqp://ana:Pw7x-bench@127.0.0.1:5672/?password=Qz9k-bench&heartbeat=30"
+    target = Target("rabbitmq", "rabbitmq", url)
+    shown = [target.display_url(), url_target(url).description]
+    assert not any("Pw7x-bench" in s or "Qz9k-bench" in s for s in shown)
+    assert "heartbeat=30" in shown[0]
