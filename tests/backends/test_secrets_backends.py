@@ -108,3 +108,43 @@ def test_activemq_cycle_shows_no_password(activemq_broker) -> None:  # type: ign
         f"stomp://{credentials()}127.0.0.1:{activemq_broker.port}",
         f"stomp://{credentials()}127.0.0.1:{closed_port()}?connect_timeout=1",
     )
+
+
+# ------------------------------------------------------------------ property: connect errors
+
+_UNREACHABLE = {
+    "amqp": pytest.mark.rabbitmq,
+    "kombu+amqp": pytest.mark.kombu,
+    "kombu+redis": pytest.mark.kombu,
+    "stomp": pytest.mark.activemq,
+    "kafka": pytest.mark.kafka,
+}
+
+
+@pytest.mark.parametrize("scheme", [pytest.param(s, marks=m) for s, m in _UNREACHABLE.items()])
+def test_connect_errors_never_show_an_arbitrary_password(scheme: str) -> None:
+    """Hypothesis: any password, in the user info and as ``?password=``, on a broker that
+    does not answer: neither the error nor any DEBUG log record shows it."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from msgbus import MsgBusError, connect
+    from msgbus.testing.leaks import every_log_record
+
+    secrets = st.text(st.characters(exclude_categories=("Cs",)), max_size=20).map(
+        lambda s: f"Pw7x{s}Qz9k"
+    )
+    timeout = "connect_timeout_ms=300" if scheme == "kafka" else "connect_timeout=0.3"
+    option = "" if scheme.startswith("kombu") else "&password={}"
+
+    @settings(max_examples=8, deadline=None, database=None)
+    @given(secret=secrets)
+    def check(secret: str) -> None:
+        query = f"?{timeout}" + option.format(quote(secret, safe=""))
+        url = f"{scheme}://{credentials(secret=secret)}127.0.0.1:{closed_port()}{query}"
+        with every_log_record() as records, pytest.raises(MsgBusError) as info:
+            connect(url).close()
+        leaks = find_leaks(secret, [str(info.value), repr(info.value), *records])
+        assert not leaks, leaks[:3]
+
+    check()
