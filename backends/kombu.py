@@ -58,7 +58,9 @@ Features
 URL form
     ``kombu+<transport>://`` followed by the transport's own URL, handed to
     ``kombu.Connection`` as ``<transport>://...``: ``kombu+amqp://user:pass@host:5672/vhost``,
-    ``kombu+redis://:pass@host:6379/0``, ``kombu+memory://``. Several hosts
+    ``kombu+redis://:pass@host:6379/0``, ``kombu+memory://``, and kombu URLs whose own
+    scheme has a ``+``: ``kombu+sqla+sqlite:////tmp/bus.db`` (kombu's SQLAlchemy transport,
+    with bindings kept in the database: see :mod:`msgbus.backends.kombu_sqla`). Several hosts
     (``kombu+amqp://h1,h2/``) become kombu's failover list. Query parameters named ``ssl``,
     ``ssl_*``, ``heartbeat`` and ``login_method`` go to kombu; the others are msgbus options.
 
