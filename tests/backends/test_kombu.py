@@ -484,3 +484,32 @@ def test_filesystem_transport_names_its_folders_or_works(tmp_path, monkeypatch) 
         bus.start()
         bus.publish("fs", {"n": 1}).result(TIMEOUT)
         assert [m.payload for m in seen.wait_for(1, TIMEOUT)] == [{"n": 1}]
+
+
+@pytest.mark.redis
+def test_ipv6_literal_in_brackets(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``kombu+redis://[::1]:PORT/0`` reaches a Redis listening on IPv6 loopback."""
+    import socket
+
+    from msgbus.testing.brokers import BrokerNotInstalled
+    from msgbus.testing.brokers.redis import Redis
+
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:  # pragma: no cover - a machine without IPv6 loopback
+        pytest.skip("no IPv6 loopback on this machine")
+    try:
+        broker = Redis(ipv6=True, data_dir=tmp_path).start()
+    except BrokerNotInstalled as exc:  # pragma: no cover - the redis env installs it
+        pytest.skip(str(exc))
+    try:
+        with msgbus.connect(f"kombu+redis://[::1]:{broker.port}/0") as bus:
+            assert "[::1]" in repr(bus)
+            seen = Recorder()
+            bus.subscribe("v6", seen, group="g")
+            bus.start()
+            bus.publish("v6", {"n": 6}).result(TIMEOUT)
+            assert [m.payload for m in seen.wait_for(1, TIMEOUT)] == [{"n": 6}]
+    finally:
+        broker.stop()

@@ -98,16 +98,19 @@ class Redis(BrokerProcess):
         db: int = 0,
         startup_timeout: float | None = None,
         stop_timeout: float | None = None,
+        ipv6: bool = False,
     ) -> None:
         """``port``: the Redis port (None: free port below 32768). ``persistent``: AOF on/off.
         ``binary``: ``redis-server`` (None: from PATH or /usr/bin). ``db``: the database
-        number in :attr:`url`. Other parameters: see :class:`BrokerProcess`."""
+        number in :attr:`url`. ``ipv6``: also listen on ``[::1]`` (same port). Other
+        parameters: see :class:`BrokerProcess`."""
         super().__init__(
             port, data_dir=data_dir, startup_timeout=startup_timeout, stop_timeout=stop_timeout
         )
         self.persistent = persistent
         self.binary = Path(binary) if binary is not None else None
         self.db = db
+        self.ipv6 = ipv6
 
     @property
     def url(self) -> str:
@@ -148,6 +151,7 @@ class Redis(BrokerProcess):
             str(self._binary()),
             "--bind",
             HOST,
+            *(["::1"] if self.ipv6 else []),
             "--port",
             str(self.port),
             "--dir",
