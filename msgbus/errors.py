@@ -15,6 +15,7 @@ __all__ = [
     "BusClosed",
     "ConfigurationError",
     "DecodeError",
+    "HandlerTimeout",
     "InvalidURL",
     "MessageTooLarge",
     "MsgBusError",
@@ -86,6 +87,13 @@ class DecodeError(MsgBusError):
 
 class BusClosed(MsgBusError):
     """The bus (or backend) is closed and cannot accept the operation."""
+
+
+class HandlerTimeout(MsgBusError, TimeoutError):
+    """A handler ran longer than its subscription's ``handler_timeout`` (``msgbus.aio``).
+
+    The attempt counts as failed: it is retried, then dead-lettered like any other failure.
+    """
 
 
 class Reject(MsgBusError):
