@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, HTTPException, Request, Response
@@ -65,12 +66,18 @@ def _invalid(message: str, detail: Any) -> JSONResponse:
     )
 
 
-def create_app(store: AccountStore, on_created: Callable[[], None] = lambda: None) -> FastAPI:
+def create_app(
+    store: AccountStore,
+    on_created: Callable[[], None] = lambda: None,
+    *,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
     """Build the FastAPI app over ``store``; ``on_created`` runs after each committed account.
 
-    (The account service passes the outbox relay's ``notify`` as ``on_created``.)
+    (The account service passes the outbox relay's ``notify`` as ``on_created``, and its
+    ``lifespan``, which starts and closes the bus and the relay.)
     """
-    app = FastAPI(title="msgbus bank: account service", version="1")
+    app = FastAPI(title="msgbus bank: account service", version="1", lifespan=lifespan)
 
     @app.exception_handler(RequestValidationError)
     async def validation_failed(request: Request, exc: RequestValidationError) -> JSONResponse:
