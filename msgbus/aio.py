@@ -31,7 +31,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from msgbus.bus import Bus
@@ -47,6 +47,8 @@ __all__ = ["AsyncBus", "connect"]
 log = logging.getLogger("msgbus")
 
 F = TypeVar("F", bound=Callable[..., Any])
+YIELD_EVERY = 0.001
+"""A chain of handler calls gives the rest of the loop a turn at least this often (seconds)."""
 HELPER_THREADS = 8
 """Threads per AsyncBus for its blocking calls (start, flush, close, failed-attempt settling)."""
 
@@ -71,14 +73,14 @@ def _copy_outcome(source: Future[Any], target: asyncio.Future[Any]) -> None:
     """On the loop: give ``target`` the outcome of the finished ``source``."""
     if target.done():  # the awaiting code gave up (cancelled): nothing to deliver
         return
-    if source.cancelled():
+    try:
+        result = source.result(0)  # done: returns (or raises) at once
+    except CancelledError:
         target.cancel()
-        return
-    error = source.exception()
-    if error is None:
-        target.set_result(source.result())
-    else:
+    except BaseException as error:  # the publish's failure, handed to the awaiting code
         target.set_exception(error)
+    else:
+        target.set_result(result)
 
 
 def bridge(future: Future[Any], loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
@@ -414,6 +416,30 @@ class _LoopRunner:
             task.add_done_callback(tasks.discard)
 
     async def _run(self, consumer: Consumer, work: Any) -> None:
+        """Handle ``work``, then the works its settlement made runnable, one after another
+        (one task per chain, not per message; the rest of the loop gets a turn at least
+        every :data:`YIELD_EVERY` seconds, even if the handler never awaits anything)."""
+        next_work: Any = work
+        loop = asyncio.get_running_loop()
+        turn = loop.time()
+        try:
+            while next_work is not None:
+                work, next_work = next_work, None
+                more = await self._handle(consumer, work)
+                if more:
+                    next_work = more.pop()
+                    if more:
+                        self._start(consumer, more)
+                    if loop.time() - turn >= YIELD_EVERY:  # handlers that never await
+                        await asyncio.sleep(0)  # must not starve the rest of the loop
+                        turn = loop.time()
+        except asyncio.CancelledError:
+            if next_work is not None:  # taken, not started: it goes back unsettled
+                consumer.finish(next_work, None)
+            raise
+
+    async def _handle(self, consumer: Consumer, work: Any) -> list[Any]:
+        """One attempt of ``work``, settled and finished; returns the works now runnable."""
         message = consumer.prepare(work)
         error: BaseException | None = None
         if isinstance(message, Message):
@@ -441,8 +467,11 @@ class _LoopRunner:
         more = consumer.finish(work, retry_in)
         if retry_in is not None:
             asyncio.get_running_loop().call_later(retry_in, self._retry_due, consumer)
-        if more:
-            self._start(consumer, more)
+        if self.owner._closing:
+            for extra in more:  # not started: they go back unsettled
+                consumer.finish(extra, None)
+            return []
+        return more
 
     async def _call_with_timeout(self, message: Message) -> None:
         timeout = self.timeout

@@ -118,6 +118,9 @@ class Consumer:
         self._buffered = 0
         self._limit = max(spec.prefetch, spec.concurrency)
         self._slots = spec.concurrency  # handlers in flight at once (threads, or a runner's)
+        # fetch again below this many buffered: at once for worker threads (they fetch only
+        # when idle anyway); below half for a runner's pump, so that it fetches in batches
+        self._refill = self._limit if spec.runner is None else max(1, self._limit // 2)
         self._running = 0
         self._sleepers = 0  # threads waiting on _cond: notify only when there is one
         self._fetching_now = False
@@ -194,7 +197,7 @@ class Consumer:
             wait: float | None = None
             if self._delayed and self._running < self._slots:  # sleep until the next retry
                 wait = self._delayed[0][0] - time.monotonic()
-            if not self._fetching_now and self._buffered < self._limit:
+            if not self._fetching_now and self._buffered < self._refill:
                 self._fetch(min(wait, 1.0) if wait is not None else 1.0)
             else:
                 self._sleep(wait)
@@ -322,18 +325,19 @@ class Consumer:
             heapq.heappush(self._delayed, (due, next(self._seq), work if key is None else key))
             cond.notify_all()
             return
-        was_full = self._buffered >= self._limit
+        was_full = self._buffered == self._refill  # dropping below it now: a fetch may go on
         self._buffered -= 1
         if key is not None:
             queue = self._lanes[key]
             queue.popleft()
             if queue:
                 self._ready.append(key)
-                if self._sleepers:
+                if self._sleepers and self.spec.runner is None:  # a runner takes it itself
                     cond.notify()
             else:
                 del self._lanes[key]
-        if self._sleepers and (was_full or self._running == 0):
+        idle = self._running == 0 and (self._stopping or not self._ready)
+        if self._sleepers and (was_full or idle):
             cond.notify_all()  # a fetch may go on now; drain may be waiting
 
     def _process(self, work: _Work) -> float | None:
