@@ -284,8 +284,13 @@ class AsyncBus:
         await self._blocking(self.bus.start)
         return self
 
-    async def run(self, *, drain_timeout: float = 10.0) -> None:
+    async def run(
+        self, *, drain_timeout: float = 10.0, on_ready: Callable[[], object] | None = None
+    ) -> None:
         """Start, then wait until SIGINT/SIGTERM, :meth:`stop` or cancellation; then close.
+
+        ``on_ready`` is called once the signal handlers are installed and every subscription
+        is ready (to log "ready", or notify a supervisor).
 
         Closing drains in-flight handlers for up to ``drain_timeout`` seconds (see
         :meth:`close`). Signal handlers are installed (on the loop) only in the main thread,
@@ -305,6 +310,8 @@ class AsyncBus:
                 previous[signum] = handler
         try:
             await self.start()
+            if on_ready is not None:
+                on_ready()
             await stop.wait()
         finally:
             for signum, handler in previous.items():

@@ -132,10 +132,11 @@ def _run_emails(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
     )
 
-    async def serve() -> None:
-        await bus.start()
+    def ready() -> None:
         log.info("email service ready (smtp %s:%d, db %s, bus %r)", host, port, args.db, bus)
-        await bus.run()  # until SIGINT/SIGTERM; then finishes the mails in flight and closes
+
+    async def serve() -> None:
+        await bus.run(on_ready=ready)  # until SIGINT/SIGTERM; finishes the mails in flight
         log.info("email service stopped")
 
     try:

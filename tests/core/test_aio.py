@@ -384,8 +384,9 @@ def test_run_returns_after_stop_and_closes() -> None:
             got.set()
             bus.stop()
 
-        await bus.start()  # run() starts it too (idempotent): published after, received
-        runner = asyncio.create_task(bus.run(drain_timeout=TIMEOUT))
+        ready = asyncio.Event()
+        runner = asyncio.create_task(bus.run(drain_timeout=TIMEOUT, on_ready=ready.set))
+        await wait_for(ready, "run() to have started the bus")
         await bus.publish("t", 1)
         await asyncio.wait_for(runner, TIMEOUT)
         assert got.is_set() and bus.closed
