@@ -14,10 +14,11 @@ SQLite bookkeeping on a worker thread (``asyncio.to_thread``). For each message:
 4. send over SMTP; on failure release the claim and raise, so the bus retries with backoff
    and dead-letters after ``max_attempts``; on success record ``sent``.
 
-Once an SMTP transaction has begun, the send and its ``sent``/``failed`` record are shielded
-from cancellation: a handler cancelled at shutdown (``close``) leaves its message
-unacknowledged for redelivery, but the idempotency record still says what the SMTP server
-got, so the redelivery is skipped instead of mailed twice.
+Steps 3 and 4 are shielded from cancellation as a whole: a handler cancelled at shutdown
+(``close``) leaves its message unacknowledged for redelivery, but a claim it took is always
+followed by the send and its ``sent`` record (or a release), so the idempotency record says
+what the SMTP server got and the redelivery is skipped instead of mailed twice (or stuck
+behind a claim nobody will finish).
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ class EmailService:
             self._count("rejected")
             raise msgbus.Reject(f"{type(exc).__name__}: {exc}") from exc
         mail = render_confirmation(event, correlation_id=message.correlation_id, sender=self.sender)
+        work = asyncio.ensure_future(self._claim_and_send(event, mail))
+        work.add_done_callback(_retrieve)  # its outcome may arrive after a cancellation
+        await asyncio.shield(work)
+
+    async def _claim_and_send(self, event: AccountCreated, mail: Any) -> None:
+        """Claim, send, record (shielded as a whole: see the module docstring)."""
         claim = await asyncio.to_thread(
             self.processed.claim,
             event.event_id,
@@ -134,21 +141,26 @@ class EmailService:
         if claim is Claim.BUSY:
             self._count("busy")
             raise ClaimBusy(f"event {event.event_id} is being sent by another instance")
-        await asyncio.shield(self._send(event.event_id, mail))
-
-    async def _send(self, event_id: str, mail: Any) -> None:
-        """Send ``mail`` and record the outcome (shielded: see the module docstring)."""
         try:
             await self.mailer.send(mail)
         except Exception as exc:
             self._count("smtp_failed")
             await asyncio.to_thread(
-                self.processed.release, event_id, self.instance_id, f"{type(exc).__name__}: {exc}"
+                self.processed.release,
+                event.event_id,
+                self.instance_id,
+                f"{type(exc).__name__}: {exc}",
             )
             raise
-        await asyncio.to_thread(self.processed.mark_sent, event_id)
+        await asyncio.to_thread(self.processed.mark_sent, event.event_id)
         self._count("sent")
 
     def close(self) -> None:
         """Close the idempotency database (after the bus is closed)."""
         self.processed.close()
+
+
+def _retrieve(work: asyncio.Future[None]) -> None:
+    """Mark a shielded send's outcome as seen (its handler may have been cancelled)."""
+    if not work.cancelled():
+        work.exception()
