@@ -102,6 +102,43 @@ def bridge(future: Future[Any], loop: asyncio.AbstractEventLoop) -> asyncio.Futu
     return waiter
 
 
+class _Resolver:
+    """Hands finished publish futures' outcomes to one loop, one wake-up per batch.
+
+    A backend resolves publish futures on its I/O thread, often thousands per second: one
+    ``call_soon_threadsafe`` (a write to the loop's self-pipe) per future would cost more than
+    the publish. Outcomes queue here; only the one that finds the queue empty wakes the loop.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._queue: list[tuple[Future[Any], asyncio.Future[Any]]] = []
+
+    def bridge(self, future: Future[Any]) -> asyncio.Future[Any]:
+        """As :func:`bridge`, batching the wake-ups."""
+        waiter = self.loop.create_future()
+        if future.done():
+            _copy_outcome(future, waiter)
+        else:
+            future.add_done_callback(lambda done: self._add(done, waiter))
+        return waiter
+
+    def _add(self, source: Future[Any], target: asyncio.Future[Any]) -> None:
+        with self._lock:
+            wake = not self._queue
+            self._queue.append((source, target))
+        if wake:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits
+                self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch, self._queue = self._queue, []
+        for source, target in batch:
+            _copy_outcome(source, target)
+
+
 class AsyncBus:
     """Publish and subscribe from asyncio code; a facade over one :class:`~msgbus.Bus`.
 
@@ -120,6 +157,7 @@ class AsyncBus:
         self._closed_event: asyncio.Event | None = None
         self._stop: asyncio.Event | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._resolver: _Resolver | None = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -195,7 +233,11 @@ class AsyncBus:
             message_id=message_id,
             codec=codec,
         )
-        return bridge(future, asyncio.get_running_loop())
+        resolver = self._resolver
+        loop = asyncio.get_running_loop()
+        if resolver is None or resolver.loop is not loop:
+            resolver = self._resolver = _Resolver(loop)
+        return resolver.bridge(future)
 
     async def flush(self, timeout: float | None = None) -> None:
         """Return once every message published so far is confirmed (``TimeoutError`` if not)."""

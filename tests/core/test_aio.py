@@ -94,6 +94,30 @@ def test_bridge_resolves_from_another_thread_without_blocking_the_loop() -> None
     asyncio.run(main())
 
 
+def test_publish_outcomes_resolved_on_another_thread_all_reach_their_awaiters() -> None:
+    """Many backend futures resolved from an I/O thread (one loop wake-up per batch)."""
+
+    async def main() -> None:
+        resolver = msgbus.aio._Resolver(asyncio.get_running_loop())
+        sources: list[Future[None]] = [Future() for _ in range(500)]
+        waiters = [resolver.bridge(source) for source in sources]
+
+        def resolve() -> None:
+            for index, source in enumerate(sources):
+                if index % 7 == 0:
+                    source.set_exception(msgbus.PublishError(f"lost {index}"))
+                else:
+                    source.set_result(None)
+
+        threading.Thread(target=resolve).start()
+        outcomes = await asyncio.wait_for(asyncio.gather(*waiters, return_exceptions=True), TIMEOUT)
+        failed = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, Exception)]
+        assert failed == [i for i in range(500) if i % 7 == 0]
+        assert all(outcome is None for i, outcome in enumerate(outcomes) if i % 7)
+
+    asyncio.run(main())
+
+
 def test_async_handlers_run_on_the_loop_and_plain_ones_on_worker_threads() -> None:
     async def main() -> None:
         loop_thread = threading.get_ident()
