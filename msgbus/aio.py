@@ -42,7 +42,7 @@ from msgbus.message import Message
 from msgbus.retry import RetryPolicy
 from msgbus.url import BusURL
 
-__all__ = ["AsyncBus", "connect"]
+__all__ = ["AsyncBus", "bridge", "connect"]
 
 log = logging.getLogger("msgbus")
 
