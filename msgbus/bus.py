@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from msgbus import secrets
 from msgbus.backend import Backend
-from msgbus.consumer import Consumer, Handler, SubscriptionSpec
+from msgbus.consumer import Consumer, Handler, HandlerRunner, SubscriptionSpec
 from msgbus.envelope import check_topic, encode
 from msgbus.errors import BusClosed, ConfigurationError
 from msgbus.registry import load_backend
@@ -153,6 +153,7 @@ class Bus:
         prefetch: int | None = None,
         from_beginning: bool = False,
         dead_letter: bool = True,
+        runner: HandlerRunner | None = None,
     ) -> Any:
         """Register ``handler`` for ``topic``; usable as ``@bus.subscribe(topic, ...)``.
 
@@ -168,6 +169,8 @@ class Bus:
         - ``prefetch``: unacknowledged messages held at once (default 256).
         - ``from_beginning``: a new group starts at the oldest retained message (backends
           with ``features.replay`` only).
+        - ``runner``: for facades such as ``msgbus.aio``: the handler runs there instead of
+          on worker threads (see :class:`~msgbus.consumer.HandlerRunner`).
 
         If the bus is already started, the subscription starts before this returns.
         Returns the handler (or a decorator when ``handler`` is None).
@@ -199,6 +202,7 @@ class Bus:
                 prefetch=max(fetch_limit, concurrency),
                 from_beginning=from_beginning,
                 dead_letter=dead_letter,
+                runner=runner,
             )
             with self._lock:
                 if self._closed:

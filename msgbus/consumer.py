@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from msgbus.backend import Delivery, Subscription
 from msgbus.envelope import decode
@@ -38,11 +38,28 @@ from msgbus.serialization import Codec
 if TYPE_CHECKING:
     from msgbus.backend import Backend
 
-__all__ = ["Consumer", "SubscriptionSpec"]
+__all__ = ["Consumer", "HandlerRunner", "SubscriptionSpec"]
 
 log = logging.getLogger("msgbus")
 
 Handler = Callable[[Message], Any]
+
+
+class HandlerRunner(Protocol):
+    """Runs a subscription's handler somewhere other than the consumer's worker threads.
+
+    With a runner the consumer keeps one thread that fetches and schedules (lanes, retries,
+    dead letters: the same engine), and hands runnable work to :meth:`submit` instead of
+    calling the handler itself. The runner must, for each work ``w``, eventually call
+    :meth:`Consumer.prepare`, run the handler, :meth:`Consumer.outcome` (which may block when
+    the handler failed: it can dead-letter) and :meth:`Consumer.finish`, and submit the works
+    ``finish`` returns. ``msgbus.aio`` runs ``async def`` handlers on an event loop this way.
+    """
+
+    def submit(self, consumer: Consumer, works: list[Any]) -> None:
+        """Take ``works`` (runnable now, at most ``concurrency`` in flight); must not block."""
+
+
 DEAD_LETTER_SUFFIX = ".dlq"
 DEAD_LETTER_TIMEOUT = 30.0
 
@@ -60,6 +77,7 @@ class SubscriptionSpec:
     prefetch: int
     from_beginning: bool
     dead_letter: bool
+    runner: HandlerRunner | None = None
 
     @property
     def name(self) -> str:
@@ -99,6 +117,10 @@ class Consumer:
         self._seq = itertools.count()
         self._buffered = 0
         self._limit = max(spec.prefetch, spec.concurrency)
+        self._slots = spec.concurrency  # handlers in flight at once (threads, or a runner's)
+        # fetch again below this many buffered: at once for worker threads (they fetch only
+        # when idle anyway); below half for a runner's pump, so that it fetches in batches
+        self._refill = self._limit if spec.runner is None else max(1, self._limit // 2)
         self._running = 0
         self._sleepers = 0  # threads waiting on _cond: notify only when there is one
         self._fetching_now = False
@@ -114,7 +136,13 @@ class Consumer:
         self.subscription = self.backend.subscribe(
             spec.topic, spec.group, prefetch=spec.prefetch, from_beginning=spec.from_beginning
         )
-        for index in range(spec.concurrency):
+        if spec.runner is not None:  # one thread fetches; the runner runs the handlers
+            self._threads.append(
+                threading.Thread(
+                    target=self._pump_loop, name=f"msgbus-pump {spec.name}", daemon=True
+                )
+            )
+        for index in range(spec.concurrency if spec.runner is None else 0):
             worker = threading.Thread(
                 target=self._work_loop, name=f"msgbus-worker-{index} {spec.name}", daemon=True
             )
@@ -163,21 +191,31 @@ class Consumer:
         while True:
             if self._stopping:
                 return None
-            delayed = self._delayed
+            work = self._take_ready()
+            if work is not None:
+                return work
             wait: float | None = None
-            if delayed:  # retries whose time has come join the ready ones
-                now = time.monotonic()
-                while delayed and delayed[0][0] <= now:
-                    self._ready.append(heapq.heappop(delayed)[2])
-                wait = delayed[0][0] - now if delayed else None
-            if self._ready:
-                item = self._ready.popleft()
-                self._running += 1
-                return item if isinstance(item, _Work) else self._lanes[item][0]
-            if not self._fetching_now and self._buffered < self._limit:
+            if self._delayed and self._running < self._slots:  # sleep until the next retry
+                wait = self._delayed[0][0] - time.monotonic()
+            if not self._fetching_now and self._buffered < self._refill:
                 self._fetch(min(wait, 1.0) if wait is not None else 1.0)
             else:
                 self._sleep(wait)
+
+    def _take_ready(self) -> _Work | None:
+        """Under the lock: the next runnable work if a handler slot is free, else None."""
+        if self._stopping or self._running >= self._slots:
+            return None
+        delayed = self._delayed
+        if delayed:  # retries whose time has come join the ready ones
+            now = time.monotonic()
+            while delayed and delayed[0][0] <= now:
+                self._ready.append(heapq.heappop(delayed)[2])
+        if not self._ready:
+            return None
+        item = self._ready.popleft()
+        self._running += 1
+        return item if isinstance(item, _Work) else self._lanes[item][0]
 
     def _sleep(self, timeout: float | None) -> None:
         """Under the lock: wait on the condition, counted so that wakers can skip notifying."""
@@ -241,6 +279,42 @@ class Consumer:
             retry_in = self._process(work)
             done = work
 
+    def _pump_loop(self) -> None:
+        """With a runner: fetch and schedule here, hand runnable works to the runner."""
+        runner = self.spec.runner
+        assert runner is not None
+        cond = self._cond
+        while True:
+            with cond:
+                work = self._next_work()
+                if work is None:
+                    return
+                works = [work]
+                while (more := self._take_ready()) is not None:
+                    works.append(more)
+            runner.submit(self, works)
+
+    # ------------------------------------------------------------------ for runners
+
+    def finish(self, work: _Work, retry_in: float | None) -> list[_Work]:
+        """Book ``work`` as done with (``retry_in``: from :meth:`outcome`); return the works
+        that may run now, which the caller must run. ``retry_in=None`` without an
+        :meth:`outcome` leaves the delivery unsettled (a handler abandoned at shutdown)."""
+        works: list[_Work] = []
+        with self._cond:
+            self._finish(work, retry_in)
+            while (more := self._take_ready()) is not None:
+                works.append(more)
+        return works
+
+    def take_ready(self) -> list[_Work]:
+        """The works that may run now (after a retry delay passed), which the caller must run."""
+        works: list[_Work] = []
+        with self._cond:
+            while (more := self._take_ready()) is not None:
+                works.append(more)
+        return works
+
     def _finish(self, work: _Work, retry_in: float | None) -> None:
         """Under the lock: book a processed work as settled, or schedule its retry."""
         cond = self._cond
@@ -251,64 +325,86 @@ class Consumer:
             heapq.heappush(self._delayed, (due, next(self._seq), work if key is None else key))
             cond.notify_all()
             return
-        was_full = self._buffered >= self._limit
+        was_full = self._buffered == self._refill  # dropping below it now: a fetch may go on
         self._buffered -= 1
         if key is not None:
             queue = self._lanes[key]
             queue.popleft()
             if queue:
                 self._ready.append(key)
-                if self._sleepers:
+                if self._sleepers and self.spec.runner is None:  # a runner takes it itself
                     cond.notify()
             else:
                 del self._lanes[key]
-        if self._sleepers and (was_full or self._running == 0):
+        idle = self._running == 0 and (self._stopping or not self._ready)
+        if self._sleepers and (was_full or idle):
             cond.notify_all()  # a fetch may go on now; drain may be waiting
 
     def _process(self, work: _Work) -> float | None:
         """Handle one attempt; return the delay before the next try, or None when settled."""
-        spec = self.spec
+        message = self.prepare(work)
+        if not isinstance(message, Message):
+            return self._dead_letter(work, message)
+        try:
+            self.spec.handler(message)
+        except Exception as exc:
+            return self.outcome(work, message, exc)
+        self._settle(work.delivery, ack=True)
+        return None
+
+    def prepare(self, work: _Work) -> Message | BaseException:
+        """The message to give the handler for ``work``'s attempt, or the error that
+        dead-letters it without a handler call (undecodable body, or a dead letter that
+        could not be published before); pass that error to :meth:`outcome` with no message."""
         if work.dead_error is not None:
-            return self._dead_letter(work, work.dead_error)
+            return work.dead_error
         message = work.message
         if message is None:
             try:
-                message = work.message = decode(work.delivery, spec.codec)
+                message = work.message = decode(work.delivery, self.spec.codec)
             except DecodeError as exc:
-                log.error("%s: undecodable message, dead-lettering: %s", spec.name, exc)
-                return self._dead_letter(work, exc)
+                log.error("%s: undecodable message, dead-lettering: %s", self.spec.name, exc)
+                return exc
         if work.attempt > 1:
             message = dataclasses.replace(message, attempt=work.attempt)
-        try:
-            spec.handler(message)
-        except Reject as exc:
-            log.warning("%s: handler rejected message %s: %s", spec.name, message.id, exc)
-            return self._dead_letter(work, exc)
-        except Exception as exc:
-            if work.attempt >= spec.retry.max_attempts:
-                log.error(
-                    "%s: message %s failed %d time(s), dead-lettering",
-                    spec.name,
-                    message.id,
-                    work.attempt,
-                    exc_info=exc,
-                )
-                return self._dead_letter(work, exc)
-            delay = spec.retry.delay(work.attempt)
-            log.warning(
-                "%s: handler failed on message %s (attempt %d/%d): %s: %s; retrying in %.2fs",
+        return message
+
+    def outcome(
+        self, work: _Work, message: Message | None, error: BaseException | None
+    ) -> float | None:
+        """Settle one attempt: ack (``error`` None), or schedule a retry (return its delay),
+        or dead-letter (blocks until the dead letter is confirmed). For :meth:`finish`."""
+        spec = self.spec
+        if error is None:
+            self._settle(work.delivery, ack=True)
+            return None
+        if message is None:
+            return self._dead_letter(work, error)
+        if isinstance(error, Reject):
+            log.warning("%s: handler rejected message %s: %s", spec.name, message.id, error)
+            return self._dead_letter(work, error)
+        if work.attempt >= spec.retry.max_attempts:
+            log.error(
+                "%s: message %s failed %d time(s), dead-lettering",
                 spec.name,
                 message.id,
                 work.attempt,
-                spec.retry.max_attempts,
-                type(exc).__name__,
-                exc,
-                delay,
+                exc_info=error,
             )
-            work.attempt += 1
-            return delay
-        self._settle(work.delivery, ack=True)
-        return None
+            return self._dead_letter(work, error)
+        delay = spec.retry.delay(work.attempt)
+        log.warning(
+            "%s: handler failed on message %s (attempt %d/%d): %s: %s; retrying in %.2fs",
+            spec.name,
+            message.id,
+            work.attempt,
+            spec.retry.max_attempts,
+            type(error).__name__,
+            error,
+            delay,
+        )
+        work.attempt += 1
+        return delay
 
     def _dead_letter(self, work: _Work, error: BaseException) -> float | None:
         spec = self.spec

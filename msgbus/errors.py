@@ -19,6 +19,7 @@ __all__ = [
     "BusClosed",
     "ConfigurationError",
     "DecodeError",
+    "HandlerTimeout",
     "InvalidURL",
     "MessageTooLarge",
     "MsgBusError",
@@ -93,6 +94,13 @@ class DecodeError(MsgBusError):
 
 class BusClosed(MsgBusError):
     """The bus (or backend) is closed and cannot accept the operation."""
+
+
+class HandlerTimeout(MsgBusError, TimeoutError):
+    """A handler ran longer than its subscription's ``handler_timeout`` (``msgbus.aio``).
+
+    The attempt counts as failed: it is retried, then dead-lettered like any other failure.
+    """
 
 
 class Reject(MsgBusError):

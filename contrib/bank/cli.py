@@ -15,6 +15,7 @@ an unreachable broker.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
 import msgbus
+import msgbus.aio
 from msgbus.contrib.bank.account_service import DEFAULT_ACCOUNTS_DB, AccountService
 from msgbus.contrib.bank.email_service import DEFAULT_EMAILS_DB, EmailService
 from msgbus.contrib.bank.http_server import ServerThread
@@ -70,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--smtp", type=_smtp, required=True, metavar="HOST:PORT", help="SMTP server"
     )
     emails.add_argument("--db", default=str(DEFAULT_EMAILS_DB), help="SQLite file (idempotency)")
-    emails.add_argument("--concurrency", type=_positive, default=4, help="worker threads (4)")
+    emails.add_argument("--concurrency", type=_positive, default=4, help="concurrent handlers (4)")
     emails.add_argument("--max-attempts", type=_positive, default=10, help="sends before DLQ")
 
     demo = commands.add_parser("demo", help="both services + a local SMTP sink, N accounts")
@@ -107,9 +109,9 @@ def _until_signal() -> Iterator[threading.Event]:
 
 def _run_accounts(args: argparse.Namespace) -> int:
     with _until_signal() as stop, ExitStack() as stack:
-        bus = msgbus.connect(_url(args))
-        stack.callback(bus.close)
-        service = AccountService(bus, args.db).start()
+        bus = msgbus.aio.connect(_url(args))  # started and closed by the app's lifespan
+        stack.callback(bus.bus.close)  # idempotent: in case the server never started
+        service = AccountService(bus, args.db)
         stack.callback(service.close)
         server = ServerThread(service.app, args.host, args.port).start()
         stack.callback(server.stop)
@@ -121,21 +123,26 @@ def _run_accounts(args: argparse.Namespace) -> int:
 
 def _run_emails(args: argparse.Namespace) -> int:
     host, port = args.smtp
-    with _until_signal() as stop, ExitStack() as stack:
-        bus = msgbus.connect(_url(args))
-        service = EmailService(
-            bus,
-            SmtpMailer(host, port),
-            args.db,
-            concurrency=args.concurrency,
-            max_attempts=args.max_attempts,
-        )
-        stack.callback(service.close)
-        stack.callback(bus.close)  # first: finish in-flight mails, then close the database
-        bus.start()
+    bus = msgbus.aio.connect(_url(args))
+    service = EmailService(
+        bus,
+        SmtpMailer(host, port),
+        args.db,
+        concurrency=args.concurrency,
+        max_attempts=args.max_attempts,
+    )
+
+    def ready() -> None:
         log.info("email service ready (smtp %s:%d, db %s, bus %r)", host, port, args.db, bus)
-        stop.wait()
-        log.info("shutting down: finishing the mails in flight")
+
+    async def serve() -> None:
+        await bus.run(on_ready=ready)  # until SIGINT/SIGTERM; finishes the mails in flight
+        log.info("email service stopped")
+
+    try:
+        asyncio.run(serve())
+    finally:
+        service.close()
     return 0
 
 

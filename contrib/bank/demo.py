@@ -8,6 +8,7 @@ so leftovers from earlier runs on a persistent broker are reported apart, not mi
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import msgbus
+import msgbus.aio
 from msgbus.contrib.bank.account_service import AccountService
 from msgbus.contrib.bank.email_service import EmailService
 from msgbus.contrib.bank.events import ACCOUNT_CREATED
@@ -145,8 +147,8 @@ def run_demo(
     emails = {f"customer{i}.{run_id}@example.com" for i in range(accounts)}
 
     sink = SmtpSink(LOOPBACK).start()
-    email_bus = msgbus.connect(url)
-    account_bus = msgbus.connect(url)
+    email_bus = msgbus.aio.connect(url)  # the email service's loop: this function's
+    account_bus = msgbus.aio.connect(url)  # the account service's loop: its HTTP server's
     dead: Counter[str] = Counter()
     dead_lock = threading.Lock()
 
@@ -161,80 +163,92 @@ def run_demo(
     created = 0
     timed_out = False
     started = time.monotonic()
+    elapsed = 0.0
+
+    async def run() -> None:
+        nonlocal service, server, emailer, created, timed_out, started, elapsed
+        try:
+            emailer = EmailService(
+                email_bus,
+                SmtpMailer(LOOPBACK, sink.port, timeout=10),
+                folder / "emails.db",
+                concurrency=concurrency,
+                max_attempts=5,
+                backoff=0.2,
+                max_backoff=2.0,
+                lease=30.0,
+            )
+            email_bus.subscribe(ACCOUNT_CREATED + ".dlq", count_dead_letter, group=None)
+            # subscribed before the first event: new groups start at the end
+            await email_bus.start()
+            service = AccountService(account_bus, folder / "accounts.db")
+            server = await asyncio.to_thread(ServerThread(service.app, LOOPBACK, 0).start)
+            client = _Client(LOOPBACK, server.port)
+
+            seen: set[str | None] = set()
+            scanned = 0
+
+            def ours() -> int:  # incremental: called after every mail
+                nonlocal scanned
+                new = sink.mails_since(scanned)
+                scanned += len(new)
+                seen.update(m.event_id for m in new if not emails.isdisjoint(m.rcpt_tos))
+                return len(seen)
+
+            started = time.monotonic()
+            deadline = started + timeout
+            errors: list[BaseException] = []
+            created_lock = threading.Lock()
+
+            def create(index: int) -> None:
+                nonlocal created
+                email = f"customer{index}.{run_id}@example.com"
+                client.create(f"Customer {index}", email, f"demo-{run_id}-{index}")
+                with created_lock:
+                    created += 1
+
+            def create_all() -> None:
+                try:
+                    with ThreadPoolExecutor(clients, thread_name_prefix="bank-demo-client") as pool:
+                        for future in [pool.submit(create, i) for i in range(accounts)]:
+                            future.result()
+                except Exception as exc:
+                    errors.append(exc)
+
+            creator = threading.Thread(target=create_all, name="bank-demo-creator", daemon=True)
+            creator.start()
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                if await asyncio.to_thread(
+                    sink.wait_until,
+                    lambda: ours() >= accounts or bool(errors),
+                    min(progress_every, remaining),
+                ):
+                    break
+                if progress is not None:
+                    progress(
+                        f"  … {created}/{accounts} accounts created, {ours()} mails received"
+                        f" ({time.monotonic() - started:.0f} s)"
+                    )
+            elapsed = time.monotonic() - started
+            await asyncio.to_thread(creator.join, max(0.0, deadline - time.monotonic()))
+            if errors and progress is not None:
+                progress(f"  creating accounts failed: {errors[0]}")
+        finally:
+            if server is not None:
+                await asyncio.to_thread(server.stop)  # its lifespan closes account_bus
+            await email_bus.close()
+
     try:
-        emailer = EmailService(
-            email_bus,
-            SmtpMailer(LOOPBACK, sink.port, timeout=10),
-            folder / "emails.db",
-            concurrency=concurrency,
-            max_attempts=5,
-            backoff=0.2,
-            max_backoff=2.0,
-            lease=30.0,
-        )
-        email_bus.subscribe(ACCOUNT_CREATED + ".dlq", count_dead_letter, group=None)
-        email_bus.start()  # subscribed before the first event: new groups start at the end
-        service = AccountService(account_bus, folder / "accounts.db").start()
-        server = ServerThread(service.app, LOOPBACK, 0).start()
-        client = _Client(LOOPBACK, server.port)
-
-        seen: set[str | None] = set()
-        scanned = 0
-
-        def ours() -> int:  # incremental: called after every mail
-            nonlocal scanned
-            new = sink.mails_since(scanned)
-            scanned += len(new)
-            seen.update(m.event_id for m in new if not emails.isdisjoint(m.rcpt_tos))
-            return len(seen)
-
-        started = time.monotonic()
-        deadline = started + timeout
-        errors: list[BaseException] = []
-        created_lock = threading.Lock()
-
-        def create(index: int) -> None:
-            nonlocal created
-            email = f"customer{index}.{run_id}@example.com"
-            client.create(f"Customer {index}", email, f"demo-{run_id}-{index}")
-            with created_lock:
-                created += 1
-
-        def create_all() -> None:
-            try:
-                with ThreadPoolExecutor(clients, thread_name_prefix="bank-demo-client") as pool:
-                    for future in [pool.submit(create, i) for i in range(accounts)]:
-                        future.result()
-            except Exception as exc:
-                errors.append(exc)
-
-        creator = threading.Thread(target=create_all, name="bank-demo-creator", daemon=True)
-        creator.start()
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            if sink.wait_until(
-                lambda: ours() >= accounts or bool(errors), min(progress_every, remaining)
-            ):
-                break
-            if progress is not None:
-                progress(
-                    f"  … {created}/{accounts} accounts created, {ours()} mails received"
-                    f" ({time.monotonic() - started:.0f} s)"
-                )
-        elapsed = time.monotonic() - started
-        creator.join(max(0.0, deadline - time.monotonic()))
-        if errors and progress is not None:
-            progress(f"  creating accounts failed: {errors[0]}")
+        asyncio.run(run())
     finally:
-        if server is not None:
-            server.stop()
         if service is not None:
             service.close()
-        account_bus.close()
-        email_bus.close()
+        account_bus.bus.close()  # idempotent: in case the server never started
+        email_bus.bus.close()
         if emailer is not None:
             emailer.close()
         sink.stop()

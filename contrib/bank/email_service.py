@@ -1,7 +1,9 @@
 """The email service: turns each ``account.created`` event into exactly one confirmation mail.
 
-It subscribes in the consumer group ``email-service``, so several instances (threads of one
-bus, or processes) share the events. For each message:
+It subscribes in the consumer group ``email-service`` on a :class:`msgbus.aio.AsyncBus`, so
+several instances (tasks of one bus, or processes) share the events. Its handler is an
+``async def``: it runs as a task on the bus's loop, sends with :mod:`aiosmtplib`, and does its
+SQLite bookkeeping on a worker thread (``asyncio.to_thread``). For each message:
 
 1. parse the event — an unknown ``version`` or a malformed body raises :class:`msgbus.Reject`
    and the bus dead-letters it at once (``<topic>.dlq``);
@@ -11,10 +13,17 @@ bus, or processes) share the events. For each message:
    :class:`ClaimBusy` (the bus retries later, by when that sender has finished);
 4. send over SMTP; on failure release the claim and raise, so the bus retries with backoff
    and dead-letters after ``max_attempts``; on success record ``sent``.
+
+Steps 3 and 4 are shielded from cancellation as a whole: a handler cancelled at shutdown
+(``close``) leaves its message unacknowledged for redelivery, but a claim it took is always
+followed by the send and its ``sent`` record (or a release), so the idempotency record says
+what the SMTP server got and the redelivery is skipped instead of mailed twice (or stuck
+behind a claim nobody will finish).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import uuid
@@ -23,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import msgbus
+from msgbus.aio import AsyncBus
 from msgbus.contrib.bank.events import ACCOUNT_CREATED, AccountCreated, EventError
 from msgbus.contrib.bank.mailer import DEFAULT_SENDER, render_confirmation
 from msgbus.contrib.bank.processed import Claim, ProcessedEvents
@@ -42,9 +52,9 @@ class ClaimBusy(Exception):
 
 
 class Mailer(Protocol):
-    """Anything with ``send(mail)`` that raises when the mail was not accepted."""
+    """Anything with ``async send(mail)`` that raises when the mail was not accepted."""
 
-    def send(self, mail: Any) -> None: ...
+    async def send(self, mail: Any) -> None: ...
 
 
 class EmailService:
@@ -63,7 +73,7 @@ class EmailService:
 
     def __init__(
         self,
-        bus: msgbus.Bus,
+        bus: AsyncBus,
         mailer: Mailer,
         processed_db: str | Path = DEFAULT_EMAILS_DB,
         *,
@@ -103,7 +113,7 @@ class EmailService:
         with self._lock:
             return dict(self.stats)
 
-    def handle(self, message: msgbus.Message) -> None:
+    async def handle(self, message: msgbus.Message) -> None:
         """The message handler (see the module docstring for the steps and what it raises)."""
         try:
             event = AccountCreated.from_dict(message.payload)
@@ -111,8 +121,18 @@ class EmailService:
             self._count("rejected")
             raise msgbus.Reject(f"{type(exc).__name__}: {exc}") from exc
         mail = render_confirmation(event, correlation_id=message.correlation_id, sender=self.sender)
-        claim = self.processed.claim(
-            event.event_id, self.instance_id, lease=self.lease, recipient=event.email
+        work = asyncio.ensure_future(self._claim_and_send(event, mail))
+        work.add_done_callback(_retrieve)  # its outcome may arrive after a cancellation
+        await asyncio.shield(work)
+
+    async def _claim_and_send(self, event: AccountCreated, mail: Any) -> None:
+        """Claim, send, record (shielded as a whole: see the module docstring)."""
+        claim = await asyncio.to_thread(
+            self.processed.claim,
+            event.event_id,
+            self.instance_id,
+            lease=self.lease,
+            recipient=event.email,
         )
         if claim is Claim.ALREADY_SENT:
             self._count("duplicate")
@@ -122,14 +142,25 @@ class EmailService:
             self._count("busy")
             raise ClaimBusy(f"event {event.event_id} is being sent by another instance")
         try:
-            self.mailer.send(mail)
+            await self.mailer.send(mail)
         except Exception as exc:
             self._count("smtp_failed")
-            self.processed.release(event.event_id, self.instance_id, f"{type(exc).__name__}: {exc}")
+            await asyncio.to_thread(
+                self.processed.release,
+                event.event_id,
+                self.instance_id,
+                f"{type(exc).__name__}: {exc}",
+            )
             raise
-        self.processed.mark_sent(event.event_id)
+        await asyncio.to_thread(self.processed.mark_sent, event.event_id)
         self._count("sent")
 
     def close(self) -> None:
         """Close the idempotency database (after the bus is closed)."""
         self.processed.close()
+
+
+def _retrieve(work: asyncio.Future[None]) -> None:
+    """Mark a shielded send's outcome as seen (its handler may have been cancelled)."""
+    if not work.cancelled():
+        work.exception()

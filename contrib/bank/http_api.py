@@ -26,6 +26,7 @@ import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request, Response
@@ -249,12 +250,18 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(store: AccountStore, on_created: Callable[[], None] = lambda: None) -> FastAPI:
+def create_app(
+    store: AccountStore,
+    on_created: Callable[[], None] = lambda: None,
+    *,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+) -> FastAPI:
     """Build the FastAPI app over ``store``; ``on_created`` runs after each committed account.
 
-    (The account service passes the outbox relay's ``notify`` as ``on_created``.)
+    (The account service passes the outbox relay's ``notify`` as ``on_created``, and its
+    ``lifespan``, which starts and closes the bus and the relay.)
     """
-    app = FastAPI(title="msgbus bank: account service", version="1")
+    app = FastAPI(title="msgbus bank: account service", version="1", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     @app.exception_handler(RequestValidationError)

@@ -30,7 +30,8 @@ class ServerThread:
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+        # lifespan "on": the app's startup (bus, outbox relay) runs before start() returns
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self._sock]}, name="bank-http", daemon=True
@@ -42,7 +43,7 @@ class ServerThread:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> ServerThread:
-        """Start serving; return when ready."""
+        """Start serving (the app's lifespan startup included); return when ready."""
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:

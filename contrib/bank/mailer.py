@@ -9,12 +9,13 @@ HTML-escaped in the HTML part.
 from __future__ import annotations
 
 import html
-import smtplib
 from email.message import EmailMessage
 from email.utils import formatdate
 from functools import cache
 from importlib import resources
 from string import Template
+
+import aiosmtplib
 
 from msgbus.contrib.bank.events import AccountCreated
 
@@ -92,11 +93,12 @@ def parse_hostport(text: str, *, default_port: int = 25) -> tuple[str, int]:
 
 
 class SmtpMailer:
-    """Sends mails with :mod:`smtplib` to ``host:port`` (one connection per mail).
+    """Sends mails with :mod:`aiosmtplib` to ``host:port`` (one connection per mail).
 
-    Thread-safe (no shared connection). :meth:`send` returns once the server accepted the
-    mail and raises ``smtplib.SMTPException`` or ``OSError`` (including timeouts after
-    ``timeout`` seconds) otherwise.
+    ``await send(mail)`` returns once the server accepted the mail for every recipient and
+    raises ``aiosmtplib.SMTPException`` or ``OSError`` otherwise (including a timeout after
+    ``timeout`` seconds). Plain SMTP, as to a local relay or sink (no STARTTLS). Safe for
+    concurrent sends (no shared connection).
     """
 
     def __init__(self, host: str, port: int, *, timeout: float = 30.0) -> None:
@@ -107,9 +109,15 @@ class SmtpMailer:
     def __repr__(self) -> str:
         return f"SmtpMailer({self.host}:{self.port})"
 
-    def send(self, mail: EmailMessage) -> None:
+    async def send(self, mail: EmailMessage) -> None:
         """Deliver ``mail`` to the SMTP server (envelope from ``From`` to ``To``)."""
-        with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as client:
-            refused = client.send_message(mail)
+        refused, _reply = await aiosmtplib.send(
+            mail, hostname=self.host, port=self.port, timeout=self.timeout, start_tls=False
+        )
         if refused:
-            raise smtplib.SMTPRecipientsRefused(refused)
+            raise aiosmtplib.SMTPRecipientsRefused(
+                [
+                    aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+                    for recipient, reply in refused.items()
+                ]
+            )

@@ -32,12 +32,14 @@ from urllib.parse import urlsplit
 import pytest
 
 import msgbus
+import msgbus.aio
 from msgbus.contrib.bank.account_service import AccountService
 from msgbus.contrib.bank.email_service import EmailService
 from msgbus.contrib.bank.events import ACCOUNT_CREATED, AccountCreated
 from msgbus.contrib.bank.http_server import ServerThread
 from msgbus.contrib.bank.mailer import SmtpMailer
 from msgbus.contrib.bank.smtp_sink import SmtpSink
+from msgbus.testing.aio import BlockingAsyncBus, LoopThread
 from msgbus.testing.recorder import Recorder, wait_until
 
 __all__ = ["BankEndToEnd", "BankRig", "HttpResult"]
@@ -59,6 +61,8 @@ class BankRig:
     """Builds and tears down the pieces of one test: buses, services, HTTP server, recorders.
 
     Everything it makes is closed by :meth:`close` (in reverse order), even if a test fails.
+    Email services run on an event loop thread of the rig's (one loop, as in one process);
+    each account service runs on its HTTP server's loop.
     """
 
     def __init__(self, url: str, topic: str, data: Path, sink: SmtpSink, timeout: float) -> None:
@@ -69,6 +73,7 @@ class BankRig:
         self.timeout = timeout
         self._stack = ExitStack()
         self._publisher: msgbus.Bus | None = None
+        self._loop: LoopThread | None = None
 
     def close(self) -> None:
         """Close everything this rig made."""
@@ -88,16 +93,25 @@ class BankRig:
         bus.start()
         return recorder
 
+    def loop(self) -> LoopThread:
+        """The rig's event loop thread (stopped at teardown, after everything on it)."""
+        if self._loop is None:
+            self._loop = LoopThread()
+            self._stack.callback(self._loop.stop)
+        return self._loop
+
     def email_service(
         self, *, db: str = "emails.db", **options: Any
-    ) -> tuple[msgbus.Bus, EmailService]:
-        """A started email service on a bus of its own, sending to the sink.
+    ) -> tuple[BlockingAsyncBus, EmailService]:
+        """A started email service on an AsyncBus of its own (on the rig's loop), sending to
+        the sink; returned with a blocking view of that bus (``close(timeout=0)`` kills it).
 
-        Defaults suited to tests: 2 workers, many quick retries, a 30 s lease; ``options``
-        override them. Its subscription is ready when this returns. At teardown the bus
-        closes (draining its handlers) before the service's database does.
+        Defaults suited to tests: 2 concurrent handlers, many quick retries, a 30 s lease;
+        ``options`` override them. Its subscription is ready when this returns. At teardown
+        the bus closes (draining its handlers) before the service's database does.
         """
-        bus = msgbus.connect(self.url)
+        async_bus = msgbus.aio.connect(self.url)
+        bus = BlockingAsyncBus(async_bus, self.loop())
         settings: dict[str, Any] = {
             "concurrency": 2,
             "max_attempts": 200,
@@ -108,7 +122,10 @@ class BankRig:
         }
         settings.update(options)
         service = EmailService(
-            bus, SmtpMailer(self.sink.host, self.sink.port, timeout=10), self.data / db, **settings
+            async_bus,
+            SmtpMailer(self.sink.host, self.sink.port, timeout=10),
+            self.data / db,
+            **settings,
         )
         self._stack.callback(service.close)
         self._stack.callback(bus.close)  # LIFO: the bus closes first
@@ -119,11 +136,12 @@ class BankRig:
         self, *, start_relay: bool = True, db: str = "accounts.db"
     ) -> tuple[AccountService, ServerThread]:
         """An account service with its HTTP server on loopback; the relay started if asked."""
-        bus = self.bus()
-        service = AccountService(bus, self.data / db, topic=self.topic, sweep_interval=1.0)
+        bus = msgbus.aio.connect(self.url)
+        self._stack.callback(bus.bus.close)  # if the server's lifespan never ran
+        service = AccountService(
+            bus, self.data / db, topic=self.topic, start_relay=start_relay, sweep_interval=1.0
+        )
         self._stack.callback(service.close)
-        if start_relay:
-            service.start()
         server = ServerThread(service.app).start()
         self._stack.callback(server.stop)
         return service, server

@@ -1,7 +1,10 @@
 """Kafka benchmark: msgbus on Kafka next to plain kafka-python, in one run on one broker.
 
 ``python -m msgbus.bench.kafka [--url kafka://HOST:PORT] [--messages N] [--repeats R]
-[--rate 1000] [--seconds 10]``
+[--rate 1000] [--seconds 10] [--api sync|aio]``
+
+``--api aio`` runs :mod:`msgbus.bench.kafka_aio` instead: ``msgbus.aio`` next to raw aiokafka
+(and the blocking msgbus) in one run.
 
 Without ``--url`` (or ``$MSGBUS_KAFKA_URL``) it starts the harness's Apache Kafka (KRaft, one
 node), or with ``--impl tansu`` the harness's tansu (Kafka wire protocol, in-memory storage),
@@ -402,6 +405,12 @@ def main(argv: list[str] | None = None) -> None:
         default="apache",
         help="which broker to start when no --url is given (default: Apache Kafka)",
     )
+    parser.add_argument(
+        "--api",
+        choices=("sync", "aio"),
+        default="sync",
+        help="sync: msgbus next to kafka-python; aio: msgbus.aio next to aiokafka",
+    )
     args = parser.parse_args(argv)
 
     broker = None
@@ -416,6 +425,15 @@ def main(argv: list[str] | None = None) -> None:
         description = f"the broker at {url} (given by URL; check which product it is)"
     try:
         print(f"broker: {description}")
+        if args.api == "aio":
+            from msgbus.bench.kafka_aio import run as run_aio
+
+            print(
+                f"{args.messages:,} messages of ~200 bytes JSON, acks=all, {PARTITIONS} "
+                f"partitions, {args.repeats} alternating runs (median, min-max)\n"
+            )
+            run_aio(url, args.messages, args.repeats)
+            return
         print(
             f"{args.messages:,} messages of ~200 bytes JSON, acks=all, {PARTITIONS} partitions, "
             f"producers' batch_size {BATCH_SIZE:,}, {args.repeats} alternating runs "

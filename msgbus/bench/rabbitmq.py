@@ -1,7 +1,10 @@
 """RabbitMQ benchmark: raw pika next to msgbus's ``amqp://`` and ``kombu+amqp://`` backends.
 
 ``python -m msgbus.bench.rabbitmq [--url amqp://USER:PASS@HOST:PORT/] [--messages N]
-[--repeats R] [--window W] [--prefetch P] [--no-kombu]``
+[--repeats R] [--window W] [--prefetch P] [--no-kombu] [--api sync|aio]``
+
+``--api aio`` runs :mod:`msgbus.bench.rabbitmq_aio` instead: ``msgbus.aio`` next to raw
+aio-pika (and the blocking msgbus) in one run.
 
 Without ``--url`` a private RabbitMQ is started by the test harness (and stopped after).
 Every figure is messages per second with ~200-byte JSON bodies, persistent messages
@@ -359,16 +362,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=1_000, help="raw unconfirmed window")
     parser.add_argument("--prefetch", type=int, default=1_000)
     parser.add_argument("--no-kombu", action="store_true", help="skip kombu+amqp://")
+    parser.add_argument(
+        "--api",
+        choices=("sync", "aio"),
+        default="sync",
+        help="sync: msgbus next to pika; aio: msgbus.aio next to aio-pika",
+    )
     args = parser.parse_args(argv)
     options = (args.messages, args.repeats, args.window, args.prefetch)
+
+    def measure(url: str) -> None:
+        if args.api == "aio":
+            from msgbus.bench.rabbitmq_aio import run as run_aio
+
+            run_aio(url, *options)
+        else:
+            run(url, *options, kombu=not args.no_kombu)
+
     if args.url:
-        run(args.url, *options, kombu=not args.no_kombu)
+        measure(args.url)
         return 0
     from msgbus.testing.brokers import RabbitMQ
 
     with RabbitMQ() as broker:
         print(f"started {broker.description} at {broker.url}", flush=True)
-        run(broker.url, *options, kombu=not args.no_kombu)
+        measure(broker.url)
     return 0
 
 

@@ -10,10 +10,12 @@ Adopt it with one subclass that supplies a ``url`` fixture (and, if needed, ``op
         def url(self, kafka_broker):
             return kafka_broker.url
 
-Each test uses fresh topic and group names, so tests never see each other's messages. What
-is asserted depends on the backend's ``features`` flags; a test that a backend cannot pass
-by design is skipped with the flag that excuses it. Waits are bounded (``timeout``) and woken
-by events, never fixed sleeps.
+Every test runs twice: through the blocking :class:`~msgbus.Bus` (``[sync]``) and through the
+asyncio facade ``msgbus.aio`` with ``async def`` handlers (``[aio]``, marked ``aio``; see
+:mod:`msgbus.testing.aio`). Each test uses fresh topic and group names, so tests never see
+each other's messages. What is asserted depends on the backend's ``features`` flags; a test
+that a backend cannot pass by design is skipped with the flag that excuses it. Waits are
+bounded (``timeout``) and woken by events, never fixed sleeps.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any, ClassVar
 import pytest
 
 import msgbus
+import msgbus.aio
 from msgbus.message import (
     CONTENT_TYPE,
     DLQ_ATTEMPTS,
@@ -44,6 +47,7 @@ from msgbus.message import (
     DLQ_TOPIC,
     MESSAGE_ID,
 )
+from msgbus.testing.aio import BlockingAsyncBus, LoopThread
 from msgbus.testing.recorder import Recorder, drain, wait_until
 
 __all__ = ["BackendConformance"]
@@ -65,6 +69,27 @@ print("ready", flush=True)
 threading.Event().wait()
 """
 
+_STUCK_ASYNC_MEMBER = """
+import asyncio, json, sys
+import msgbus.aio
+
+url, topic, group, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+
+async def main():
+    bus = msgbus.aio.connect(url, **options)
+
+    async def stuck(msg):
+        print("entered", msg.id, flush=True)
+        await asyncio.Event().wait()  # never returns: the process is killed here
+
+    bus.subscribe(topic, stuck, group=group)
+    await bus.start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
 Connect = Callable[..., msgbus.Bus]
 
 
@@ -83,19 +108,37 @@ class BackendConformance:
         """The backend's URL; every subclass must override this fixture."""
         raise NotImplementedError("a BackendConformance subclass must provide a url fixture")
 
-    @pytest.fixture
-    def connect(self, url: str) -> Iterator[Connect]:
-        """A factory of buses on ``url`` that closes every bus it made after the test."""
-        buses: list[msgbus.Bus] = []
+    @pytest.fixture(params=["sync", pytest.param("aio", marks=pytest.mark.aio)])
+    def api(self, request: pytest.FixtureRequest) -> str:
+        """Which API the test drives: the blocking ``Bus``, or ``msgbus.aio`` (async handlers)."""
+        return str(request.param)
 
-        def make(**extra: Any) -> msgbus.Bus:
-            bus = msgbus.connect(url, **{**self.options, **extra})
+    @pytest.fixture
+    def connect(self, url: str, api: str) -> Iterator[Connect]:
+        """A factory of buses on ``url`` that closes every bus it made after the test.
+
+        With ``api == "aio"`` each is an :class:`~msgbus.aio.AsyncBus` seen through
+        :class:`~msgbus.testing.aio.BlockingAsyncBus`, all on one event loop thread.
+        """
+        buses: list[Any] = []
+        loop = LoopThread() if api == "aio" else None
+
+        def make(**extra: Any) -> Any:
+            options = {**self.options, **extra}
+            if loop is None:
+                bus: Any = msgbus.connect(url, **options)
+            else:
+                bus = BlockingAsyncBus(msgbus.aio.connect(url, **options), loop)
             buses.append(bus)
             return bus
 
-        yield make
-        for bus in buses:
-            bus.close(timeout=5)
+        try:
+            yield make
+        finally:
+            for bus in buses:
+                bus.close(timeout=5)
+            if loop is not None:
+                loop.stop()
 
     @pytest.fixture
     def topic(self) -> str:
@@ -486,12 +529,13 @@ class BackendConformance:
         assert msg.id == "crash-1" and msg.payload == {"n": 1}
 
     def test_member_process_killed_mid_handler_redelivers(
-        self, connect: Connect, url: str, topic: str, group: str, tmp_path: Any
+        self, connect: Connect, url: str, api: str, topic: str, group: str, tmp_path: Any
     ) -> None:
         if not self.features_of(connect()).cross_process:
             pytest.skip("backend members cannot live in other processes")
+        script = _STUCK_ASYNC_MEMBER if api == "aio" else _STUCK_MEMBER
         child = subprocess.Popen(
-            [sys.executable, "-c", _STUCK_MEMBER, url, topic, group, json.dumps(self.options)],
+            [sys.executable, "-c", script, url, topic, group, json.dumps(self.options)],
             stdout=subprocess.PIPE,
             text=True,
             cwd=tmp_path,  # import msgbus as installed, not from a source checkout
@@ -685,7 +729,7 @@ class BackendConformance:
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def features_of(bus: msgbus.Bus) -> msgbus.Features:
+    def features_of(bus: Any) -> msgbus.Features:
         """The features of the backend behind ``bus``."""
         return bus.backend.features
 
