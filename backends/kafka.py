@@ -65,9 +65,9 @@ Options (URL query or keyword; keywords win)
     - ``idempotent`` (true): idempotent producer where the broker supports it.
     - ``request_timeout_ms`` (15000); ``connect_timeout`` (seconds, as on every backend) or
       its alias ``connect_timeout_ms`` (10000): an unreachable broker raises
-      ``BrokerUnavailable`` after this long; ``delivery_timeout_ms`` (30000): the
-      producer retries with backoff until then, after which the publish future fails with
-      ``BrokerUnavailable``.
+      ``BrokerUnavailable`` after this long; ``delivery_timeout_ms`` (120000, as Kafka's own
+      producer): the producer retries with backoff until then, after which the publish
+      future fails with ``BrokerUnavailable``.
     - ``revoke_timeout_ms`` (5000): how long a rebalance waits for in-flight deliveries of a
       partition this member loses; ``subscribe_timeout_ms`` (60000): bound on joining.
     - ``group_id_template`` ("{group}:{topic}"): the Kafka group id of a msgbus group on a
@@ -158,7 +158,7 @@ class KafkaOptions:
     connect_timeout_ms: int = 10000
     #: seconds, the name every backend shares; when set it replaces ``connect_timeout_ms``
     connect_timeout: float | None = None
-    delivery_timeout_ms: int = 30000
+    delivery_timeout_ms: int = 120000
     revoke_timeout_ms: int = 5000
     subscribe_timeout_ms: int = 60000
     group_id_template: str = "{group}:{topic}"
