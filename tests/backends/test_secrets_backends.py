@@ -3,7 +3,8 @@
 One test per backend (each runs in its broker's tox env, selected by marker): the password
 holds ``/?#@`` (and ``:%[]`` and non-ASCII); every log record of every logger is captured
 at DEBUG. The RabbitMQ and Redis tests create a user with that password on the harness
-broker, so the password is really checked by the broker; ActiveMQ's harness broker accepts
+broker, and the Kafka test uses the SCRAM user of the harness's ``Kafka(tls=True)``, so the
+password is really checked by the broker; ActiveMQ's harness broker accepts
 any credentials, which still sends the password through stomp.py.
 """
 
@@ -148,3 +149,14 @@ def test_connect_errors_never_show_an_arbitrary_password(scheme: str) -> None:
         assert not leaks, leaks[:3]
 
     check()
+
+
+@pytest.mark.kafka
+def test_kafka_sasl_cycle_shows_no_password(kafka_tls_broker) -> None:  # type: ignore[no-untyped-def]
+    # the harness's Apache Kafka checks this user's SCRAM password (which holds /?#@)
+    secret = kafka_tls_broker.sasl_password
+    url = kafka_tls_broker.sasl_url("scram-sha-256") + "&session_timeout_ms=6000"
+    userinfo = url.split("//", 1)[1].split("@", 1)[0]
+    bad_url = f"kafka://{userinfo}@127.0.0.1:{closed_port()}?connect_timeout=1"
+    leaks = find_leaks(secret, secret_cycle(url, bad_url, secret))
+    assert not leaks, leaks[:5]
