@@ -244,12 +244,16 @@ class Bus:
             self._consumers.append(consumer)
         log.debug("subscribed %s on %s", spec.name, self.backend.describe())
 
-    def run(self, *, drain_timeout: float = 10.0) -> None:
+    def run(
+        self, *, drain_timeout: float = 10.0, on_ready: Callable[[], None] | None = None
+    ) -> None:
         """Start, then block until SIGINT/SIGTERM or :meth:`stop`; then close cleanly.
 
         On the signal it stops fetching, lets in-flight handlers finish (up to
         ``drain_timeout`` seconds), acknowledges them, flushes publishes and closes. Signal
         handlers are installed only when called from the main thread, and restored after.
+        ``on_ready`` is called once the bus has started and the signal handlers are in place
+        (so a "ready" line it prints means Ctrl-C is handled from then on).
         """
         self.start()
         previous: dict[int, Any] = {}
@@ -263,6 +267,8 @@ class Bus:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 previous[signum] = signal.signal(signum, on_signal)
         try:
+            if on_ready is not None:
+                on_ready()
             while not self._stop.wait(0.5):
                 pass
         finally:

@@ -180,7 +180,6 @@ def _consume(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     try:
         bus.subscribe(args.topic, show, group=args.group, from_beginning=args.from_beginning)
         bus.start()
-        print(f"consuming {args.topic} (Ctrl-C to stop)", file=stderr, flush=True)
         if args.max_messages:
             threading.Thread(target=lambda: (enough.wait(), bus.stop()), daemon=True).start()
         if args.idle_timeout:
@@ -192,7 +191,12 @@ def _consume(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
                 daemon=True,
             )
             watcher.start()
-        bus.run(drain_timeout=1.0 if args.max_messages else 10.0)
+        bus.run(
+            drain_timeout=1.0 if args.max_messages else 10.0,
+            on_ready=lambda: print(
+                f"consuming {args.topic} (Ctrl-C to stop)", file=stderr, flush=True
+            ),
+        )
     finally:
         bus.close()
     if bus.stop_signal is not None:
