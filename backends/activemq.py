@@ -706,6 +706,13 @@ class _Link:
             f"{self.backend.options.reconnect_timeout:g}s{cause}"
         )
 
+    def problem(self) -> BrokerUnavailable | None:
+        """While the link is down (reconnecting): why; else None."""
+        if self.down_since is None:
+            return None
+        cause = f": {self.last_error}" if self.last_error else ""
+        return BrokerUnavailable(f"{self.name}: lost the connection to ActiveMQ{cause}")
+
     def beyond_recovery(self) -> bool:
         """True when the link has been down for longer than ``reconnect_timeout``."""
         down_since = self.down_since
@@ -1031,6 +1038,10 @@ class _ActiveMQSubscription(Subscription, _Owner):
         if self.link.beyond_recovery():
             raise self.link.unavailable()
 
+    def connection_problem(self) -> BaseException | None:
+        """While this subscription's connection is down (reconnecting): why; else None."""
+        return self.link.problem()
+
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         generation, ack_id = delivery.token
         with self._lock:
@@ -1225,6 +1236,10 @@ class ActiveMQBackend(Backend):
         for sub in subs:
             sub.close()
         self._publisher.link.close(timeout=min(2.0, timeout) if timeout is not None else 2.0)
+
+    def connection_problem(self) -> BaseException | None:
+        """While the publishing connection is down (reconnecting): why; else None."""
+        return self._publisher.link.problem()
 
     def describe(self) -> str:
         """E.g. ``ActiveMQ (STOMP 1.2) at 127.0.0.1:61613 as 'user'``; no password."""

@@ -415,6 +415,16 @@ class KafkaBackend(Backend):
     def __repr__(self) -> str:
         return f"<KafkaBackend {self.url.render()}>"
 
+    def delivery_attributes(self, delivery: Delivery) -> Mapping[str, Any] | None:
+        """The record's partition and offset, as OpenTelemetry messaging attributes."""
+        token = delivery.token
+        if not isinstance(token, tuple) or not isinstance(token[0], _PartitionState):
+            return None
+        return {
+            "messaging.destination.partition.id": str(token[0].tp.partition),
+            "messaging.kafka.offset": token[1],
+        }
+
     # ------------------------------------------------------------------ topics
 
     def _admin_client(self) -> KafkaAdminClient:

@@ -1226,6 +1226,13 @@ class KombuBackend(Backend):
         with self._lock:
             self._subscriptions.discard(sub)
 
+    def connection_problem(self) -> BaseException | None:
+        """While the connection is down (reconnecting): why; else None."""
+        if self._down_since is None:
+            return None
+        cause = f": {self._last_error}" if self._last_error is not None else ""
+        return BrokerUnavailable(f"lost the connection to {self.where}{cause}")
+
     def beyond_recovery(self) -> bool:
         """True while the connection has been down for longer than ``reconnect_timeout``."""
         down = self._down_since

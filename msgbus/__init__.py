@@ -25,6 +25,7 @@ from msgbus.errors import (
     UnknownBackend,
     UnknownOption,
 )
+from msgbus.health import BusHealth, SubscriptionHealth
 from msgbus.message import Message
 from msgbus.registry import available_schemes, register_backend
 from msgbus.retry import RetryPolicy
@@ -41,6 +42,7 @@ __all__ = [
     "BrokerUnavailable",
     "Bus",
     "BusClosed",
+    "BusHealth",
     "BusURL",
     "Codec",
     "ConfigurationError",
@@ -58,6 +60,7 @@ __all__ = [
     "RetryPolicy",
     "SerializationError",
     "Subscription",
+    "SubscriptionHealth",
     "TopicNotFound",
     "UnknownBackend",
     "UnknownOption",

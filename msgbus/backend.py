@@ -262,6 +262,14 @@ class Subscription(ABC):
         Idempotent and callable from any thread.
         """
 
+    def connection_problem(self) -> BaseException | None:
+        """Why this subscription's own broker connection is down (reconnecting), or None.
+
+        For backends with a connection per subscription; None also means "cannot tell" (the
+        default) and the backend's :meth:`Backend.connection_problem` is consulted. Cheap.
+        """
+        return None
+
     def __iter__(self) -> Iterator[Delivery]:
         """Yield deliveries one at a time until the subscription is closed."""
         while not self.closed:
@@ -331,6 +339,21 @@ class Backend(ABC):
     def describe(self) -> str:
         """A one-line description for logs and reports; never contains a password."""
         return type(self).__name__
+
+    def connection_problem(self) -> BaseException | None:
+        """Why the broker connection is down right now (the backend is reconnecting), or None.
+
+        None also means "cannot tell": the default. Backends that reconnect on their own
+        override it so that ``Bus.health()`` reports ``reconnecting``. Cheap; any thread.
+        """
+        return None
+
+    def delivery_attributes(self, delivery: Delivery) -> Mapping[str, Any] | None:
+        """Broker-specific OpenTelemetry attributes of ``delivery`` (Kafka partition, offset).
+
+        Called only while spans are recorded; the default has none.
+        """
+        return None
 
     def __enter__(self) -> Backend:
         return self

@@ -22,9 +22,11 @@ from msgbus.backend import Backend
 from msgbus.consumer import Consumer, Handler, HandlerRunner, SubscriptionSpec
 from msgbus.envelope import check_topic, encode
 from msgbus.errors import BusClosed, ConfigurationError
+from msgbus.health import BusHealth, HealthRecord, bus_health
 from msgbus.registry import load_backend
 from msgbus.retry import RetryPolicy
 from msgbus.serialization import get_codec
+from msgbus.telemetry import split_options, telemetry_for
 from msgbus.url import BusURL
 
 __all__ = ["DEFAULT_URL", "Bus", "connect"]
@@ -42,8 +44,12 @@ def connect(url: str | BusURL | None = None, **options: Any) -> Bus:
     """Open a :class:`Bus` on the broker named by ``url``.
 
     ``url`` defaults to ``$MSGBUS_URL``, else ``memory://``. Keyword ``options`` go to the
-    backend (as do the URL's query options; keywords win). Raises :class:`~msgbus.InvalidURL`,
-    :class:`~msgbus.UnknownBackend`, :class:`~msgbus.UnknownOption`,
+    backend (as do the URL's query options; keywords win), except the bus's own
+    (:data:`msgbus.telemetry.BUS_OPTIONS`): ``tracing`` and ``metrics`` (bool, default true:
+    OpenTelemetry spans and metrics when ``opentelemetry-api`` is installed and a provider
+    records), ``tracer_provider`` and ``meter_provider`` (keywords only; default: global).
+    Raises :class:`~msgbus.InvalidURL`, :class:`~msgbus.UnknownBackend`,
+    :class:`~msgbus.UnknownOption`,
     :class:`~msgbus.BackendNotInstalled` or :class:`~msgbus.BrokerUnavailable`; none of their
     messages contains the password. The password and secret options are remembered
     (``msgbus.secrets``) so that msgbus's and the drivers' log records and every msgbus error
@@ -58,9 +64,10 @@ def connect(url: str | BusURL | None = None, **options: Any) -> Bus:
     secrets.remember(
         *(v for k, v in options.items() if secrets.is_secret_option(k) and isinstance(v, str))
     )
+    parsed, own = split_options(parsed, options)
     backend_class = load_backend(parsed.scheme)
     backend = backend_class.from_url(parsed, **options)
-    return Bus(backend, parsed)
+    return Bus(backend, parsed, **own)
 
 
 class Bus:
@@ -73,9 +80,29 @@ class Bus:
     returns (or its dead letter is confirmed), so handlers must be idempotent.
     """
 
-    def __init__(self, backend: Backend, url: BusURL | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        url: BusURL | None = None,
+        *,
+        tracing: bool = True,
+        metrics: bool = True,
+        tracer_provider: Any = None,
+        meter_provider: Any = None,
+    ) -> None:
         self.backend = backend
         self.url = url
+        server = (url.hosts[0].host, url.hosts[0].port) if url is not None and url.hosts else None
+        self.telemetry = telemetry_for(
+            url.scheme if url is not None else None,
+            server,
+            tracing=tracing,
+            metrics=metrics,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+        )
+        self._send = backend.publish if self.telemetry is None else self.telemetry.sender(backend)
+        self._health = HealthRecord()
         self._lock = threading.Lock()
         self._specs: list[SubscriptionSpec] = []
         self._consumers: list[Consumer] = []
@@ -130,7 +157,7 @@ class Bus:
             correlation_id=correlation_id,
             message_id=message_id,
         )
-        return self.backend.publish(topic, body, key=key, headers=wire)
+        return self._send(topic, body, key=key, headers=wire)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every message published so far is confirmed (``TimeoutError`` if not)."""
@@ -238,7 +265,7 @@ class Bus:
         return self
 
     def _start_consumer(self, spec: SubscriptionSpec) -> None:
-        consumer = Consumer(self.backend, spec)
+        consumer = Consumer(self.backend, spec, self.telemetry)
         consumer.start()
         with self._lock:
             self._consumers.append(consumer)
@@ -308,6 +335,24 @@ class Bus:
             log.error("close: some publishes were not confirmed before the deadline")
         finally:
             self.backend.close(max(0.0, deadline - time.monotonic()))
+
+    def health(self) -> BusHealth:
+        """The bus's health for probes: per subscription its state (connected, reconnecting,
+        failed), last error and when, in-flight handlers and last message time; ``ready`` when
+        every subscription is connected (see :mod:`msgbus.health`). Thread-safe, cheap."""
+        with self._lock:
+            consumers = list(self._consumers)
+            pending = len(self._specs) - len(consumers)
+            started, closed = self._started, self._closed
+        problem = None if closed else self.backend.connection_problem()
+        return bus_health(
+            closed=closed,
+            started=started,
+            problem=problem,
+            subscriptions=[consumer.health() for consumer in consumers],
+            pending=pending,
+            record=self._health,
+        )
 
     @property
     def closed(self) -> bool:

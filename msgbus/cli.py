@@ -4,6 +4,7 @@
 
     msgbus publish URL TOPIC [--data TEXT] [--key K] [--header k=v ...] [--format F]
     msgbus consume URL TOPIC [--group G] [--from-beginning] [--json] [--max-messages N]
+                   [--metrics-port N [--metrics-host H]]   # Prometheus /metrics
     msgbus broker start kafka|rabbitmq|activemq|redis [--port N]   (test brokers)
     msgbus bench run|report ...                                    (comparison benchmark)
 
@@ -156,6 +157,19 @@ class _Failure(Exception):
 
 
 def _consume(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
+    if args.metrics_port is None:
+        return _consume_messages(args, stdout, stderr)
+    from msgbus.prometheus import serve_metrics
+
+    metrics = serve_metrics(args.metrics_port, args.metrics_host)
+    print(f"metrics on {metrics.url}", file=stderr, flush=True)
+    try:
+        return _consume_messages(args, stdout, stderr)
+    finally:
+        metrics.close()
+
+
+def _consume_messages(args: argparse.Namespace, stdout: TextIO, stderr: TextIO) -> int:
     _warn_if_memory(args.url, stderr)
     enough = threading.Event()
     lock = threading.Lock()
@@ -270,6 +284,8 @@ def _build_parser() -> argparse.ArgumentParser:
         default=0,
         help="stop once S seconds passed without a message (0: never)",
     )
+    con.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    con.add_argument("--metrics-host", default="127.0.0.1", help="its address (127.0.0.1)")
 
     sub.add_parser("broker", help="run a real broker for development (see: msgbus broker -h)")
     sub.add_parser("bench", help="the broker comparison benchmark (see: msgbus bench -h)")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from msgbus.backend import Delivery, Subscription
 from msgbus.envelope import decode
 from msgbus.errors import BrokerUnavailable, DecodeError, MsgBusError, Reject
+from msgbus.health import HealthRecord, SubscriptionHealth, subscription_health
 from msgbus.message import (
     CONTENT_TYPE,
     DLQ_ATTEMPTS,
@@ -37,6 +38,7 @@ from msgbus.serialization import Codec
 
 if TYPE_CHECKING:
     from msgbus.backend import Backend
+    from msgbus.telemetry import Telemetry
 
 __all__ = ["Consumer", "HandlerRunner", "SubscriptionSpec"]
 
@@ -88,7 +90,7 @@ class SubscriptionSpec:
 class _Work:
     """One delivery on its way through the lanes."""
 
-    __slots__ = ("attempt", "dead_error", "delivery", "lane", "message")
+    __slots__ = ("attempt", "dead_error", "delivery", "error", "lane", "message", "outcome")
 
     def __init__(self, delivery: Delivery, lane: str | None) -> None:
         self.delivery = delivery
@@ -96,6 +98,8 @@ class _Work:
         self.message: Message | None = None
         self.attempt = 1
         self.dead_error: BaseException | None = None
+        self.error: BaseException | None = None  # of the last attempt, for telemetry
+        self.outcome: str | None = None  # of the last attempt: ack, retry, dead_letter, ...
 
 
 class Consumer:
@@ -106,9 +110,14 @@ class Consumer:
     within the deadline, everything not yet acknowledged stays with the broker.
     """
 
-    def __init__(self, backend: Backend, spec: SubscriptionSpec) -> None:
+    def __init__(
+        self, backend: Backend, spec: SubscriptionSpec, telemetry: Telemetry | None = None
+    ) -> None:
         self.backend = backend
         self.spec = spec
+        self.telemetry = telemetry
+        self._publish = backend.publish if telemetry is None else telemetry.sender(backend)
+        self.health_record = HealthRecord()
         self.subscription: Subscription | None = None
         self._cond = threading.Condition()
         self._lanes: dict[str, deque[_Work]] = {}
@@ -178,6 +187,23 @@ class Consumer:
             if thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
 
+    def health(self) -> SubscriptionHealth:
+        """A snapshot of this subscription's health (see :mod:`msgbus.health`)."""
+        return subscription_health(
+            self.spec.topic,
+            self.spec.group,
+            record=self.health_record,
+            stopped=self._stopping,
+            problem=self._connection_problem(),
+            in_flight=self._running,
+            buffered=self._buffered,
+        )
+
+    def _connection_problem(self) -> BaseException | None:
+        sub = self.subscription
+        problem = sub.connection_problem() if sub is not None else None
+        return problem if problem is not None else self.backend.connection_problem()
+
     # ------------------------------------------------------------------ scheduling
 
     def _next_work(self) -> _Work | None:
@@ -235,8 +261,10 @@ class Consumer:
         try:
             batch = sub.receive(room, timeout)
             self._failures = 0
+            self.health_record.receive_ok(batch)
         except BrokerUnavailable as exc:
             self._failures += 1
+            self.health_record.receive_failed(exc)
             delay = min(5.0, 0.1 * 2**self._failures)
             log.warning("%s: receive failed (%s); retrying in %.1fs", self.spec.name, exc, delay)
             batch = []
@@ -276,7 +304,11 @@ class Consumer:
                 work = self._next_work()
             if work is None:
                 return
-            retry_in = self._process(work)
+            telemetry = self.telemetry
+            if telemetry is None or not telemetry.active():
+                retry_in = self._process(work)
+            else:
+                retry_in = telemetry.process(self, work, self._process)
             done = work
 
     def _pump_loop(self) -> None:
@@ -344,11 +376,13 @@ class Consumer:
         """Handle one attempt; return the delay before the next try, or None when settled."""
         message = self.prepare(work)
         if not isinstance(message, Message):
+            work.error = message
             return self._dead_letter(work, message)
         try:
             self.spec.handler(message)
         except Exception as exc:
             return self.outcome(work, message, exc)
+        work.outcome = "ack"
         self._settle(work.delivery, ack=True)
         return None
 
@@ -375,11 +409,15 @@ class Consumer:
         """Settle one attempt: ack (``error`` None), or schedule a retry (return its delay),
         or dead-letter (blocks until the dead letter is confirmed). For :meth:`finish`."""
         spec = self.spec
+        work.error = error
         if error is None:
+            work.outcome = "ack"
             self._settle(work.delivery, ack=True)
             return None
         if message is None:
             return self._dead_letter(work, error)
+        if not isinstance(error, Reject):
+            self.health_record.handler_failed(error)
         if isinstance(error, Reject):
             log.warning("%s: handler rejected message %s: %s", spec.name, message.id, error)
             return self._dead_letter(work, error)
@@ -404,12 +442,14 @@ class Consumer:
             delay,
         )
         work.attempt += 1
+        work.outcome = "retry"
         return delay
 
     def _dead_letter(self, work: _Work, error: BaseException) -> float | None:
         spec = self.spec
         delivery = work.delivery
         if not spec.dead_letter:
+            work.outcome = "dropped"
             self._settle(delivery, ack=True)
             return None
         headers = dict(delivery.headers)
@@ -422,12 +462,13 @@ class Consumer:
             headers[DLQ_CONTENT_TYPE] = headers[CONTENT_TYPE]
             headers[CONTENT_TYPE] = "application/octet-stream"
         try:
-            future = self.backend.publish(
+            future = self._publish(
                 spec.topic + DEAD_LETTER_SUFFIX, delivery.body, key=delivery.key, headers=headers
             )
             future.result(timeout=DEAD_LETTER_TIMEOUT)
         except Exception as exc:  # the dead letter is not safe yet: keep the message
             work.dead_error = error
+            work.outcome = "dead_letter_failed"
             delay = spec.retry.delay(min(work.attempt, 10))
             log.error(
                 "%s: could not dead-letter message (%s); trying again in %.2fs",
@@ -436,6 +477,7 @@ class Consumer:
                 delay,
             )
             return max(delay, 0.05)
+        work.outcome = "dead_letter"
         self._settle(delivery, ack=True)
         return None
 

@@ -6,6 +6,7 @@
                      [--repeats N] [--quick] [--output DIR]
     msgbus bench report RESULTS [--output DIR]
     msgbus bench list
+    msgbus bench overhead [--brokers memory,rabbitmq] [--messages N] [--rounds R]
 
 ``run`` without workloads runs the standard set (``--quick``: the reduced smoke set).
 Without ``--url`` and ``--brokers`` it uses every harness broker that is installed here,
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("results", type=Path)
     report.add_argument("--output", type=Path, default=None, help="default: RESULTS")
     sub.add_parser("list", help="list the shipped workloads")
+    sub.add_parser("overhead", help="cost of tracing/metrics (see: msgbus bench overhead -h)")
     return parser
 
 
@@ -139,6 +141,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``msgbus bench``; returns the exit status (see the module docstring)."""
+    if argv and argv[0] == "overhead":
+        from msgbus.bench.overhead import main as overhead_main
+
+        return overhead_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -48,6 +48,7 @@ from msgbus.message import (
     MESSAGE_ID,
 )
 from msgbus.testing.aio import BlockingAsyncBus, LoopThread
+from msgbus.testing.observability import ObservabilityConformance
 from msgbus.testing.recorder import Recorder, drain, wait_until
 
 __all__ = ["BackendConformance"]
@@ -93,8 +94,12 @@ asyncio.run(main())
 Connect = Callable[..., msgbus.Bus]
 
 
-class BackendConformance:
-    """Reusable conformance tests; subclass with a ``url`` fixture to run them on a backend."""
+class BackendConformance(ObservabilityConformance):
+    """Reusable conformance tests; subclass with a ``url`` fixture to run them on a backend.
+
+    Includes the tracing, metrics and health tests of
+    :class:`~msgbus.testing.observability.ObservabilityConformance`.
+    """
 
     options: ClassVar[dict[str, Any]] = {}
     """Keyword options passed to every ``msgbus.connect`` of the suite."""

@@ -466,6 +466,33 @@ def test_long_outage_fails_pending_publishes_clearly(
         backend.close(5)
 
 
+@pytest.mark.slow
+def test_health_follows_a_broker_outage(
+    rabbitmq_broker,  # type: ignore[no-untyped-def]
+    topic: str,
+) -> None:
+    require_managed(rabbitmq_broker)
+    bus = msgbus.connect(rabbitmq_broker.url, connect_timeout=5)
+    rec = Recorder()
+    bus.subscribe(topic, rec, group="g")
+    bus.start()
+    try:
+        assert bus.health().ready
+        rabbitmq_broker.stop()
+        wait_until(lambda: not bus.health().ready, TIMEOUT, "the bus to report the outage")
+        health = bus.health()
+        assert health.state == "reconnecting" and health.last_error_at is not None
+        assert health.subscriptions[0].state == "reconnecting"
+        assert "RabbitMQ" in (health.subscriptions[0].last_error or "")
+        assert "guest" not in str(health.as_dict())  # no credentials in the probe body
+        rabbitmq_broker.start()
+        wait_until(lambda: bus.health().ready, TIMEOUT * 2, "the bus to be ready again")
+        bus.publish(topic, "after").result(TIMEOUT)
+        assert rec.wait_for(1, TIMEOUT)[0].payload == "after"
+    finally:
+        bus.close(5)
+
+
 def test_wrong_password_is_an_authentication_error_at_once(url: str) -> None:
     started = time.monotonic()
     with pytest.raises(msgbus.AuthenticationError) as info:
@@ -762,3 +789,59 @@ def test_cli_on_an_unreachable_broker_says_how_long_it_tried() -> None:
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
     assert "(tried for" in line and "connect_timeout=1s" in line and "Secr3t" not in line
+
+
+def test_consume_command_serves_prometheus_metrics(
+    rabbitmq_broker,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.prometheus")
+    import subprocess
+    import sys
+    import urllib.request
+
+    topic, port = f"cli.{uuid.uuid4().hex[:8]}", pick_free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "msgbus.cli",
+            "consume",
+            rabbitmq_broker.url,
+            topic,
+            "--group",
+            "watchers",
+            "--metrics-port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:  # ends at EOF if the process dies
+            if line.startswith("consuming"):
+                break
+        with msgbus.connect(rabbitmq_broker.url) as bus:
+            for n in range(3):
+                bus.publish(topic, {"n": n}).result(TIMEOUT)
+
+        def counted() -> bool:
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            return any(
+                line.startswith("msgbus_messages_acked_total{")
+                and f'messaging_destination_name="{topic}"' in line
+                and 'messaging_consumer_group_name="watchers"' in line
+                and 'messaging_system="rabbitmq"' in line
+                and line.endswith(" 3.0")
+                for line in text.splitlines()
+            )
+
+        wait_until(counted, TIMEOUT, "3 acked messages on /metrics")
+    finally:
+        process.terminate()
+        process.communicate(timeout=TIMEOUT)

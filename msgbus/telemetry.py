@@ -1,0 +1,326 @@
+"""Hooks the bus calls around publishes and handler attempts, for tracing and metrics.
+
+:func:`telemetry_for` returns None when ``opentelemetry-api`` is not installed, or when both
+tracing and metrics are turned off: then the bus calls the backend directly and pays nothing.
+Otherwise the :class:`Telemetry` hooks find out, at most once a second, whether a tracer or
+meter provider that records is configured (an SDK, or providers given to ``connect``); while
+the API's no-op/proxy providers are the global ones, a hook costs one method call and a
+clock read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from msgbus.errors import ConfigurationError
+from msgbus.message import MESSAGE_ID
+from msgbus.url import BusURL
+
+if TYPE_CHECKING:
+    from msgbus.backend import Backend
+    from msgbus.consumer import Consumer, _Work
+    from msgbus.metrics import Metrics
+    from msgbus.tracing import Tracing
+
+__all__ = ["BUS_OPTIONS", "Telemetry", "messaging_system", "split_options", "telemetry_for"]
+
+RECHECK_SECONDS = 1.0
+"""How often an inactive hook looks again for a configured SDK provider."""
+
+_SYSTEMS = {
+    "kafka": "kafka",
+    "amqp": "rabbitmq",
+    "amqps": "rabbitmq",
+    "stomp": "activemq",
+    "stomp+ssl": "activemq",
+    "activemq": "activemq",
+    "memory": "memory",
+}
+
+Send = Callable[..., "Future[None]"]
+
+BUS_OPTIONS = ("tracing", "metrics", "tracer_provider", "meter_provider")
+"""Options ``connect`` keeps for the bus instead of passing them to the backend."""
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def split_options(url: BusURL, options: dict[str, Any]) -> tuple[BusURL, dict[str, Any]]:
+    """Take the :data:`BUS_OPTIONS` out of ``url``'s query and ``options`` (modified in place).
+
+    Returns the URL without them and the bus options (keywords win over the URL); ``tracing``
+    and ``metrics`` become bools (``ConfigurationError`` for anything else).
+    """
+    own: dict[str, Any] = {}
+    for name in ("tracing", "metrics"):
+        if name in url.query:
+            own[name] = _flag(name, url.query[name])
+            url = url.with_query(**{name: None})
+        if name in options:
+            own[name] = _flag(name, options.pop(name))
+    for name in ("tracer_provider", "meter_provider"):
+        if name in options:
+            own[name] = options.pop(name)
+    return url, own
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise ConfigurationError(f"bus option {name!r} must be true or false, not {value!r}")
+
+
+def messaging_system(scheme: str | None) -> str:
+    """The ``messaging.system`` value for a URL scheme (``kombu+redis`` -> ``kombu``)."""
+    if not scheme:
+        return "msgbus"
+    return _SYSTEMS.get(scheme, scheme.split("+", 1)[0])
+
+
+def telemetry_for(
+    scheme: str | None,
+    server: tuple[str, int | None] | None,
+    *,
+    tracing: bool = True,
+    metrics: bool = True,
+    tracer_provider: Any = None,
+    meter_provider: Any = None,
+) -> Telemetry | None:
+    """The hooks for one bus, or None when nothing could ever be recorded."""
+    if not (tracing or metrics):
+        return None
+    try:
+        import opentelemetry.metrics
+        import opentelemetry.trace  # noqa: F401
+    except ImportError:
+        return None
+    return Telemetry(
+        messaging_system(scheme),
+        server,
+        tracing=tracing,
+        metrics=metrics,
+        tracer_provider=tracer_provider,
+        meter_provider=meter_provider,
+    )
+
+
+class _Resolver:
+    """Builds a component from a provider that records: the given one, else the global one
+    once an SDK has been installed (global providers are set only once per process)."""
+
+    __slots__ = ("_build", "_global", "_is_noop", "value")
+
+    def __init__(
+        self,
+        explicit: Any,
+        get_global: Callable[[], Any],
+        is_noop: Callable[[Any], bool],
+        build: Callable[[Any], Any],
+    ) -> None:
+        self._build = build
+        self._global = get_global
+        self._is_noop = is_noop
+        self.value: Any = build(explicit) if explicit is not None else None
+
+    def resolve(self) -> Any:
+        """The component, or None while no recording provider is configured."""
+        if self.value is None:
+            provider = self._global()
+            if not self._is_noop(provider):
+                self.value = self._build(provider)
+        return self.value
+
+
+def _tracer_is_noop(provider: Any) -> bool:
+    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider
+
+    return isinstance(provider, ProxyTracerProvider | NoOpTracerProvider)
+
+
+def _meter_is_noop(provider: Any) -> bool:
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    try:
+        from opentelemetry.metrics._internal import _ProxyMeterProvider
+    except ImportError:  # pragma: no cover - layout of other API versions
+        return isinstance(provider, NoOpMeterProvider)
+    return isinstance(provider, _ProxyMeterProvider | NoOpMeterProvider)
+
+
+class Telemetry:
+    """Tracing and metrics hooks of one bus (thread-safe)."""
+
+    def __init__(
+        self,
+        system: str,
+        server: tuple[str, int | None] | None,
+        *,
+        tracing: bool,
+        metrics: bool,
+        tracer_provider: Any,
+        meter_provider: Any,
+    ) -> None:
+        from opentelemetry import metrics as otel_metrics
+        from opentelemetry import trace as otel_trace
+
+        self.system = system
+
+        def build_tracing(provider: Any) -> Tracing:
+            from msgbus.tracing import Tracing
+
+            return Tracing(provider, system, server)
+
+        def build_metrics(provider: Any) -> Metrics:
+            from msgbus.metrics import Metrics
+
+            return Metrics(provider, system)
+
+        never = _NEVER
+        self._next_check = 0.0
+        self._on = False
+        self._both = False
+        self._tracing: _Resolver | _Never = (
+            _Resolver(
+                tracer_provider, otel_trace.get_tracer_provider, _tracer_is_noop, build_tracing
+            )
+            if tracing
+            else never
+        )
+        self._metrics: _Resolver | _Never = (
+            _Resolver(
+                meter_provider, otel_metrics.get_meter_provider, _meter_is_noop, build_metrics
+            )
+            if metrics
+            else never
+        )
+
+    def active(self) -> bool:
+        """True when spans or metrics are being recorded (re-checked once a second while not,
+        and while only one of them is)."""
+        if self._on and self._both:
+            return True
+        now = time.monotonic()
+        if now < self._next_check:
+            return self._on
+        self._next_check = now + RECHECK_SECONDS
+        tracing, metrics = self._tracing.resolve(), self._metrics.resolve()
+        self._both = (tracing is not None or self._tracing is _NEVER) and (
+            metrics is not None or self._metrics is _NEVER
+        )
+        self._on = tracing is not None or metrics is not None
+        return self._on
+
+    def sender(self, backend: Backend) -> Send:
+        """``backend.publish`` wrapped in :meth:`publish` (same signature)."""
+        send = backend.publish
+
+        def traced_publish(
+            topic: str, body: bytes, *, key: str | None, headers: dict[str, str]
+        ) -> Future[None]:
+            if not self.active():
+                return send(topic, body, key=key, headers=headers)
+            return self.publish(send, topic, body, key=key, headers=headers)
+
+        return traced_publish
+
+    def publish(
+        self,
+        send: Send,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: dict[str, str],
+    ) -> Future[None]:
+        """Call ``send(topic, body, key=, headers=)`` inside a send span, counting it.
+
+        Call only when :meth:`active` (:meth:`sender` checks).
+        ``headers`` (the wire headers, owned by the caller) get the trace context.
+        """
+        tracing = self._tracing.value
+        metrics = self._metrics.value
+        span = tracing.start_send(topic, body, key, headers) if tracing is not None else None
+        attrs = metrics.topic_attributes(topic) if metrics is not None else None
+        started = time.perf_counter()
+        try:
+            future = send(topic, body, key=key, headers=headers)
+        except BaseException as exc:
+            if span is not None:
+                tracing.end_send(span, exc)  # type: ignore[union-attr]
+            if metrics is not None:
+                metrics.publish_done(attrs, 0.0, exc)  # type: ignore[arg-type]
+            raise
+        if metrics is not None:
+            metrics.published(attrs)  # type: ignore[arg-type]
+
+        def done(fut: Future[None]) -> None:
+            error = fut.exception()
+            if span is not None:
+                tracing.end_send(span, error)  # type: ignore[union-attr]
+            if metrics is not None:
+                metrics.publish_done(attrs, time.perf_counter() - started, error)  # type: ignore[arg-type]
+
+        future.add_done_callback(done)
+        return future
+
+    def process(self, consumer: Consumer, work: _Work, attempt: Callable[[_Work], Any]) -> Any:
+        """Run ``attempt(work)`` (one handler attempt) inside a process span, counting it.
+
+        Call only when :meth:`active`."""
+        tracing = self._tracing.value
+        metrics = self._metrics.value
+        delivery = work.delivery
+        spec = consumer.spec
+        number = work.attempt
+        span = None
+        if tracing is not None:
+            headers: Mapping[str, str] = delivery.headers
+            if MESSAGE_ID not in headers and delivery.native_id:
+                headers = {**headers, MESSAGE_ID: delivery.native_id}
+            span = tracing.start_process(
+                spec.topic,
+                spec.group,
+                headers,
+                delivery.key,
+                delivery.body,
+                consumer.backend.delivery_attributes(delivery),
+            )
+        attrs = metrics.group_attributes(spec.topic, spec.group) if metrics is not None else None
+        if metrics is not None:
+            metrics.handling(attrs, 1)  # type: ignore[arg-type]
+        first = number == 1 and work.dead_error is None
+        started = time.perf_counter()
+        work.outcome = None
+        work.error = None
+        try:
+            return attempt(work)
+        finally:
+            if metrics is not None:
+                metrics.handling(attrs, -1)  # type: ignore[arg-type]
+                metrics.handled(
+                    attrs,  # type: ignore[arg-type]
+                    first,
+                    time.perf_counter() - started,
+                    work.outcome,
+                )
+            if span is not None:
+                span.end(number, work.outcome, work.error)
+
+
+class _Never:
+    """A resolver for a signal turned off."""
+
+    __slots__ = ()
+    value = None
+
+    @staticmethod
+    def resolve() -> None:
+        return None
+
+
+_NEVER = _Never()

@@ -1,0 +1,153 @@
+"""OpenTelemetry spans for publishing and handling messages, with W3C trace context in headers.
+
+Needs ``opentelemetry-api`` (extra ``msgbus[otel]``); :mod:`msgbus.telemetry` imports this
+module only when the API is installed and a tracer provider records spans. Names and
+attributes follow the OpenTelemetry messaging semantic conventions:
+
+- publish: a ``PRODUCER`` span ``send <topic>``, ended when the broker confirms (or the
+  publish fails); its context goes into the message headers through the global text-map
+  propagator (by default W3C ``traceparent``/``tracestate``, plus ``baggage``).
+- handle: a ``CONSUMER`` span ``process <topic>`` per handler attempt, a child of the
+  context extracted from the headers (a root span when they carry none, or a malformed one),
+  with ``msgbus.attempt``, ``msgbus.outcome`` (``ack``, ``retry``, ``dead_letter``,
+  ``dropped``, ``dead_letter_failed``) and the exception recorded. It is the current span
+  while the handler runs, so the handler's own spans and the dead-letter publish are its
+  children.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from msgbus.message import CORRELATION_ID, MESSAGE_ID
+
+__all__ = ["ProcessSpan", "Tracing"]
+
+SCOPE = "msgbus"
+"""The instrumentation scope name of every msgbus span."""
+
+
+class ProcessSpan:
+    """A started ``process`` span made current; :meth:`end` records the outcome and ends it."""
+
+    __slots__ = ("span", "token")
+
+    def __init__(self, span: Any, token: object) -> None:
+        self.span = span
+        self.token = token
+
+    def end(self, attempt: int, outcome: str | None, error: BaseException | None) -> None:
+        """Record ``attempt``, ``outcome`` and ``error`` (if any), detach and end the span."""
+        span = self.span
+        try:
+            span.set_attribute("msgbus.attempt", attempt)
+            if outcome is not None:
+                span.set_attribute("msgbus.outcome", outcome)
+            if error is not None:
+                span.record_exception(error)
+                span.set_attribute("error.type", _error_type(error))
+                span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        finally:
+            otel_context.detach(self.token)
+            span.end()
+
+
+class Tracing:
+    """Creates msgbus spans with one tracer; thread-safe (spans are per call)."""
+
+    def __init__(self, provider: Any, system: str, server: tuple[str, int | None] | None) -> None:
+        from msgbus import __version__
+
+        self.tracer = provider.get_tracer(SCOPE, __version__)
+        self.system = system
+        base: dict[str, Any] = {"messaging.system": system}
+        if server is not None:
+            base["server.address"] = server[0]
+            if server[1] is not None:
+                base["server.port"] = server[1]
+        self._base = base
+
+    def start_send(self, topic: str, body: bytes, key: str | None, headers: dict[str, str]) -> Any:
+        """Start a ``send <topic>`` PRODUCER span and inject its context into ``headers``."""
+        attributes = {
+            **self._base,
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "messaging.destination.name": topic,
+            "messaging.message.body.size": len(body),
+        }
+        _common(attributes, headers, key, self.system)
+        span = self.tracer.start_span(
+            f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes
+        )
+        propagate.inject(headers, context=trace.set_span_in_context(span))
+        return span
+
+    @staticmethod
+    def end_send(span: Any, error: BaseException | None) -> None:
+        """End a send span: OK when the broker confirmed, else with ``error`` recorded."""
+        if error is not None:
+            span.record_exception(error)
+            span.set_attribute("error.type", _error_type(error))
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        span.end()
+
+    def start_process(
+        self,
+        topic: str,
+        group: str | None,
+        headers: Mapping[str, str],
+        key: str | None,
+        body: bytes,
+        extra: Mapping[str, Any] | None,
+    ) -> ProcessSpan:
+        """Start a ``process <topic>`` CONSUMER span, child of the context in ``headers``.
+
+        ``extra`` adds broker-specific attributes (Kafka partition and offset). The span is
+        made current until :meth:`ProcessSpan.end`.
+        """
+        parent = propagate.extract(headers)
+        attributes = {
+            **self._base,
+            "messaging.operation.type": "process",
+            "messaging.operation.name": "process",
+            "messaging.destination.name": topic,
+            "messaging.message.body.size": len(body),
+        }
+        if group is not None:
+            attributes["messaging.consumer.group.name"] = group
+        _common(attributes, headers, key, self.system)
+        if extra:
+            attributes.update(extra)
+        span = self.tracer.start_span(
+            f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        return ProcessSpan(span, token)
+
+
+def _common(
+    attributes: dict[str, Any], headers: Mapping[str, str], key: str | None, system: str
+) -> None:
+    message_id = headers.get(MESSAGE_ID)
+    if message_id:
+        attributes["messaging.message.id"] = message_id
+    correlation_id = headers.get(CORRELATION_ID)
+    if correlation_id:
+        attributes["messaging.message.conversation_id"] = correlation_id
+    if key is not None and system == "kafka":
+        attributes["messaging.kafka.message.key"] = key
+
+
+def _error_type(error: BaseException) -> str:
+    kind = type(error)
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
