@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import inspect
 import logging
@@ -489,6 +490,16 @@ class _LoopRunner:
 
     async def _handle(self, consumer: Consumer, work: Any) -> list[Any]:
         """One attempt of ``work``, settled and finished; returns the works now runnable."""
+        telemetry = consumer.telemetry
+        if telemetry is None or not telemetry.active():
+            return await self._attempt(consumer, work)
+        observed = telemetry.begin(consumer, work)  # the span is current in this task
+        try:
+            return await self._attempt(consumer, work)
+        finally:
+            observed.end(work)
+
+    async def _attempt(self, consumer: Consumer, work: Any) -> list[Any]:
         message = consumer.prepare(work)
         error: BaseException | None = None
         if isinstance(message, Message):
@@ -510,8 +521,13 @@ class _LoopRunner:
             retry_in = consumer.outcome(work, message, None)  # an ack: does not block
         else:
             loop = asyncio.get_running_loop()
-            retry_in = await loop.run_in_executor(
-                self.owner._helpers(), consumer.outcome, work, message, error
+            retry_in = await loop.run_in_executor(  # in this context: a dead letter's span
+                self.owner._helpers(),  # is a child of the attempt's
+                contextvars.copy_context().run,
+                consumer.outcome,
+                work,
+                message,
+                error,
             )
         more = consumer.finish(work, retry_in)
         if retry_in is not None:

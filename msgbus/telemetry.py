@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from msgbus.metrics import Metrics
     from msgbus.tracing import Tracing
 
-__all__ = ["BUS_OPTIONS", "Telemetry", "messaging_system", "split_options", "telemetry_for"]
+__all__ = [
+    "BUS_OPTIONS",
+    "Attempt",
+    "Telemetry",
+    "messaging_system",
+    "split_options",
+    "telemetry_for",
+]
 
 RECHECK_SECONDS = 1.0
 """How often an inactive hook looks again for a configured SDK provider."""
@@ -272,11 +279,21 @@ class Telemetry:
         """Run ``attempt(work)`` (one handler attempt) inside a process span, counting it.
 
         Call only when :meth:`active`."""
+        observed = self.begin(consumer, work)
+        try:
+            return attempt(work)
+        finally:
+            observed.end(work)
+
+    def begin(self, consumer: Consumer, work: _Work) -> Attempt:
+        """Start observing one handler attempt of ``work`` (its process span becomes the
+        current context); call :meth:`Attempt.end` after the attempt was settled, in the same
+        thread or task. For facades that run handlers themselves. Call only when
+        :meth:`active`."""
         tracing = self._tracing.value
         metrics = self._metrics.value
         delivery = work.delivery
         spec = consumer.spec
-        number = work.attempt
         span = None
         if tracing is not None:
             headers: Mapping[str, str] = delivery.headers
@@ -293,23 +310,34 @@ class Telemetry:
         attrs = metrics.group_attributes(spec.topic, spec.group) if metrics is not None else None
         if metrics is not None:
             metrics.handling(attrs, 1)  # type: ignore[arg-type]
-        first = number == 1 and work.dead_error is None
-        started = time.perf_counter()
         work.outcome = None
         work.error = None
-        try:
-            return attempt(work)
-        finally:
-            if metrics is not None:
-                metrics.handling(attrs, -1)  # type: ignore[arg-type]
-                metrics.handled(
-                    attrs,  # type: ignore[arg-type]
-                    first,
-                    time.perf_counter() - started,
-                    work.outcome,
-                )
-            if span is not None:
-                span.end(number, work.outcome, work.error)
+        return Attempt(metrics, attrs, span, work.attempt, work.dead_error is None)
+
+
+class Attempt:
+    """One observed handler attempt (see :meth:`Telemetry.begin`)."""
+
+    __slots__ = ("_attrs", "_first", "_metrics", "_number", "_span", "_started")
+
+    def __init__(self, metrics: Any, attrs: Any, span: Any, number: int, clean: bool) -> None:
+        self._metrics = metrics
+        self._attrs = attrs
+        self._span = span
+        self._number = number
+        self._first = number == 1 and clean
+        self._started = time.perf_counter()
+
+    def end(self, work: _Work) -> None:
+        """Record the attempt's outcome and error (from ``work``); end its span."""
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.handling(self._attrs, -1)
+            metrics.handled(
+                self._attrs, self._first, time.perf_counter() - self._started, work.outcome
+            )
+        if self._span is not None:
+            self._span.end(self._number, work.outcome, work.error)
 
 
 class _Never:
