@@ -174,6 +174,10 @@ class AsyncBus:
         """The backend's :class:`~msgbus.backend.Features` flags."""
         return self.bus.features
 
+    def health(self) -> Any:
+        """:meth:`msgbus.Bus.health` of the bus underneath (cheap, does not block the loop)."""
+        return self.bus.health()
+
     @property
     def closed(self) -> bool:
         """True once :meth:`close` has begun."""

@@ -85,6 +85,10 @@ class BlockingAsyncBus:
         """True once the facade is closing or closed."""
         return self.aio.closed
 
+    def health(self) -> Any:
+        """``AsyncBus.health()``."""
+        return self.aio.health()
+
     def publish(self, topic: str, payload: Any, **options: Any) -> Future[None]:
         """``AsyncBus.publish`` on the loop; bad input raises here, the rest in the future."""
         result: Future[None] = Future()

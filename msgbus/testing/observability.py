@@ -4,7 +4,7 @@
 adopts the suite gets them too. They give each bus its own OpenTelemetry SDK providers
 (``connect(tracer_provider=..., meter_provider=...)``) with in-memory exporters, so they
 neither need nor change the global providers; without ``opentelemetry-sdk`` they are skipped.
-They run with both APIs of the suite (``sync`` and ``aio``), except the health test (sync).
+They run with both APIs of the suite (``sync`` and ``aio``).
 """
 
 from __future__ import annotations
@@ -71,11 +71,6 @@ class MetricCapture:
         return out
 
 
-def _sync_only(api: str) -> None:
-    if api != "sync":
-        pytest.skip("health() is on the blocking Bus (msgbus.aio has no health() yet)")
-
-
 class ObservabilityConformance:
     """Tracing, metrics and health tests; mixed into ``BackendConformance``."""
 
@@ -87,7 +82,7 @@ class ObservabilityConformance:
         return SpanCapture()
 
     def test_trace_runs_from_publish_to_handler(
-        self, api: str, connect: Connect, url: str, topic: str, group: str, spans: SpanCapture
+        self, connect: Connect, url: str, topic: str, group: str, spans: SpanCapture
     ) -> None:
         bus = connect(tracer_provider=spans.provider)
         rec = Recorder()
@@ -124,7 +119,7 @@ class ObservabilityConformance:
             assert process.attributes["messaging.kafka.offset"] >= 0
 
     def test_trace_shows_retries_errors_and_dead_letter(
-        self, api: str, connect: Connect, topic: str, group: str, spans: SpanCapture
+        self, connect: Connect, topic: str, group: str, spans: SpanCapture
     ) -> None:
         bus = connect(tracer_provider=spans.provider)
         dead = Recorder()
@@ -156,7 +151,7 @@ class ObservabilityConformance:
         assert letter.payload == {"n": 1}
 
     def test_messages_without_or_with_bad_trace_headers_are_handled(
-        self, api: str, connect: Connect, topic: str, group: str, spans: SpanCapture
+        self, connect: Connect, topic: str, group: str, spans: SpanCapture
     ) -> None:
         bus = connect(tracer_provider=spans.provider)
         rec = Recorder()
@@ -181,7 +176,7 @@ class ObservabilityConformance:
         assert len({s.context.trace_id for s in processed}) == len(plain)
 
     def test_tracing_false_records_nothing(
-        self, api: str, connect: Connect, topic: str, group: str, spans: SpanCapture
+        self, connect: Connect, topic: str, group: str, spans: SpanCapture
     ) -> None:
         bus = connect(tracer_provider=spans.provider, tracing=False)
         rec = Recorder()
@@ -192,9 +187,7 @@ class ObservabilityConformance:
         assert "traceparent" not in msg.headers
         assert spans.spans() == []
 
-    def test_metrics_count_the_message_flow(
-        self, api: str, connect: Connect, topic: str, group: str
-    ) -> None:
+    def test_metrics_count_the_message_flow(self, connect: Connect, topic: str, group: str) -> None:
         meters = MetricCapture()
         bus = connect(meter_provider=meters.provider)
         dead = Recorder()
@@ -229,9 +222,8 @@ class ObservabilityConformance:
         )
 
     def test_health_reports_each_subscription(
-        self, api: str, connect: Connect, topic: str, group: str
+        self, connect: Connect, topic: str, group: str
     ) -> None:
-        _sync_only(api)
         bus = connect()
         entered, release = threading.Event(), threading.Event()
 
