@@ -60,18 +60,27 @@ def every_log_record() -> Iterator[list[str]]:
         logging.disable(disable)
 
 
-def secret_pieces(secret: str, *, min_length: int = 4) -> list[str]:
+def secret_pieces(secret: str, *, min_length: int = 4, anchors: tuple[str, ...] = ()) -> list[str]:
     """The secret itself and each of its parts between URL delimiters (``/ ? # @ :`` ...)
     that is at least ``min_length`` long: a parser that splits a secret at a delimiter must
-    not show either half."""
+    not show either half. With ``anchors`` (marker strings that begin and end a generated
+    secret), only the parts holding one count: a middle part such as ``8080`` of
+    ``Pw7x/8080/Qz9k`` also occurs in ports and timestamps, and a parser that splits the
+    secret shows its first or last part anyway."""
     pieces = {secret}
-    pieces.update(p for p in _DELIMITERS.split(secret) if len(p) >= min_length)
+    pieces.update(
+        p
+        for p in _DELIMITERS.split(secret)
+        if len(p) >= min_length and (not anchors or any(a in p for a in anchors))
+    )
     return sorted(pieces, key=len, reverse=True)
 
 
-def find_leaks(secret: str, texts: Iterable[str], *, min_length: int = 4) -> list[str]:
+def find_leaks(
+    secret: str, texts: Iterable[str], *, min_length: int = 4, anchors: tuple[str, ...] = ()
+) -> list[str]:
     """Return the texts that contain ``secret`` or one of its :func:`secret_pieces`."""
-    pieces = secret_pieces(secret, min_length=min_length)
+    pieces = secret_pieces(secret, min_length=min_length, anchors=anchors)
     return [text for text in texts if any(piece in text for piece in pieces)]
 
 
