@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 __all__ = [
     "DRIVER_LOGGERS",
     "MASK",
+    "MIN_MASKED_LENGTH",
     "SecretFilter",
     "install_log_filter",
     "is_secret_option",
@@ -60,8 +61,15 @@ def is_secret_option(name: str) -> bool:
     return bool(_SECRET_WORDS.search(name))
 
 
+MIN_MASKED_LENGTH = 4
+"""Secrets shorter than this are not masked in free text: hiding every ``p`` of every message
+for a password ``p`` would garble them all. URL rendering and option errors, which know
+where a secret is, hide secrets of any length."""
+
+
 def remember(*secrets: str | None) -> None:
-    """Add ``secrets`` (empty values and None are ignored) to the set :func:`mask` hides.
+    """Add ``secrets`` to the set :func:`mask` hides (None, and secrets shorter than
+    :data:`MIN_MASKED_LENGTH`, are ignored).
 
     Each secret is also remembered percent-encoded (drivers log URLs) and as it shows inside
     the ``repr`` of a str or of its UTF-8 bytes (drivers log frames and parameter dicts).
@@ -71,7 +79,7 @@ def remember(*secrets: str | None) -> None:
     global _secrets, _pattern
     new = set()
     for secret in secrets:
-        if secret:
+        if secret and len(secret) >= MIN_MASKED_LENGTH:
             new.update(
                 {
                     secret,

@@ -207,3 +207,12 @@ def test_the_bench_report_shows_urls_without_secrets() -> None:
     shown = [target.display_url(), url_target(url).description]
     assert not any("Pw7x-bench" in s or "Qz9k-bench" in s for s in shown)
     assert "heartbeat=30" in shown[0]
+
+
+def test_a_very_short_password_does_not_garble_every_message() -> None:
+    remember("p")
+    assert mask("kafka option 'partitions' must be positive") == (
+        "kafka option 'partitions' must be positive"
+    )
+    shown = BusURL.parse("amqp://u:p@127.0.0.1:5672/").render()
+    assert ":p@" not in shown  # where the URL says it is a password, it is hidden
