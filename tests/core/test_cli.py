@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -111,6 +112,7 @@ def test_ctrl_c_exits_130() -> None:
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
+        cwd=tempfile.gettempdir(),  # not the repository: import msgbus as installed
     )
     try:
         assert proc.stderr is not None
