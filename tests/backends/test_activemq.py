@@ -9,6 +9,7 @@ configuration errors. No mocks: every test talks to a real broker.
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -818,6 +819,7 @@ def test_cli_on_an_unreachable_broker_prints_one_line() -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tempfile.gettempdir(),  # not the repository: import msgbus as installed
     )
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()

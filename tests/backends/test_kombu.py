@@ -445,6 +445,7 @@ def test_sqlite_file_links_two_processes_through_the_cli(tmp_path) -> None:  # t
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,  # not the repository: import msgbus as installed
     )
     try:
         assert consumer.stderr is not None
@@ -457,6 +458,7 @@ def test_sqlite_file_links_two_processes_through_the_cli(tmp_path) -> None:  # t
             capture_output=True,
             text=True,
             timeout=60,
+            cwd=tmp_path,
         )
         assert published.returncode == 0, published.stderr
         out, _ = consumer.communicate(timeout=60)

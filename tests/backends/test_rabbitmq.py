@@ -9,6 +9,7 @@ multi-host URLs, options, and interop with plain pika both ways. No mocks.
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -765,6 +766,7 @@ def test_cli_publish_timeout_is_one_line(url: str) -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tempfile.gettempdir(),  # not the repository: import msgbus as installed
     )
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
@@ -785,6 +787,7 @@ def test_cli_on_an_unreachable_broker_says_how_long_it_tried() -> None:
         capture_output=True,
         text=True,
         timeout=60,
+        cwd=tempfile.gettempdir(),  # not the repository: import msgbus as installed
     )
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
