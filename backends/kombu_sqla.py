@@ -57,10 +57,12 @@ class SharedBindingsChannel(kombu_sqla.Channel):  # type: ignore[misc]
     """A kombu SQLAlchemy channel whose routing table lives in the database."""
 
     def _engine_from_config(self) -> sa.engine.Engine:
-        """kombu's engine, without the options that are this transport's own."""
+        """kombu's engine, without the options that are this transport's own or kombu's
+        (``polling_interval``), which SQLAlchemy's ``create_engine`` would refuse."""
         client = self.connection.client
         kept = dict(client.transport_options or {})
-        kept.pop("visibility_timeout", None)
+        for own in ("visibility_timeout", "polling_interval"):
+            kept.pop(own, None)
         saved, client.transport_options = client.transport_options, kept
         try:
             return super()._engine_from_config()
