@@ -345,7 +345,7 @@ def _coalesced_writes(conn: Any) -> Iterator[None]:
 class _Entry:
     """One publish on its way: queued, then on the wire until confirmed."""
 
-    __slots__ = ("body", "future", "losses", "props", "returned", "routing_key")
+    __slots__ = ("body", "first_nack", "future", "losses", "props", "returned", "routing_key")
 
     def __init__(self, future: Future[None], routing_key: str, body: bytes, props: Any) -> None:
         self.future = future
@@ -354,6 +354,7 @@ class _Entry:
         self.props = props
         self.losses = 0
         self.returned: str | None = None
+        self.first_nack: float | None = None
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -1110,11 +1111,34 @@ class RabbitMQBackend(Backend):
                             "(mandatory=true)"
                         ),
                     )
+            self._settled(len(done))
         else:
-            error = PublishError("RabbitMQ refused the message (basic.nack)")
-            for entry in done:
-                settle_future(entry.future, error)
-        self._settled(len(done))
+            self._on_nack(done)
+
+    def _on_nack(self, done: list[_Entry]) -> None:
+        """I/O thread: the broker nacked ``done``. A quorum queue nacks while it has no
+        leader (a node died, an election runs), and RabbitMQ 3.10 keeps nacking on that
+        channel afterwards: resend on a fresh publishing channel (1 s later) until
+        ``reconnect_timeout`` has passed since a message's first nack, then fail it."""
+        now = time.monotonic()
+        again: list[_Entry] = []
+        failed: list[_Entry] = []
+        for entry in done:
+            if entry.first_nack is None:
+                entry.first_nack = now
+            late = now - entry.first_nack > self.options.reconnect_timeout
+            (failed if late or self._shutting_down else again).append(entry)
+        if failed:
+            self._finish(failed, PublishError("RabbitMQ refused the message (basic.nack)"))
+        if not again:
+            return
+        with self._lock:
+            self._outbox.extendleft(reversed(again))
+        channel = self._pub_channel
+        if channel is not None and channel.is_open:
+            log.warning("RabbitMQ: %d publish(es) nacked; resending on a new channel", len(again))
+            self._publish_lost(None)  # the rest of the channel's unconfirmed: resent too
+            channel.close()  # not ours any more: its close callback reopens one in 1 s
 
     def _on_return(self, _channel: Any, method: Any, props: Any, body: bytes) -> None:
         """A mandatory message no queue took: mark the first matching unconfirmed publish

@@ -14,12 +14,20 @@ to stop waits for its peers before it accepts clients.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import subprocess
 from collections.abc import Callable, Iterable
 from typing import Any, Self
 
-from msgbus.testing.brokers.base import HOST, ProcessSpec, pick_free_port, release_port
+from msgbus.testing.brokers.base import (
+    HOST,
+    BrokerHarnessError,
+    ProcessSpec,
+    pick_free_port,
+    release_port,
+)
 from msgbus.testing.brokers.cluster import BrokerCluster, run_parallel
 from msgbus.testing.brokers.rabbitmq import RabbitMQ
 
@@ -120,6 +128,39 @@ class RabbitMQCluster(BrokerCluster):
     def description(self) -> str:
         """E.g. ``3-node cluster of RabbitMQ 3.10.8 (private nodes), ...; classic_config``."""
         return f"{super().description}; joined by classic_config peer discovery"
+
+    def set_policy(self, name: str, pattern: str, definition: dict[str, Any]) -> None:
+        """Set a policy on vhost ``/`` (``rabbitmqctl set_policy`` through a running node),
+        e.g. ``set_policy("ha", "^orders\\.", {"ha-mode": "all", "ha-sync-mode": "automatic"})``
+        to mirror classic queues. Raises :class:`BrokerHarnessError` when rabbitmqctl fails."""
+        running = [node for node in self.nodes if node.is_running()]
+        if not running:
+            raise BrokerHarnessError("RabbitMQ cluster: no node runs")
+        node = running[0]
+        done = subprocess.run(
+            [
+                str(node.server_binary.parent / "rabbitmqctl"),
+                "-n",
+                node.nodename,
+                "set_policy",
+                name,
+                pattern,
+                json.dumps(definition),
+                "--apply-to",
+                "queues",
+            ],
+            env=node._main_spec().env,
+            cwd=node.data_dir,
+            capture_output=True,
+            timeout=120,
+            check=False,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise BrokerHarnessError(
+                f"rabbitmqctl set_policy {name} failed (exit {done.returncode}): "
+                f"{done.stderr.strip()[-500:]}"
+            )
 
     def start(self) -> Self:
         """First start: node 0, then the others (they join it). Later starts: every node not
