@@ -166,6 +166,8 @@ def test_kafka_keeps_every_acknowledged_record_when_a_broker_dies(kafka_cluster)
         return "SIGKILL node 0"
 
     try:
-        _failover(kafka_cluster.url, kill, order_expected=True)
+        # msgbus creates its topics itself, with replication_factor=1 unless told otherwise
+        # (the broker's default.replication.factor does not apply to them)
+        _failover(kafka_cluster.url, kill, order_expected=True, replication_factor=3)
     finally:
         kafka_cluster.start()
