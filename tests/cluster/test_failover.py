@@ -148,8 +148,9 @@ def test_kombu_amqp_fails_over_to_another_rabbitmq_node(rabbitmq_cluster) -> Non
 
 @pytest.mark.activemq
 def test_activemq_fails_over_from_master_to_slave(activemq_cluster) -> None:  # type: ignore[no-untyped-def]
+    master = activemq_cluster.wait_master()
+
     def kill() -> str:
-        master = activemq_cluster.wait_master()
         activemq_cluster.kill(master)
         return f"SIGKILL master node {master}"
 
