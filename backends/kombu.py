@@ -67,7 +67,8 @@ URL form
 Options (URL query or keyword arguments to ``msgbus.connect``)
     - ``exchange`` (str, ``msgbus``): the exchange every topic lives on.
     - ``persistent`` (bool, true): ``delivery_mode=2``.
-    - ``max_in_flight`` (int, 5000): unconfirmed publishes before ``publish`` blocks.
+    - ``max_in_flight`` (int, 5000): unconfirmed publishes before ``publish`` blocks
+      (at most ``reconnect_timeout``; the one rule of :mod:`msgbus.backendkit.window`).
     - ``max_message_bytes`` (int, 64 MiB): larger bodies raise ``MessageTooLarge``.
     - ``connect_timeout`` (float s, 10), ``reconnect_timeout`` (float s, 30).
     - ``poll_interval`` (float s, 0.005): see Threads (the longest wait for broker frames on
@@ -101,26 +102,31 @@ from amqp.exceptions import UnexpectedFrame
 from kombu import Consumer, Exchange, Queue
 from kombu.transport import get_transport_cls
 
-from msgbus.backend import (
-    Backend,
-    Delivery,
+from msgbus.backend import Backend, Delivery, Features, Subscription
+from msgbus.backendkit import (
+    KEY_HEADER,
+    Backoff,
     DeliveryBuffer,
-    Features,
+    Outage,
+    Outgoing,
     PendingFuture,
-    Subscription,
+    PublishWindow,
+    check_publish,
     parse_options,
+    require_positive,
     settle_future,
+    with_message_id,
 )
+from msgbus.backendkit.amqp import from_amqp, to_amqp
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
     BrokerUnavailable,
     BusClosed,
     ConfigurationError,
-    MessageTooLarge,
     PublishError,
 )
-from msgbus.message import CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TIMESTAMP
+from msgbus.message import MESSAGE_ID
 from msgbus.url import BusURL
 
 __all__ = [
@@ -133,13 +139,8 @@ __all__ = [
 
 log = logging.getLogger("msgbus.kombu")
 
-KEY_HEADER = "msgbus-key"
-"""The message header that carries the key (``Delivery.key`` on receipt)."""
-MAX_LOSSES = 3
-"""A publish lost with this many connections in a row fails with PublishError."""
 _KOMBU_QUERY = ("heartbeat", "login_method", "insist")
 _AMQP = ("amqp", "amqps", "pyamqp")
-_MAX_BACKOFF = 2.0
 
 
 @dataclass(frozen=True)
@@ -204,16 +205,10 @@ def _is_auth_error(exc: BaseException) -> bool:
     )
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
+class _Entry(Outgoing):
+    """One publish on its way: queued, then (AMQP) on the wire until confirmed."""
 
-
-class _Entry:
-    __slots__ = ("body", "content_type", "future", "headers", "losses", "properties", "topic")
+    __slots__ = ("body", "content_type", "headers", "properties", "topic")
 
     def __init__(
         self,
@@ -224,13 +219,12 @@ class _Entry:
         headers: dict[str, Any],
         properties: dict[str, Any],
     ) -> None:
-        self.future = future
+        super().__init__(future)
         self.topic = topic
         self.body = body
         self.content_type = content_type
         self.headers = headers
         self.properties = properties
-        self.losses = 0
 
 
 # --------------------------------------------------------------------------- py-amqp reads
@@ -727,8 +721,7 @@ class _KombuSubscription(Subscription):
             return self._buffer.take(max_messages, timeout, self._check_connection)
 
     def _check_connection(self) -> None:
-        if self.backend.beyond_recovery():
-            raise self.backend.unavailable()
+        self.backend.outage.check()
 
     def close(self) -> None:
         """Cancel the consumer and close its channel (unacknowledged messages go back);
@@ -755,25 +748,14 @@ def _close_quietly(channel: Any) -> None:
 
 def _delivery_headers(message: Any) -> tuple[dict[str, str], str | None]:
     """A kombu message's headers and properties → msgbus headers and the key."""
-    out: dict[str, str] = {}
-    key = None
-    for name, value in (message.headers or {}).items():
-        if name == KEY_HEADER:
-            key = _text(value)
-        else:
-            out[name] = value if value.__class__ is str else _text(value)
     props = message.properties or {}
-    if message.content_type:
-        out[CONTENT_TYPE] = message.content_type
-    if props.get("message_id"):
-        out[MESSAGE_ID] = _text(props["message_id"])
-    if props.get("correlation_id"):
-        out[CORRELATION_ID] = _text(props["correlation_id"])
-    stamp = props.get("timestamp")
-    if TIMESTAMP not in out and stamp:
-        with contextlib.suppress(TypeError, ValueError):
-            out[TIMESTAMP] = str(int(stamp) * 1000)
-    return out, key
+    return from_amqp(
+        message.headers,
+        message.content_type,
+        props.get("message_id"),
+        props.get("correlation_id"),
+        props.get("timestamp"),
+    )
 
 
 # --------------------------------------------------------------------------- backend
@@ -804,10 +786,10 @@ class KombuBackend(Backend):
         self._delivery_mode = 2 if options.persistent else 1
         self.exchange = Exchange(options.exchange, type="topic", durable=True)
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._waiting = 0
-        self._outbox: deque[_Entry] = deque()
-        self._pending = 0
+        self.outage = Outage(f"kombu transport at {self.where}", options.reconnect_timeout)
+        self._window: PublishWindow[_Entry] = PublishWindow(
+            "kombu", options.max_in_flight, self.outage
+        )
         self._commands: deque[Callable[[], None]] = deque()
         self._wake = threading.Event()
         # wakes the I/O thread while it waits for py-amqp frames (_sleeping: it may)
@@ -817,17 +799,12 @@ class KombuBackend(Backend):
         self._sleeping = False
         self._closed = False
         self._stopping = False
-        self._down_since: float | None = None
-        self._gave_up = False
-        self._last_error: BaseException | None = None
         self._subscriptions: set[_KombuSubscription] = set()
         # I/O-thread state
         self._conn: Any = None
         self._epoch = 0
         self._pub_channel: Any = None
         self._confirms = False
-        self._unconfirmed: dict[int, _Entry] = {}
-        self._order: deque[int] = deque()
         self._tags = itertools.count(1)
         self._initial: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name="msgbus-kombu-io", daemon=True)
@@ -856,15 +833,15 @@ class KombuBackend(Backend):
         passed = {k: v for k, v in url.query.items() if k.startswith("ssl") or k in _KOMBU_QUERY}
         ours = url.with_query(**dict.fromkeys(passed))
         opts = parse_options(KombuOptions, ours, options, backend="kombu")
-        for name in (
+        require_positive(
+            opts,
             "connect_timeout",
             "reconnect_timeout",
             "max_in_flight",
             "max_message_bytes",
             "poll_interval",
-        ):
-            if getattr(opts, name) <= 0:
-                raise ConfigurationError(f"kombu option {name!r} must be positive")
+            backend="kombu",
+        )
         if opts.transport_options is not None and not isinstance(opts.transport_options, dict):
             raise ConfigurationError("kombu option 'transport_options' must be a dict")
         if url.driver == "filesystem":
@@ -939,7 +916,8 @@ class KombuBackend(Backend):
                 channel.events["basic_nack"].add(self._on_nack)
         except Exception as exc:
             _release_quietly(conn)
-            self._last_error = exc
+            if not initial:
+                self.outage.down(exc)  # a reconnection attempt failed: the reason to report
             if _is_auth_error(exc):
                 error = AuthenticationError(
                     f"kombu transport at {self.where} refused the credentials: {exc}"
@@ -964,9 +942,8 @@ class KombuBackend(Backend):
         self._pub_channel = channel
         self._confirms = confirms
         self._tags = itertools.count(1)
+        self.outage.up()
         with self._lock:
-            self._down_since = None
-            self._gave_up = False
             subs = list(self._subscriptions)
         for sub in subs:
             self._setup(sub)
@@ -986,30 +963,28 @@ class KombuBackend(Backend):
 
     def _run(self) -> None:
         opts = self.options
-        backoff = 0.1
+        backoff = Backoff()
         initial_deadline = time.monotonic() + opts.connect_timeout
         while not self._stopping:
             if self._conn is None:
                 initial = not self._initial.done()
                 if self._connect(initial_deadline, initial):
-                    backoff = 0.1
+                    backoff.reset()
                     continue
                 if initial and self._initial.done():
                     break  # from_url reports the failure
-                self._check_give_up()
-                self._wake.wait(0.2 if initial else backoff)
-                if not initial:
-                    backoff = min(_MAX_BACKOFF, backoff * 2)
+                self._window.give_up()
+                self._wake.wait(0.2 if initial else backoff.next())
                 continue
             try:
                 if self._commands:
                     self._run_commands()
-                if self._outbox:
+                if self._window.has_queued:
                     with self.coalesced_writes():
                         self._drain_outbox()
-                if self._consumers() or self._unconfirmed:
+                if self._consumers() or self._window.has_in_flight:
                     self._sleeping = True  # before looking for work: see _nudge
-                    idle = not (self._commands or self._outbox)
+                    idle = not (self._commands or self._window.has_queued)
                     with contextlib.suppress(TimeoutError, socket.timeout):
                         self._conn.drain_events(timeout=opts.poll_interval if idle else 0)
                     self._sleeping = False
@@ -1059,46 +1034,20 @@ class KombuBackend(Backend):
     def _lost(self, exc: BaseException) -> None:
         """I/O thread: the connection failed; requeue unconfirmed, void deliveries."""
         log.warning("kombu: lost the connection to %s (%s); reconnecting", self.where, exc)
-        self._last_error = exc
+        self.outage.down(exc)
         conn, self._conn = self._conn, None
         self._pub_channel = None
         if conn is not None:
             _release_quietly(conn)
-        lost = [self._unconfirmed[tag] for tag in self._order if tag in self._unconfirmed]
-        self._unconfirmed.clear()
-        self._order.clear()
-        failed, again = [], []
-        for entry in lost:
-            entry.losses += 1
-            (failed if entry.losses >= MAX_LOSSES else again).append(entry)
         with self._lock:
-            if self._down_since is None:
-                self._down_since = time.monotonic()
-            self._outbox.extendleft(reversed(again))
             subs = list(self._subscriptions)
         for sub in subs:
             sub.lost()
-        self._finish(failed, PublishError(f"kombu lost the message {MAX_LOSSES} times: {exc}"))
-
-    def _check_give_up(self) -> None:
-        with self._lock:
-            down = self._down_since
-            if (
-                self._gave_up
-                or down is None
-                or time.monotonic() - down <= self.options.reconnect_timeout
-            ):
-                return
-            self._gave_up = True
-            entries = list(self._outbox)
-            self._outbox.clear()
-        self._finish(entries, self.unavailable())
+        self._window.connection_lost(str(exc))
 
     def _drain_outbox(self) -> None:
-        with self._lock:
-            if not self._outbox:
-                return
-            batch, self._outbox = self._outbox, deque()
+        window = self._window
+        batch = window.queued()
         channel = self._pub_channel
         exchange = self.exchange.name
         confirms = self._confirms
@@ -1125,9 +1074,7 @@ class KombuBackend(Backend):
                         dict(entry.properties),
                     )
                 if confirms:
-                    tag = next(self._tags)
-                    self._unconfirmed[tag] = entry
-                    self._order.append(tag)
+                    window.record(next(self._tags), entry)
                     batch.popleft()
                     channel.basic_publish(message, exchange=exchange, routing_key=entry.topic)
                 else:
@@ -1136,9 +1083,8 @@ class KombuBackend(Backend):
                     done.append(entry)
         finally:
             if batch:
-                with self._lock:
-                    self._outbox.extendleft(reversed(batch))
-            self._finish(done, None)
+                window.requeue(batch)
+            window.finish(done, None)
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
         self._confirmed(tag, multiple, None)
@@ -1147,30 +1093,8 @@ class KombuBackend(Backend):
         self._confirmed(tag, multiple, PublishError("the broker refused the message (nack)"))
 
     def _confirmed(self, tag: int, multiple: bool, error: BaseException | None) -> None:
-        unconfirmed, order = self._unconfirmed, self._order
-        done: list[_Entry] = []
-        if multiple:
-            while order and order[0] <= tag:
-                entry = unconfirmed.pop(order.popleft(), None)
-                if entry is not None:
-                    done.append(entry)
-        else:
-            entry = unconfirmed.pop(tag, None)
-            if entry is not None:
-                done.append(entry)
-            while order and order[0] not in unconfirmed:
-                order.popleft()
-        self._finish(done, error)
-
-    def _finish(self, entries: list[_Entry], error: BaseException | None) -> None:
-        if not entries:
-            return
-        for entry in entries:
-            settle_future(entry.future, error)
-        with self._lock:
-            self._pending -= len(entries)
-            if self._waiting:
-                self._changed.notify_all()
+        window = self._window
+        window.finish(window.confirmed(tag, multiple=multiple), error)
 
     def _shutdown_io(self) -> None:
         """I/O thread, at exit: close subscriptions' channels and the connection."""
@@ -1182,12 +1106,7 @@ class KombuBackend(Backend):
         if self._conn is not None:
             _release_quietly(self._conn)
             self._conn = None
-        lost = list(self._unconfirmed.values())
-        self._unconfirmed.clear()
-        with self._lock:
-            lost += list(self._outbox)
-            self._outbox.clear()
-        self._finish(lost, BrokerUnavailable("the kombu backend closed before confirmation"))
+        self._window.fail_all(BrokerUnavailable("the kombu backend closed before confirmation"))
         self._stopped.set()
         self._waker.close()
         self._waker_w.close()
@@ -1228,23 +1147,7 @@ class KombuBackend(Backend):
 
     def connection_problem(self) -> BaseException | None:
         """While the connection is down (reconnecting): why; else None."""
-        if self._down_since is None:
-            return None
-        cause = f": {self._last_error}" if self._last_error is not None else ""
-        return BrokerUnavailable(f"lost the connection to {self.where}{cause}")
-
-    def beyond_recovery(self) -> bool:
-        """True while the connection has been down for longer than ``reconnect_timeout``."""
-        down = self._down_since
-        return down is not None and time.monotonic() - down > self.options.reconnect_timeout
-
-    def unavailable(self) -> BrokerUnavailable:
-        """The error reported while the connection is down beyond ``reconnect_timeout``."""
-        cause = f": {self._last_error}" if self._last_error is not None else ""
-        return BrokerUnavailable(
-            f"no connection to kombu transport at {self.where} for more than "
-            f"{self.options.reconnect_timeout:g}s{cause}"
-        )
+        return self.outage.problem()
 
     # ---------------------------------------------------------------- SPI
 
@@ -1254,77 +1157,38 @@ class KombuBackend(Backend):
         """Queue ``body`` for the I/O thread; the future resolves on the broker's confirm
         (AMQP) or once the transport wrote it (others).
 
-        Blocks while ``max_in_flight`` publishes are pending (not on the I/O thread). Raises
-        :class:`~msgbus.MessageTooLarge` or :class:`~msgbus.BusClosed` at once; the future
-        fails with :class:`~msgbus.PublishError` or :class:`~msgbus.BrokerUnavailable`.
-        Thread-safe.
+        A full window (``max_in_flight``) and an outage behave as
+        :mod:`msgbus.backendkit.window` says. Raises :class:`~msgbus.MessageTooLarge`,
+        :class:`~msgbus.ConfigurationError` (a header name over 255 bytes) or
+        :class:`~msgbus.BusClosed` at once; the future fails with
+        :class:`~msgbus.PublishError` or :class:`~msgbus.BrokerUnavailable`. Thread-safe.
         """
-        if self._closed:
-            raise BusClosed("the kombu backend is closed")
-        if len(body) > self.options.max_message_bytes:
-            raise MessageTooLarge(
-                f"message of {len(body)} bytes exceeds max_message_bytes="
-                f"{self.options.max_message_bytes}"
-            )
-        table: dict[str, Any] = {}
+        check_publish(
+            "kombu",
+            closed=self._closed,
+            body=body,
+            max_message_bytes=self.options.max_message_bytes,
+            key=key,
+        )
+        content_type, message_id, correlation_id, timestamp, table = to_amqp(
+            with_message_id(headers), key
+        )
         properties: dict[str, Any] = {"delivery_mode": self._delivery_mode}
-        content_type = None
-        for name, value in headers.items():
-            if name == CONTENT_TYPE:
-                content_type = value
-            elif name == MESSAGE_ID:
-                properties["message_id"] = value
-            elif name == CORRELATION_ID:
-                properties["correlation_id"] = value
-            else:
-                table[name] = value
-                if name == TIMESTAMP:
-                    with contextlib.suppress(ValueError):
-                        properties["timestamp"] = int(value) // 1000
-        if "message_id" not in properties:
-            properties["message_id"] = new_message_id()
-        if key is not None:
-            table[KEY_HEADER] = key
+        if message_id is not None:
+            properties["message_id"] = message_id
+        if correlation_id is not None:
+            properties["correlation_id"] = correlation_id
+        if timestamp is not None:
+            properties["timestamp"] = timestamp
         future: Future[None] = PendingFuture()  # no Condition unless someone waits
         entry = _Entry(future, topic, bytes(body), content_type, table, properties)
-        with self._lock:
-            if self._pending >= self.options.max_in_flight and not self.on_io_thread():
-                self._waiting += 1
-                try:
-                    while (
-                        self._pending >= self.options.max_in_flight
-                        and not self._closed
-                        and not self._gave_up
-                    ):
-                        self._changed.wait(1.0)
-                finally:
-                    self._waiting -= 1
-            if self._closed:
-                raise BusClosed("the kombu backend is closed")
-            if self._gave_up:
-                settle_future(future, self.unavailable())
-                return future
-            self._outbox.append(entry)
-            self._pending += 1
-        self._nudge()
+        if self._window.admit(entry, block=not self.on_io_thread()):
+            self._nudge()
         return future
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every publish so far is confirmed or failed; TimeoutError if not."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            self._waiting += 1
-            try:
-                while self._pending > 0:
-                    if deadline is None:
-                        self._changed.wait(1.0)
-                        continue
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"{self._pending} publish(es) not confirmed in time")
-                    self._changed.wait(min(remaining, 1.0))
-            finally:
-                self._waiting -= 1
+        self._window.flush(timeout)
 
     def subscribe(
         self, topic: str, group: str | None, *, prefetch: int, from_beginning: bool = False
@@ -1367,7 +1231,7 @@ class KombuBackend(Backend):
                 return
             self._closed = True
             subs = list(self._subscriptions)
-            self._changed.notify_all()
+        self._window.close()
         try:
             self.flush(timeout if timeout is not None else 30.0)
         except TimeoutError:
