@@ -117,6 +117,7 @@ from msgbus.backendkit import (
     PendingFuture,
     PublishWindow,
     check_publish,
+    host_ports,
     parse_options,
     require_positive,
     url_credentials,
@@ -999,17 +1000,7 @@ class _ActiveMQSubscription(Subscription, _Owner):
                 return  # the broker redelivers it anyway
             conn = self._conn
             if not ack and requeue:
-                again = Delivery(
-                    delivery.topic,
-                    delivery.body,
-                    delivery.headers,
-                    delivery.key,
-                    self._settle,
-                    redelivered=True,
-                    native_id=delivery.native_id,
-                    token=delivery.token,
-                )
-                self._buffer.put_front(again)
+                self._buffer.put_back(delivery, self._settle)
                 return
         if conn is None:
             return
@@ -1065,9 +1056,7 @@ class ActiveMQBackend(Backend):
         self.options = options
         self.use_ssl = options.ssl if options.ssl is not None else url.scheme == "stomp+ssl"
         default_port = DEFAULT_SSL_PORT if self.use_ssl else DEFAULT_PORT
-        self.host_ports = [(h.host.strip("[]"), h.port or default_port) for h in url.hosts] or [
-            ("localhost", default_port)
-        ]
+        self.host_ports = host_ports(url, default_port)
         self.where = ",".join(f"{h}:{p}" for h, p in self.host_ports)
         self.ssl_context = _tls_context(options) if self.use_ssl else None
         """The TLS settings as an SSL context (None without TLS), to diagnose failures."""
@@ -1175,11 +1164,7 @@ class ActiveMQBackend(Backend):
                 return
             self._closed = True
             subs = list(self._subscriptions)
-        try:
-            self._publisher.flush(timeout if timeout is not None else 30.0)
-        except TimeoutError:
-            log.error("ActiveMQ: closing with unconfirmed publishes")
-        self._publisher.window.close()
+        self._publisher.window.close_and_flush(timeout, log)
         self._publisher.fail_all(
             BrokerUnavailable("the ActiveMQ backend closed before the broker confirmed")
         )

@@ -93,6 +93,9 @@ Options (URL query or keyword arguments to ``msgbus.connect``)
     - TLS: ``ssl`` (bool; default true for ``amqps://``), ``cacertfile``, ``certfile``,
       ``keyfile``, ``key_password`` (secret), ``verify`` (``verify_peer`` | ``verify_none``),
       ``server_name_indication`` (host name to check, default the URL's host).
+    - ``fast_path`` (bool, true): coalesce pika's frame writes
+      (:mod:`msgbus.backends.rabbitmq_fastpath`) where the pika version was verified; off
+      (or ``MSGBUS_FAST_PATH=0``, or another pika version): pika writes each frame itself.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -125,6 +128,7 @@ from msgbus.backendkit import (
     PendingFuture,
     PublishWindow,
     check_publish,
+    host_ports,
     parse_options,
     require_positive,
     settle_future,
@@ -132,6 +136,7 @@ from msgbus.backendkit import (
     with_message_id,
 )
 from msgbus.backendkit.amqp import SHORTSTR, from_amqp, to_amqp
+from msgbus.backendkit.fastpath import load_fast_path
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
@@ -179,6 +184,7 @@ class RabbitMQOptions:
     key_password: str | None = field(default=None, repr=False)
     verify: Literal["verify_peer", "verify_none"] = "verify_peer"
     server_name_indication: str | None = None
+    fast_path: bool = True
 
 
 def group_queue(topic: str, group: str) -> str:
@@ -251,48 +257,6 @@ def _reason(exc: BaseException | None) -> str:
         return f"{exc.reply_code} {exc.reply_text}".strip()
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
-
-
-class _Coalescer:
-    """Collects emitted frames and passes them on in writes of up to ~256 KiB."""
-
-    __slots__ = ("chunks", "emit", "size")
-
-    def __init__(self, emit: Callable[[bytes], None]) -> None:
-        self.emit = emit
-        self.chunks: list[bytes] = []
-        self.size = 0
-
-    def __call__(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
-        if self.size >= 262_144:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.chunks:
-            data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-            self.chunks = []
-            self.size = 0
-            self.emit(data)
-
-
-@contextlib.contextmanager
-def _coalesced_writes(conn: Any) -> Iterator[None]:
-    """I/O thread: hand the frames pika emits inside the block to its transport in few
-    writes (pika otherwise writes, and usually sends, each frame on its own: three system
-    calls per published message)."""
-    if conn is None or "_adapter_emit_data" in vars(conn) or not conn.is_open:
-        yield
-        return
-    coalescer = _Coalescer(conn._adapter_emit_data)
-    conn._adapter_emit_data = coalescer
-    try:
-        yield
-    finally:
-        del conn._adapter_emit_data
-        if conn.is_open:
-            coalescer.flush()
 
 
 class _Entry(Outgoing):
@@ -499,7 +463,7 @@ class _RabbitSubscription(Subscription):
         if channel is None or not channel.is_open:
             return
         try:
-            with _coalesced_writes(self.backend.connection()):
+            with self.backend.coalesced_writes():
                 for gen, tag, ack, requeue in settles:
                     if gen != generation:
                         continue
@@ -601,9 +565,7 @@ class RabbitMQBackend(Backend):
         self.options = options
         self.use_ssl = options.ssl if options.ssl is not None else url.scheme == "amqps"
         port = DEFAULT_TLS_PORT if self.use_ssl else DEFAULT_PORT
-        self.host_ports = [(h.host.strip("[]"), h.port or port) for h in url.hosts] or [
-            ("localhost", port)
-        ]
+        self.host_ports = host_ports(url, port)
         self.vhost = options.vhost if options.vhost is not None else (url.path or "/")
         self.where = ",".join(f"{h}:{p}" for h, p in self.host_ports)
         self.features = dataclasses.replace(
@@ -612,6 +574,10 @@ class RabbitMQBackend(Backend):
             max_message_bytes=options.max_message_bytes,
         )
         self._delivery_mode = 2 if options.persistent else 1
+        self._fast: Any = load_fast_path(
+            "msgbus.backends.rabbitmq_fastpath", option=options.fast_path, log=log
+        )
+        """The pika fast path module (rabbitmq_fastpath) when used, else None."""
         self._connect_timeout = (
             options.connection_timeout / 1000
             if options.connection_timeout is not None
@@ -765,6 +731,13 @@ class RabbitMQBackend(Backend):
     def connection(self) -> Any:
         """I/O thread: the current pika connection, or None."""
         return self._conn
+
+    def coalesced_writes(self) -> contextlib.AbstractContextManager[None]:
+        """I/O thread: on the fast path, hand the frames written inside the block to pika's
+        transport in few writes (:mod:`msgbus.backends.rabbitmq_fastpath`)."""
+        if self._fast is None:
+            return contextlib.nullcontext()
+        return self._fast.coalesced_writes(self._conn)
 
     def connection_open(self) -> bool:
         """I/O thread: True while the connection is open."""
@@ -965,7 +938,7 @@ class RabbitMQBackend(Backend):
         if channel is None or not channel.is_open or not self._window.has_queued:
             return
         batch = self._window.queued()
-        with _coalesced_writes(self._conn):
+        with self.coalesced_writes():
             self._publish_batch(channel, batch)
 
     def _publish_batch(self, channel: Any, batch: deque[_Entry]) -> None:
@@ -1135,11 +1108,7 @@ class RabbitMQBackend(Backend):
                 return
             self._closed = True
             subs = list(self._subscriptions)
-        self._window.close()
-        try:
-            self.flush(timeout if timeout is not None else 30.0)
-        except TimeoutError:
-            log.error("RabbitMQ: closing with unconfirmed publishes")
+        self._window.close_and_flush(timeout, log)
         for sub in subs:
             sub.close()
         self._shutdown(timeout=min(5.0, timeout) if timeout is not None else 5.0)

@@ -22,7 +22,12 @@ from msgbus.backendkit.buffer import DeliveryBuffer
 from msgbus.backendkit.checks import check_publish
 from msgbus.backendkit.futures import PendingFuture, ResolvedFuture, failed_future, settle_future
 from msgbus.backendkit.headers import KEY_HEADER, as_text, with_message_id
-from msgbus.backendkit.options import parse_options, require_positive, url_credentials
+from msgbus.backendkit.options import (
+    host_ports,
+    parse_options,
+    require_positive,
+    url_credentials,
+)
 from msgbus.backendkit.outage import Backoff, Outage
 from msgbus.backendkit.window import MAX_LOSSES, Outgoing, PublishWindow
 
@@ -39,6 +44,7 @@ __all__ = [
     "as_text",
     "check_publish",
     "failed_future",
+    "host_ports",
     "parse_options",
     "require_positive",
     "settle_future",

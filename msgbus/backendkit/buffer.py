@@ -28,8 +28,8 @@ class DeliveryBuffer:
       settlements, a closed flag) must change in the same critical section as the buffer.
       ``len()`` and :attr:`closed` may be read without the lock (a snapshot).
     - ``put`` appends, ``put_front`` prepends (a delivery handed back to be received
-      again first); both wake one waiting ``take``, and only when one waits. A closed
-      buffer drops what is put.
+      again first; ``put_back`` does it with a redelivered copy); each wakes one waiting
+      ``take``, and only when one waits. A closed buffer drops what is put.
     - ``take`` hands out what is buffered, oldest first, or waits for it; see its docstring.
     - ``clear`` drops what is buffered (the connection that delivered it is gone) and wakes
       every waiting ``take`` so it runs its ``check`` again; ``close`` does the same and
@@ -78,6 +78,24 @@ class DeliveryBuffer:
         self._items.appendleft(delivery)
         if self._waiting:
             self._ready.notify()
+
+    def put_back(self, delivery: Delivery, settle: Callable[[Delivery, bool, bool], None]) -> None:
+        """Prepend a copy of ``delivery`` marked redelivered and settled through ``settle``
+        (same token): how a backend hands a ``nack(requeue=True)`` back locally."""
+        from msgbus.backend import Delivery
+
+        self.put_front(
+            Delivery(
+                delivery.topic,
+                delivery.body,
+                delivery.headers,
+                delivery.key,
+                settle,
+                redelivered=True,
+                native_id=delivery.native_id,
+                token=delivery.token,
+            )
+        )
 
     def take(
         self, max_messages: int, timeout: float, check: Callable[[], object] | None = None

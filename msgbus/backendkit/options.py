@@ -13,7 +13,7 @@ from msgbus import secrets
 from msgbus.errors import ConfigurationError, UnknownOption
 from msgbus.url import BusURL
 
-__all__ = ["parse_options", "require_positive", "url_credentials"]
+__all__ = ["host_ports", "parse_options", "require_positive", "url_credentials"]
 
 
 Opts = TypeVar("Opts")
@@ -123,3 +123,10 @@ def url_credentials(url: BusURL) -> dict[str, Any]:
     if url.password is not None:
         fields["password"] = url.password
     return fields
+
+
+def host_ports(url: BusURL, default_port: int) -> list[tuple[str, int]]:
+    """The ``(host, port)`` pairs of ``url`` in order (IPv6 brackets stripped, missing ports
+    ``default_port``); ``[("localhost", default_port)]`` when the URL names no host."""
+    pairs = [(h.host.strip("[]"), h.port or default_port) for h in url.hosts]
+    return pairs or [("localhost", default_port)]

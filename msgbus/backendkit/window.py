@@ -27,6 +27,7 @@ thread, or a lock of its own).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -150,6 +151,15 @@ class PublishWindow(Generic[E]):
         with self.lock:
             self._closed = True
             self._changed.notify_all()
+
+    def close_and_flush(self, timeout: float | None, log: logging.Logger) -> None:
+        """:meth:`close`, then wait up to ``timeout`` s (None: 30 s) for what is pending;
+        logs an error when something is still unconfirmed then (the caller fails it)."""
+        self.close()
+        try:
+            self.flush(timeout if timeout is not None else 30.0)
+        except TimeoutError:
+            log.error("%s: closing with %d unconfirmed publish(es)", self.name, self._pending)
 
     @property
     def closed(self) -> bool:
