@@ -24,22 +24,9 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from msgbus.backendkit.buffer import DeliveryBuffer
-    from msgbus.backendkit.options import parse_options
-    from msgbus.futures import PendingFuture, ResolvedFuture, settle_future
     from msgbus.url import BusURL
 
-__all__ = [
-    "Backend",
-    "Delivery",
-    "DeliveryBuffer",
-    "Features",
-    "PendingFuture",
-    "ResolvedFuture",
-    "Subscription",
-    "parse_options",
-    "settle_future",
-]
+__all__ = ["Backend", "Delivery", "Features", "Subscription"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +243,8 @@ _MOVED = {
     "ResolvedFuture": "msgbus.futures",
     "settle_future": "msgbus.futures",
 }
-"""Helpers that moved to :mod:`msgbus.backendkit`, still importable from here."""
+"""Helpers that moved to :mod:`msgbus.backendkit`, still importable from here (not in
+``__all__``: new code imports them from the toolkit)."""
 
 
 def __getattr__(name: str) -> Any:

@@ -342,6 +342,24 @@ class BackendConformance(ObservabilityConformance):
         warm.wait_for(2, self.timeout)
         assert rec_payloads(late.messages) == ["after"]
 
+    def test_replay_flag_is_honoured(self, connect: Connect, topic: str, group: str) -> None:
+        """``features.replay``: a new group with ``from_beginning`` gets what was published
+        before it; without the flag, asking for it is a ConfigurationError."""
+        backend = connect().backend
+        if not backend.features.replay:
+            with pytest.raises(msgbus.ConfigurationError):
+                backend.subscribe(topic, group, prefetch=10, from_beginning=True)
+            return
+        for i in range(5):
+            backend.publish(topic, str(i).encode(), key=None, headers={})
+        backend.flush(self.timeout)
+        sub = backend.subscribe(topic, group, prefetch=10, from_beginning=True)
+        try:
+            got = drain(sub, 5, self.timeout)
+            assert sorted(int(d.body) for d in got) == list(range(5))
+        finally:
+            sub.close()
+
     # ------------------------------------------------------------------ order
 
     def test_per_key_order_with_concurrency(self, connect: Connect, topic: str, group: str) -> None:
