@@ -530,55 +530,122 @@ def test_tls_with_an_unknown_ca_is_refused(
 # --------------------------------------------------------------------------- interop
 
 
+PLAIN_CLIENTS = ("kafka-python", "confluent-kafka")
+
+
+def plain_produce(kind: str, url: str, topic: str, value: bytes, key: bytes, headers: Any) -> None:
+    """Send one record with a plain client of ``kind`` (acks=all) and wait for its ack."""
+    if kind == "kafka-python":
+        producer = KafkaProducer(bootstrap_servers=bootstrap(url), acks="all")
+        try:
+            producer.send(topic, value, key=key, headers=headers)
+            producer.flush(TIMEOUT)
+        finally:
+            producer.close()
+        return
+    import confluent_kafka
+
+    plain = confluent_kafka.Producer({"bootstrap.servers": bootstrap(url), "acks": "all"})
+    reports: list[Any] = []
+    plain.produce(topic, value, key, headers=headers, on_delivery=lambda e, m: reports.append(e))
+    assert plain.flush(TIMEOUT) == 0 and reports == [None]
+
+
+def plain_consume_one(kind: str, url: str, topic: str) -> tuple[bytes, bytes, dict[str, bytes]]:
+    """The first record of ``topic`` read by a plain client of ``kind``: body, key, headers."""
+    deadline = time.monotonic() + TIMEOUT
+    if kind == "kafka-python":
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap(url),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+        )
+        try:
+            records: list[Any] = []
+            while not records and time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=500).values():
+                    records.extend(batch)
+        finally:
+            consumer.close(autocommit=False)
+        (record,) = records
+        return record.value, record.key, dict(record.headers)
+    import confluent_kafka
+
+    plain = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap(url),
+            "group.id": f"plain-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        plain.subscribe([topic])
+        while time.monotonic() < deadline:
+            message = plain.poll(0.5)
+            if message is not None and message.error() is None:
+                return message.value(), message.key(), dict(message.headers() or [])
+    finally:
+        plain.close()
+    raise AssertionError(f"{kind} read nothing from {topic} in {TIMEOUT}s")
+
+
+@pytest.mark.parametrize("plain", PLAIN_CLIENTS)
 def test_plain_producer_message_arrives_as_bytes(
-    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str, group: str
+    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str, group: str, plain: str
 ) -> None:
     bus = buses()
     rec = Recorder()
     bus.subscribe(topic, rec, group=group)
     bus.start()
-    plain = KafkaProducer(bootstrap_servers=bootstrap(kafka_broker.url), acks="all")
-    try:
-        plain.send(topic, b'{"from": "plain"}', key=b"p1", headers=[("trace", b"t-1")])
-        plain.flush(TIMEOUT)
-    finally:
-        plain.close()
+    headers = [("trace", b"t-1"), ("utf8", "ü".encode())]
+    plain_produce(plain, kafka_broker.url, topic, b'{"from": "plain"}', b"p1", headers)
     (msg,) = rec.wait_for(1, TIMEOUT)
     assert msg.payload == b'{"from": "plain"}' and msg.content_type is None
-    assert msg.key == "p1" and msg.headers["trace"] == "t-1"
+    assert msg.key == "p1" and msg.headers["trace"] == "t-1" and msg.headers["utf8"] == "ü"
     assert msg.id  # the broker's coordinates stand in for a message id
     assert time.time() - 60 < msg.timestamp <= time.time() + 5  # the record's timestamp
 
 
+@pytest.mark.parametrize("plain", PLAIN_CLIENTS)
 def test_msgbus_message_is_readable_by_a_plain_consumer(
-    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str
+    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str, plain: str
 ) -> None:
     bus = buses()
-    bus.publish(topic, {"id": 7}, key="7", headers={"tenant": "a"}, message_id="mid-7").result(
-        TIMEOUT
-    )
-    plain = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap(kafka_broker.url),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-    )
-    try:
-        records: list[Any] = []
-        deadline = time.monotonic() + TIMEOUT
-        while not records and time.monotonic() < deadline:
-            for batch in plain.poll(timeout_ms=500).values():
-                records.extend(batch)
-    finally:
-        plain.close(autocommit=False)
-    (record,) = records
-    assert json.loads(record.value) == {"id": 7}  # the body is the payload alone
-    assert record.key == b"7"
-    headers = dict(record.headers)
-    assert headers[CONTENT_TYPE] == b"application/json"
-    assert headers[MESSAGE_ID] == b"mid-7"
-    assert headers["tenant"] == b"a"
+    bus.publish(
+        topic, {"id": 7}, key="7", headers={"tenant": "a", "x": "ü"}, message_id="mid-7"
+    ).result(TIMEOUT)
+    value, key, headers = plain_consume_one(plain, kafka_broker.url, topic)
+    assert json.loads(value) == {"id": 7}  # the body is the payload alone
+    assert key == b"7"
+    assert headers == {
+        CONTENT_TYPE: b"application/json",
+        MESSAGE_ID: b"mid-7",
+        "tenant": b"a",
+        "x": "ü".encode(),
+    }
+
+
+@pytest.mark.parametrize("reader", DRIVERS)
+def test_message_published_by_one_driver_reads_the_same_on_the_other(
+    buses: Callable[..., msgbus.Bus], driver: str, reader: str, topic: str
+) -> None:
+    sent_at = time.time()
+    rec = Recorder()
+    consumer = buses(driver=reader)
+    consumer.subscribe(topic, rec, group="x")
+    consumer.start()
+    headers = {"tenant": "a/ü", "empty": ""}
+    buses().publish(
+        topic, {"n": 1}, key="k-ü", headers=headers, message_id="m-1", correlation_id="c-1"
+    ).result(TIMEOUT)
+    (msg,) = rec.wait_for(1, TIMEOUT)
+    assert (msg.payload, msg.key, msg.id, msg.correlation_id) == ({"n": 1}, "k-ü", "m-1", "c-1")
+    assert {k: msg.headers[k] for k in headers} == headers
+    assert msg.content_type == "application/json"
+    assert sent_at - 1 <= msg.timestamp <= time.time() + 1
 
 
 # --------------------------------------------------------------------------- errors
