@@ -21,12 +21,12 @@ import types
 import typing
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
 from msgbus import secrets
-from msgbus.errors import ConfigurationError, UnknownOption
+from msgbus.errors import BusClosed, ConfigurationError, MsgBusError, UnknownOption
 from msgbus.futures import PendingFuture, ResolvedFuture, settle_future
 from msgbus.url import BusURL
 
@@ -311,6 +311,27 @@ class Backend(ABC):
         ``BrokerUnavailable``) if the broker refuses or loses the message. Raises
         :class:`~msgbus.MessageTooLarge` at once for oversized bodies. Thread-safe.
         """
+
+    def publish_many(
+        self, topic: str, messages: Sequence[tuple[bytes, str | None, Mapping[str, str]]]
+    ) -> list[Future[None]]:
+        """Send each ``(body, key, headers)`` of ``messages`` to ``topic``, in order.
+
+        Returns one future per message, in the same order, each with :meth:`publish`'s
+        contract. A message refused at once (oversized, ...) gets a failed future and the
+        others are still sent, so a partial failure says which; :class:`~msgbus.BusClosed`
+        raises. The default is a loop over :meth:`publish`; backends override it where the
+        driver can do better (librdkafka's queue). Thread-safe.
+        """
+        futures: list[Future[None]] = []
+        for body, key, headers in messages:
+            try:
+                futures.append(self.publish(topic, body, key=key, headers=headers))
+            except BusClosed:
+                raise
+            except MsgBusError as exc:
+                futures.append(ResolvedFuture(exception=exc))
+        return futures
 
     @abstractmethod
     def flush(self, timeout: float | None = None) -> None:

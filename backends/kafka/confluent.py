@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -40,7 +40,13 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from msgbus.backend import Delivery, PendingFuture, Subscription, settle_future
+from msgbus.backend import (
+    Delivery,
+    PendingFuture,
+    ResolvedFuture,
+    Subscription,
+    settle_future,
+)
 from msgbus.errors import (
     AuthenticationError,
     BrokerUnavailable,
@@ -398,6 +404,35 @@ class ConfluentKafkaBackend(KafkaBackend):
         """
         if self._closed or len(body) > self._max_body or topic not in self._known_topics:
             self._check_publish(topic, body)
+        return self._produce(topic, body, key, headers)
+
+    def publish_many(
+        self, topic: str, messages: Sequence[tuple[bytes, str | None, Mapping[str, str]]]
+    ) -> list[Future[None]]:
+        """Queue every ``(body, key, headers)`` in librdkafka's producer queue, in order; one
+        future per message (see :meth:`msgbus.backend.Backend.publish_many`). The topic is
+        checked once; a message refused at once gets a failed future, the rest are sent."""
+        if self._closed or topic not in self._known_topics:
+            self._check_publish(topic, b"")
+        produce, limit = self._produce, self._max_body
+        futures: list[Future[None]] = []
+        for body, key, headers in messages:
+            try:
+                if len(body) > limit:
+                    raise MessageTooLarge(
+                        f"message of {len(body)} bytes exceeds max_message_bytes={limit}"
+                    )
+                futures.append(produce(topic, body, key, headers))
+            except BusClosed:
+                raise
+            except MsgBusError as exc:
+                futures.append(ResolvedFuture(exception=exc))
+        return futures
+
+    def _produce(
+        self, topic: str, body: bytes, key: str | None, headers: Mapping[str, str]
+    ) -> Future[None]:
+        """Hand one checked record to librdkafka; its future resolves from the report."""
         stamp = headers.get(TIMESTAMP)
         timestamp_ms = 0  # librdkafka: now
         if stamp is not None and stamp.isdigit():
