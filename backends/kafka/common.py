@@ -340,6 +340,7 @@ class KafkaSubscriptionBase(Subscription):
         self._dirty: set[PartitionState] = set()
         self._pending_init: set[Any] = set()
         self._inflight = 0
+        self._receivers = 0  # threads waiting in receive
         self._ready = False
         self._closed = False
         self._stopping = False
@@ -496,8 +497,11 @@ class KafkaSubscriptionBase(Subscription):
                 if self._error is not None:
                     raise self._error
                 buffer = self._buffer
-                if buffer:
-                    count = min(max_messages, len(buffer))
+                # the buffer may hold more than the window (a driver that cannot stop its
+                # consumer without dropping prefetched records): hand out within the window
+                room = self._prefetch - self._inflight
+                if buffer and room > 0:
+                    count = min(max_messages, len(buffer), room)
                     out = [buffer.popleft() for _ in range(count)]
                     self._inflight += count
                     for delivery in out:
@@ -509,7 +513,11 @@ class KafkaSubscriptionBase(Subscription):
                 remaining = deadline - now
                 if remaining <= 0:
                     return []
-                self._cond.wait(remaining)
+                self._receivers += 1
+                try:
+                    self._cond.wait(remaining)
+                finally:
+                    self._receivers -= 1
 
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         state, offset = delivery.token
@@ -523,6 +531,8 @@ class KafkaSubscriptionBase(Subscription):
                 self._dirty.add(state)
                 if self._space_waiting:
                     self._space.notify()
+                if self._receivers and self._buffer:
+                    self._cond.notify()  # a receiver waits for room in the window
                 return
             again = Delivery(
                 delivery.topic,

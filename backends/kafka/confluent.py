@@ -691,11 +691,15 @@ class _ConfluentSubscription(KafkaSubscriptionBase):
         with self._lock:
             room = self._room()
         if room <= 0:
-            if not self._flow_paused:
+            # Window full. Pausing would make librdkafka drop what it prefetched (and fetch
+            # it again on resume), so the consumer is only paused once a whole window waits
+            # beyond it; until then one record per round is taken while callbacks
+            # (rebalances, commits) are served, and receive() keeps to the window.
+            if -room >= self._prefetch and not self._flow_paused:
                 self._flow_paused = True
                 consumer.pause(consumer.assignment())
             self._wait_for_space()
-            messages = consumer.consume(1000, 0)  # serves callbacks (rebalances, commits)
+            messages = consumer.consume(1, 0)
         else:
             if self._flow_paused:
                 self._flow_paused = False
