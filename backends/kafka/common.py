@@ -802,6 +802,49 @@ class KafkaBackend(Backend):
         elif self.end_offsets_reliable is None and any(highwater[tp] > 0 for tp in highwater):
             self.end_offsets_reliable = True
 
+    # ------------------------------------------------------------------ lag
+
+    reports_consumer_lag = True
+    """:meth:`consumer_lag` asks the broker (committed offsets against end offsets)."""
+
+    def consumer_lag(self, topic: str, group: str) -> int | None:
+        """How many records of ``topic`` msgbus group ``group`` has not acknowledged yet.
+
+        Per partition, the true end offset (as for a new group: ListOffsets, checked
+        against a Fetch high watermark on brokers that answer it wrong) minus the group's
+        committed offset, summed. A partition the group never committed counts 0 (a new
+        group starts at the end); None when the topic does not exist. Any thread; two or
+        three broker round trips. Raises :class:`~msgbus.BrokerUnavailable` when the broker
+        cannot be asked and :class:`~msgbus.BusClosed` after ``close``.
+        """
+        if self._closed:
+            raise BusClosed("the Kafka backend is closed")
+        group_id = self.options.group_id(group, topic)
+        try:
+            with self._topics_lock:
+                count, _ = self._leaderless(topic)
+                if not count:
+                    return None
+                keys = [self._partition_key(topic, p) for p in range(count)]
+                committed = self._group_offsets(group_id, keys)
+        except MsgBusError:
+            raise
+        except Exception as exc:
+            raise self._translate(exc, f"asking the lag of group {group_id!r}") from exc
+        ends = self.start_offsets(keys, earliest=False)
+        return sum(
+            max(0, ends[key] - committed[key]) for key in keys if committed.get(key) is not None
+        )
+
+    @abstractmethod
+    def _partition_key(self, topic: str, partition: int) -> Any:
+        """The driver's key of a partition (what ``start_offsets`` takes)."""
+
+    @abstractmethod
+    def _group_offsets(self, group_id: str, keys: list[Any]) -> dict[Any, int | None]:
+        """The committed offset of Kafka group ``group_id`` on each partition, None where it
+        has none (call with ``_topics_lock`` held: uses the admin client)."""
+
     # ------------------------------------------------------------------ helpers
 
     def _check_publish(self, topic: str, body: bytes) -> None:

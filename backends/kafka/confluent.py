@@ -32,6 +32,7 @@ from confluent_kafka import (
     OFFSET_INVALID,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
+    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
@@ -326,6 +327,22 @@ class ConfluentKafkaBackend(KafkaBackend):
                     raise
                 return
         log.debug("created Kafka topic %s (%d partitions)", topic, opts.partitions)
+
+    def _partition_key(self, topic: str, partition: int) -> Any:
+        return (topic, partition)
+
+    def _group_offsets(self, group_id: str, keys: list[Any]) -> dict[Any, int | None]:
+        request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p) for t, p in keys])
+        timeout = self.options.request_timeout_ms / 1000
+        futures = self._admin_client().list_consumer_group_offsets(
+            [request], request_timeout=timeout
+        )
+        answer = futures[group_id].result(timeout + 1)
+        out: dict[Any, int | None] = {key: None for key in keys}
+        for tp in answer.topic_partitions or []:
+            if tp.error is None and tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = tp.offset
+        return out
 
     # ------------------------------------------------------------------ new groups
 

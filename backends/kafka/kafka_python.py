@@ -205,6 +205,17 @@ class KafkaPythonBackend(KafkaBackend):
                 return
         log.debug("created Kafka topic %s (%d partitions)", topic, opts.partitions)
 
+    def _partition_key(self, topic: str, partition: int) -> Any:
+        return TopicPartition(topic, partition)
+
+    def _group_offsets(self, group_id: str, keys: list[Any]) -> dict[Any, int | None]:
+        offsets = self._admin_client().list_group_offsets({group_id: keys}).get(group_id, {})
+        out: dict[Any, int | None] = {}
+        for key in keys:
+            meta = offsets.get(key)
+            out[key] = meta.offset if meta is not None and meta.offset >= 0 else None
+        return out
+
     # ------------------------------------------------------------------ new groups
 
     def _list_offsets(self, tps: list[Any], *, earliest: bool, timeout_ms: int) -> dict[Any, int]:

@@ -301,6 +301,28 @@ def test_commit_stops_at_the_first_unsettled_offset(
         second.close()
 
 
+def test_consumer_lag_counts_what_the_group_has_not_acknowledged(
+    backend: KafkaBackend, topic: str, group: str
+) -> None:
+    assert backend.reports_consumer_lag
+    sub = backend.subscribe(topic, group, prefetch=100)
+    try:
+        assert backend.consumer_lag(topic, group) == 0
+        for i in range(10):
+            backend.publish(topic, b"%d" % i, key="one-partition", headers={})
+        backend.flush(TIMEOUT)
+        got = receive_n(sub, 10)
+        for delivery in got[:4]:
+            delivery.ack()
+        wait_until(lambda: backend.consumer_lag(topic, group) == 6, TIMEOUT, "lag 6")
+        for delivery in got[4:]:
+            delivery.ack()
+        wait_until(lambda: backend.consumer_lag(topic, group) == 0, TIMEOUT, "lag 0")
+    finally:
+        sub.close()
+    assert backend.consumer_lag(f"never.{uuid.uuid4().hex[:8]}", group) is None
+
+
 def test_nack_requeue_keeps_the_offset_uncommitted(
     kafka_broker: Any, backend: KafkaBackend, topic: str, group: str
 ) -> None:
