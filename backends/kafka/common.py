@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from msgbus.backend import Backend, Delivery, Features, Subscription, parse_options
 from msgbus.errors import (
+    AuthenticationError,
     BackendNotInstalled,
     BrokerUnavailable,
     BusClosed,
@@ -572,9 +573,67 @@ class KafkaSubscriptionBase(Subscription):
             self._loop_done.wait(self._options.request_timeout_ms / 1000 + 1)
         self._backend._forget(self)
 
+    # ------------------------------------------------------------------ consumer thread
+
+    def _start_thread(self, where: str) -> None:
+        """Start the consumer thread and wait until the member is ready (or raise)."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"msgbus-kafka {self.topic}[{self.group or 'private'}]"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        self._wait_ready(where)
+
+    def _run(self) -> None:
+        """The consumer thread: :meth:`_step` until stopped, retrying driver errors with
+        backoff (authentication and missing topics are fatal); then :meth:`_shutdown`."""
+        failures = 0
+        try:
+            while not self._stopping:
+                try:
+                    self._step()
+                    failures = 0
+                except Exception as exc:
+                    error = self._backend._translate(exc, f"consuming Kafka topic {self.topic!r}")
+                    if isinstance(error, AuthenticationError | TopicNotFound):
+                        self._fail(error)
+                        return
+                    failures += 1
+                    delay = min(2.0, 0.05 * 2**failures)
+                    log.warning("%r: %s; retrying in %.2fs", self, error, delay)
+                    with self._space:
+                        self._space.wait_for(lambda: self._stopping, delay)
+        finally:
+            self._shutdown()
+
     @abstractmethod
+    def _step(self) -> None:
+        """One round of the consumer thread: commit what was settled, poll, ingest."""
+
+    @abstractmethod
+    def _commit_now(self) -> None:
+        """Commit every moved commit point synchronously (the final commit)."""
+
+    @abstractmethod
+    def _close_consumer(self) -> None:
+        """Leave the group and close the driver's consumer (if one was created)."""
+
     def _shutdown(self) -> None:
-        """Final commit, leave the group, close the driver's consumer; set ``_loop_done``."""
+        """On the consumer thread: final commit, leave the group, close the consumer."""
+        with self._cond:
+            self._stopping = True
+        try:
+            if self.group is not None and self._error is None:
+                try:
+                    self._commit_now()
+                except Exception as exc:
+                    log.warning("%r: final commit failed (%s); expect redeliveries", self, exc)
+            try:
+                self._close_consumer()
+            except Exception as exc:
+                log.debug("%r: closing the consumer: %s", self, exc)
+        finally:
+            self._forget_states()
 
     def _forget_states(self) -> None:
         """After the consumer closed: every partition is gone."""

@@ -660,12 +660,7 @@ class _ConfluentSubscription(KafkaSubscriptionBase):
             raise
         except Exception as exc:
             raise translate_error(exc, where) from exc
-        self._thread = threading.Thread(
-            target=self._run, name=f"msgbus-kafka {self.topic}[{self.group or 'private'}]"
-        )
-        self._thread.daemon = True
-        self._thread.start()
-        self._wait_ready(where)
+        self._start_thread(where)
 
     def _assign_all(self, consumer: Consumer) -> None:
         """Private member: own every partition, positioned at the start (no group)."""
@@ -681,28 +676,11 @@ class _ConfluentSubscription(KafkaSubscriptionBase):
 
     # ------------------------------------------------------------------ consumer thread
 
-    def _run(self) -> None:
+    def _step(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        failures = 0
-        try:
-            while not self._stopping:
-                try:
-                    self._commit(consumer, sync=False)
-                    self._poll(consumer)
-                    failures = 0
-                except Exception as exc:
-                    error = translate_error(exc, f"consuming Kafka topic {self.topic!r}")
-                    if isinstance(error, AuthenticationError | TopicNotFound):
-                        self._fail(error)
-                        return
-                    failures += 1
-                    delay = min(2.0, 0.05 * 2**failures)
-                    log.warning("%r: %s; retrying in %.2fs", self, error, delay)
-                    with self._space:
-                        self._space.wait_for(lambda: self._stopping, delay)
-        finally:
-            self._shutdown()
+        self._commit(consumer, sync=False)
+        self._poll(consumer)
 
     def _poll(self, consumer: Consumer) -> None:
         with self._lock:
@@ -896,22 +874,10 @@ class _ConfluentSubscription(KafkaSubscriptionBase):
 
     # ------------------------------------------------------------------ closing
 
-    def _shutdown(self) -> None:
-        """On the consumer thread: final commit, leave the group, close the consumer."""
-        consumer = self._consumer
-        with self._cond:
-            self._stopping = True
-        try:
-            if consumer is None:
-                return
-            if self.group is not None and self._error is None:
-                try:
-                    self._commit(consumer, sync=True)
-                except Exception as exc:
-                    log.warning("%r: final commit failed (%s); expect redeliveries", self, exc)
-            try:
-                consumer.close()
-            except Exception as exc:
-                log.debug("%r: closing the consumer: %s", self, exc)
-        finally:
-            self._forget_states()
+    def _commit_now(self) -> None:
+        if self._consumer is not None:
+            self._commit(self._consumer, sync=True)
+
+    def _close_consumer(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
