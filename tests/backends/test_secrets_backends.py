@@ -100,11 +100,12 @@ def test_connect_errors_never_show_an_arbitrary_password(scheme: str) -> None:
 
 
 @pytest.mark.kafka
-def test_kafka_sasl_cycle_shows_no_password(kafka_tls_broker) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("driver", ["kafka-python", "confluent"])
+def test_kafka_sasl_cycle_shows_no_password(kafka_tls_broker, driver: str) -> None:  # type: ignore[no-untyped-def]
     # the harness's Apache Kafka checks this user's SCRAM password (which holds /?#@)
     secret = kafka_tls_broker.sasl_password
-    url = kafka_tls_broker.sasl_url("scram-sha-256") + "&session_timeout_ms=6000"
+    url = kafka_tls_broker.sasl_url("scram-sha-256") + f"&session_timeout_ms=6000&driver={driver}"
     userinfo = url.split("//", 1)[1].split("@", 1)[0]
-    bad_url = f"kafka://{userinfo}@127.0.0.1:{closed_port()}?connect_timeout=1"
+    bad_url = f"kafka://{userinfo}@127.0.0.1:{closed_port()}?connect_timeout=1&driver={driver}"
     leaks = find_leaks(secret, secret_cycle(url, bad_url, secret))
     assert not leaks, leaks[:5]

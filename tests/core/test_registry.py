@@ -25,6 +25,7 @@ def test_unknown_scheme_lists_schemes_and_suggests() -> None:
 def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "kafka", None)  # as if kafka-python were not installed
     monkeypatch.delitem(sys.modules, "msgbus.backends.kafka", raising=False)
+    monkeypatch.delitem(sys.modules, "msgbus.backends.kafka.kafka_python", raising=False)
     monkeypatch.setattr(registry, "_loaded", {})
     with pytest.raises(msgbus.BackendNotInstalled) as info:
         msgbus.connect("kafka://127.0.0.1:9092")
