@@ -262,7 +262,7 @@ def _reason(exc: BaseException | None) -> str:
 class _Entry(Outgoing):
     """One publish on its way: queued, then on the wire until confirmed."""
 
-    __slots__ = ("body", "props", "returned", "routing_key")
+    __slots__ = ("body", "first_nack", "props", "returned", "routing_key")
 
     def __init__(self, future: Future[None], routing_key: str, body: bytes, props: Any) -> None:
         super().__init__(future)
@@ -270,6 +270,7 @@ class _Entry(Outgoing):
         self.body = body
         self.props = props
         self.returned: str | None = None
+        self.first_nack: float | None = None
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -970,7 +971,7 @@ class RabbitMQBackend(Backend):
         if not done:
             return
         if not isinstance(method, Basic.Ack):
-            window.finish(done, PublishError("RabbitMQ refused the message (basic.nack)"))
+            self._on_nack(done)
             return
         window.finish([entry for entry in done if entry.returned is None], None)
         for entry in done:
@@ -980,6 +981,32 @@ class RabbitMQBackend(Backend):
                     f"no queue is bound to topic {entry.routing_key!r} (mandatory=true)"
                 )
                 window.finish([entry], error)
+
+    def _on_nack(self, done: list[_Entry]) -> None:
+        """I/O thread: the broker nacked ``done``. A quorum queue nacks while it has no
+        leader (a node died, an election runs), and RabbitMQ 3.10 keeps nacking on that
+        channel afterwards: resend on a fresh publishing channel (1 s later) until
+        ``reconnect_timeout`` has passed since a message's first nack, then fail it."""
+        now = time.monotonic()
+        again: list[_Entry] = []
+        failed: list[_Entry] = []
+        for entry in done:
+            if entry.first_nack is None:
+                entry.first_nack = now
+            late = now - entry.first_nack > self.options.reconnect_timeout
+            (failed if late or self._shutting_down else again).append(entry)
+        if failed:
+            self._window.finish(failed, PublishError("RabbitMQ refused the message (basic.nack)"))
+        if not again:
+            return
+        channel = self._pub_channel
+        if channel is None or not channel.is_open:
+            self._window.requeue(again)
+            return
+        log.warning("RabbitMQ: %d publish(es) nacked; resending on a new channel", len(again))
+        self._publish_lost(None)  # the rest of the channel's unconfirmed: queued again first
+        self._window.requeue(again)  # the nacked ones are older: in front of them
+        channel.close()  # not ours any more: its close callback reopens one in 1 s
 
     def _on_return(self, _channel: Any, method: Any, props: Any, body: bytes) -> None:
         """A mandatory message no queue took: mark the first matching unconfirmed publish

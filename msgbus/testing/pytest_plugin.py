@@ -21,7 +21,15 @@ closed at its end), each yielding a broker with ``.url``, ``.description``, ``.s
 * ``kafka_tls_broker`` — Apache Kafka started with ``tls=True``: ``.tls_url`` (SSL),
   ``.sasl_url(mechanism)``, ``.sasl_ssl_url(mechanism)``, ``.tls_files``. Skipped when
   ``MSGBUS_KAFKA_URL`` is set; fails with ``MSGBUS_KAFKA_IMPL=tansu`` (tansu has no TLS here);
-* ``redis_broker`` — :class:`~msgbus.testing.brokers.Redis` (``redis://127.0.0.1:PORT/0``).
+* ``redis_broker`` — :class:`~msgbus.testing.brokers.Redis` (``redis://127.0.0.1:PORT/0``);
+* ``rabbitmq_cluster`` (3 nodes, joined), ``kafka_cluster`` (3 Apache Kafka KRaft nodes,
+  replication factor 3, ``min.insync.replicas=2``) and ``activemq_cluster`` (2 nodes,
+  master/slave on a shared KahaDB) — :class:`~msgbus.testing.brokers.BrokerCluster` launchers
+  whose ``.url`` lists every node, with ``.kill(node)``, ``.pause(node)``, ``.resume(node)``,
+  ``.restart(node)`` and ``.start()``. A test that kills or pauses a node must bring it back
+  (``start()`` / ``resume()``) before it ends: the cluster lives for the session. They are
+  skipped when ``MSGBUS_<BROKER>_URL`` names an external broker, and carry the ``cluster``
+  marker besides the broker's.
 
 ``MSGBUS_<BROKER>_URL`` (``MSGBUS_RABBITMQ_URL``, ``MSGBUS_ACTIVEMQ_URL``, ``MSGBUS_KAFKA_URL``,
 ``MSGBUS_REDIS_URL``) makes the fixture yield an
@@ -44,9 +52,13 @@ from typing import Any
 import pytest
 
 from msgbus.testing.brokers import (
+    ActiveMQCluster,
     Broker,
+    BrokerCluster,
     BrokerNotInstalled,
     ExternalBrokerError,
+    KafkaCluster,
+    RabbitMQCluster,
     broker_from_env_or_start,
     env_url,
     env_var,
@@ -57,11 +69,14 @@ from msgbus.url import BusURL
 
 __all__ = [
     "activemq_broker",
+    "activemq_cluster",
     "activemq_tls_broker",
     "kafka_broker",
+    "kafka_cluster",
     "kafka_persistent_broker",
     "kafka_tls_broker",
     "rabbitmq_broker",
+    "rabbitmq_cluster",
     "rabbitmq_tls_broker",
     "redis_broker",
     "require_managed",
@@ -74,6 +89,7 @@ MARKERS = {
     "kafka": "needs a Kafka broker (Apache Kafka started by the harness, tansu with "
     "MSGBUS_KAFKA_IMPL=tansu, or MSGBUS_KAFKA_URL)",
     "redis": "needs a real Redis (started by the msgbus harness or MSGBUS_REDIS_URL)",
+    "cluster": "needs a broker cluster started by the msgbus harness (several nodes)",
 }
 """Markers this plugin registers."""
 
@@ -86,10 +102,16 @@ FIXTURE_MARKERS = {
     "kafka_persistent_broker": "kafka",
     "kafka_tls_broker": "kafka",
     "redis_broker": "redis",
+    "rabbitmq_cluster": "rabbitmq",
+    "kafka_cluster": "kafka",
+    "activemq_cluster": "activemq",
 }
 """Broker fixture → marker added to every test that uses it."""
 
-_USED = pytest.StashKey[list[tuple[str, Broker]]]()
+CLUSTER_FIXTURES = ("rabbitmq_cluster", "kafka_cluster", "activemq_cluster")
+"""Fixtures that also get the ``cluster`` marker."""
+
+_USED = pytest.StashKey[list[tuple[str, Broker | BrokerCluster]]]()
 
 
 def start_broker_or_skip(kind: str, **options: Any) -> Broker:
@@ -203,6 +225,51 @@ def redis_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     yield from _session_broker(request, "redis_broker", "redis")
 
 
+def _session_cluster(
+    request: pytest.FixtureRequest, name: str, kind: str, cluster: BrokerCluster
+) -> Iterator[BrokerCluster]:
+    if env_url(kind):
+        cluster.close()
+        pytest.skip(f"{name} needs {kind} nodes started by msgbus; ${env_var(kind)} is set")
+    try:
+        cluster.start()
+    except BrokerNotInstalled as exc:
+        cluster.close()
+        if ci_requested():
+            pytest.fail(f"{exc} (CI is set, so a missing broker is an error)", pytrace=False)
+        pytest.skip(str(exc))
+    except BaseException:
+        cluster.close()
+        raise
+    request.config.stash.setdefault(_USED, []).append((name, cluster))
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_cluster(request: pytest.FixtureRequest) -> Iterator[BrokerCluster]:
+    """Three RabbitMQ nodes joined into one cluster for the whole session (see
+    :class:`~msgbus.testing.brokers.RabbitMQCluster`); ``url`` lists every node."""
+    yield from _session_cluster(request, "rabbitmq_cluster", "rabbitmq", RabbitMQCluster(nodes=3))
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(request: pytest.FixtureRequest) -> Iterator[BrokerCluster]:
+    """Three Apache Kafka nodes (KRaft, combined roles, replication factor 3,
+    ``min.insync.replicas=2``) for the whole session, whatever ``MSGBUS_KAFKA_IMPL`` says
+    (tansu has no cluster); ``url`` lists every node."""
+    yield from _session_cluster(request, "kafka_cluster", "kafka", KafkaCluster(nodes=3))
+
+
+@pytest.fixture(scope="session")
+def activemq_cluster(request: pytest.FixtureRequest) -> Iterator[BrokerCluster]:
+    """Two ActiveMQ nodes, master/slave on one shared KahaDB, for the whole session (see
+    :class:`~msgbus.testing.brokers.ActiveMQCluster`); ``url`` is the failover list."""
+    yield from _session_cluster(request, "activemq_cluster", "activemq", ActiveMQCluster(nodes=2))
+
+
 # --------------------------------------------------------------------------- hooks
 
 
@@ -219,6 +286,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for fixture, marker in FIXTURE_MARKERS.items():
             if fixture in names and item.get_closest_marker(marker) is None:
                 item.add_marker(marker)
+        if any(f in names for f in CLUSTER_FIXTURES) and item.get_closest_marker("cluster") is None:
+            item.add_marker("cluster")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -19,7 +19,10 @@ mode, its jars fetched from Maven Central with ``mvn`` or taken from ``KAFKA_HOM
 :func:`broker_from_env_or_start`. ``RabbitMQ(tls=True)``, ``ActiveMQ(tls=True)`` and
 ``Kafka(tls=True)`` also open a TLS listener (Kafka SASL ones too): ``tls_url`` and
 ``tls_files``, a :class:`TlsFiles` with a throwaway CA, server and
-client certificates made by ``openssl``. Only the standard library is imported here.
+client certificates made by ``openssl``. ``RabbitMQ(nodes=3)``, ``ApacheKafka(nodes=3)`` and
+``ActiveMQ(nodes=2)`` run clusters on loopback (:class:`RabbitMQCluster`, :class:`KafkaCluster`,
+:class:`ActiveMQCluster`; see :mod:`msgbus.testing.brokers.cluster`). Only the standard library
+is imported here.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 from typing import Any
 
 from msgbus.testing.brokers.activemq import ActiveMQ
+from msgbus.testing.brokers.activemq_cluster import ActiveMQCluster
 from msgbus.testing.brokers.base import (
     BrokerHarnessError,
     BrokerNotInstalled,
@@ -37,8 +41,11 @@ from msgbus.testing.brokers.base import (
     ExternalBrokerError,
     pick_free_port,
 )
+from msgbus.testing.brokers.cluster import BrokerCluster
 from msgbus.testing.brokers.kafka import ApacheKafka, Kafka
+from msgbus.testing.brokers.kafka_cluster import KafkaCluster
 from msgbus.testing.brokers.rabbitmq import RabbitMQ
+from msgbus.testing.brokers.rabbitmq_cluster import RabbitMQCluster
 from msgbus.testing.brokers.redis import Redis
 from msgbus.testing.brokers.tansu import Tansu
 from msgbus.testing.brokers.tls import TlsFiles
@@ -47,8 +54,10 @@ __all__ = [
     "BROKERS",
     "KAFKA_IMPLS",
     "ActiveMQ",
+    "ActiveMQCluster",
     "ApacheKafka",
     "Broker",
+    "BrokerCluster",
     "BrokerHarnessError",
     "BrokerNotInstalled",
     "BrokerProcess",
@@ -56,7 +65,9 @@ __all__ = [
     "ExternalBroker",
     "ExternalBrokerError",
     "Kafka",
+    "KafkaCluster",
     "RabbitMQ",
+    "RabbitMQCluster",
     "Redis",
     "Tansu",
     "TlsFiles",

@@ -24,6 +24,7 @@ import socket
 import ssl
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from msgbus.testing.brokers.base import (
     HOST,
@@ -220,10 +221,18 @@ class ActiveMQ(BrokerProcess):
     default_startup_timeout = 60.0
     default_stop_timeout = 15.0
 
+    @classmethod
+    def _cluster(cls, *args: Any, **kwargs: Any) -> Any:
+        """``nodes=N``: an :class:`~msgbus.testing.brokers.activemq_cluster.ActiveMQCluster`."""
+        from msgbus.testing.brokers.activemq_cluster import ActiveMQCluster
+
+        return ActiveMQCluster(*args, **kwargs)
+
     def __init__(
         self,
         port: int | None = None,
         *,
+        nodes: int = 1,
         data_dir: str | os.PathLike[str] | None = None,
         openwire_port: int | None = None,
         activemq_home: str | os.PathLike[str] = DEFAULT_HOME,
@@ -235,7 +244,8 @@ class ActiveMQ(BrokerProcess):
         tls_port: int | None = None,
         tls_require_client_cert: bool = False,
     ) -> None:
-        """``port``: the STOMP port (None: free port below 32768). ``openwire_port``: also
+        """``nodes``: a number above 1 builds the cluster launcher instead.
+        ``port``: the STOMP port (None: free port below 32768). ``openwire_port``: also
         open an OpenWire connector there (None: no OpenWire). ``activemq_home``: the install
         holding ``bin/activemq.jar``; ``java``: the java binary (None: ``java`` on PATH);
         ``heap``: JVM ``-Xms``/``-Xmx``. ``tls``: True opens a ``stomp+ssl`` connector on

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from msgbus.errors import MsgBusError
 
@@ -549,6 +549,21 @@ class BrokerProcess:
 
     host: str = HOST
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        """``nodes=N`` (N > 1) builds the broker's cluster launcher instead (see
+        :mod:`msgbus.testing.brokers.cluster`); without it, or with 1, this class."""
+        nodes = kwargs.get("nodes", 1)
+        if nodes == 1:
+            return super().__new__(cls)
+        if not isinstance(nodes, int) or isinstance(nodes, bool) or nodes < 1:
+            raise ValueError(f"nodes must be a positive int, got {nodes!r}")
+        return cls._cluster(*args, **kwargs)
+
+    @classmethod
+    def _cluster(cls, *args: Any, **kwargs: Any) -> Any:
+        """Build the cluster launcher for ``nodes=N`` (brokers that have one override this)."""
+        raise ValueError(f"{cls.product or cls.__name__} has no cluster launcher; use nodes=1")
+
     def __init__(
         self,
         port: int | None = None,
@@ -670,14 +685,7 @@ class BrokerProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         try:
-            for spec, probe in self._helper_specs():
-                helper = self._helpers.get(spec.name)
-                if helper is not None and helper.is_running():
-                    continue
-                helper = ManagedProcess(spec, grace=self.stop_timeout)
-                self._helpers[spec.name] = helper
-                self._wait_ready(helper, probe, f"{self.product} helper {spec.name}")
-                self._helper_started(spec.name)
+            self._start_helpers()
             self._write_config()
             self._main = ManagedProcess(self._main_spec(), grace=self.stop_timeout)
             self._version = self._wait_ready(self._main, self._handshake, self.product) or ""
@@ -685,6 +693,17 @@ class BrokerProcess:
             self._stop_all(self.stop_timeout)
             raise
         self.last_start_seconds = time.monotonic() - started
+
+    def _start_helpers(self) -> None:
+        """Start every helper process that does not run and wait until each is ready."""
+        for spec, probe in self._helper_specs():
+            helper = self._helpers.get(spec.name)
+            if helper is not None and helper.is_running():
+                continue
+            helper = ManagedProcess(spec, grace=self.stop_timeout)
+            self._helpers[spec.name] = helper
+            self._wait_ready(helper, probe, f"{self.product} helper {spec.name}")
+            self._helper_started(spec.name)
 
     def stop(self) -> None:
         """Stop the broker and its helpers gracefully; keep the data folder. Idempotent."""

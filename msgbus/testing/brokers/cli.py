@@ -1,6 +1,7 @@
 """``msgbus broker start KIND``: run one real broker in the foreground until Ctrl-C/SIGTERM.
 
-Also runnable as ``python -m msgbus.testing.brokers start kafka``. The first line printed is
+Also runnable as ``python -m msgbus.testing.brokers start kafka``. ``--nodes N`` runs a
+cluster (rabbitmq, kafka = Apache Kafka, activemq). The first line printed is
 the broker's URL alone (so scripts can read it), the second its description.
 """
 
@@ -52,6 +53,14 @@ def build_parser(prog: str = "msgbus broker") -> argparse.ArgumentParser:
         "redis: append-only file. RabbitMQ, ActiveMQ and Apache Kafka always persist.",
     )
     start.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="run a cluster of this many nodes: rabbitmq (joined; use ?queue_type=quorum), "
+        "kafka (Apache Kafka KRaft, replication factor 3, min.insync.replicas 2), activemq "
+        "(master/slave on a shared KahaDB). The URL printed lists every node.",
+    )
+    start.add_argument(
         "--data-dir",
         default=None,
         help="keep state and logs in this folder (default: a temporary folder, deleted at exit)",
@@ -70,7 +79,20 @@ def main(argv: Sequence[str] | None = None, prog: str = "msgbus broker") -> int:
     """
     args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
     options: dict[str, Any] = {"port": args.port, "data_dir": args.data_dir}
-    launcher = _launcher(args.kind, args.impl)
+    if args.nodes < 1:
+        print("msgbus broker: --nodes must be 1 or more", file=sys.stderr)
+        return 2
+    if args.nodes > 1:
+        if args.kind not in ("rabbitmq", "kafka", "activemq"):
+            print(f"msgbus broker: no cluster launcher for {args.kind}", file=sys.stderr)
+            return 2
+        if args.kind == "kafka" and args.impl == "tansu":
+            print("msgbus broker: a Kafka cluster runs Apache Kafka, not tansu", file=sys.stderr)
+            return 2
+        options["nodes"] = args.nodes
+        launcher = broker_class(args.kind) if args.kind != "kafka" else KAFKA_IMPLS["apache"]
+    else:
+        launcher = _launcher(args.kind, args.impl)
     if args.persistent:
         if launcher.product not in ("tansu", "Redis"):
             print(
@@ -90,7 +112,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "msgbus broker") -> int:
     previous = {
         signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
     }
-    broker = launcher(**options)
+    broker: Any = launcher(**options)
     try:
         try:
             broker.start()

@@ -23,6 +23,7 @@ import os
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from msgbus.testing.brokers.base import (
@@ -76,10 +77,18 @@ class Kafka(KafkaProtocolBroker):
     sasl_password = "kafka-secret/?#@"
     """Its password (characters that need escaping in a URL, on purpose)."""
 
+    @classmethod
+    def _cluster(cls, *args: Any, **kwargs: Any) -> Any:
+        """``nodes=N``: a :class:`~msgbus.testing.brokers.kafka_cluster.KafkaCluster`."""
+        from msgbus.testing.brokers.kafka_cluster import KafkaCluster
+
+        return KafkaCluster(*args, **kwargs)
+
     def __init__(
         self,
         port: int | None = None,
         *,
+        nodes: int = 1,
         controller_port: int | None = None,
         tls: bool = False,
         version: str | None = None,
@@ -89,7 +98,8 @@ class Kafka(KafkaProtocolBroker):
         startup_timeout: float | None = None,
         stop_timeout: float | None = None,
     ) -> None:
-        """``port``: the PLAINTEXT listener (None: a free port below 32768);
+        """``nodes``: a number above 1 builds the cluster launcher instead.
+        ``port``: the PLAINTEXT listener (None: a free port below 32768);
         ``controller_port``: the KRaft controller listener (None: a free port). ``tls``: also
         open SSL, SASL_PLAINTEXT and SASL_SSL listeners. ``version``: the Apache Kafka release
         (None: ``MSGBUS_KAFKA_VERSION`` or the harness default). ``heap``: the JVM's ``-Xmx``.
@@ -280,7 +290,7 @@ class Kafka(KafkaProtocolBroker):
 
     def _format_storage(self, properties: Path) -> None:
         """``StorageTool format`` once per data folder (with the SCRAM users when ``tls``)."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self._cluster_id()
         argv = [
             *self._java_argv("kafka.tools.StorageTool"),
             "format",
@@ -309,6 +319,10 @@ class Kafka(KafkaProtocolBroker):
             raise BrokerStartError(
                 f"formatting Kafka storage failed (exit {done.returncode})", self.log_tail()
             )
+
+    def _cluster_id(self) -> str:
+        """The KRaft cluster id the storage is formatted with (a new random one here)."""
+        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
     def _main_spec(self) -> ProcessSpec:
         return ProcessSpec(

@@ -274,10 +274,18 @@ class RabbitMQ(BrokerProcess):
     default_startup_timeout = 90.0
     default_stop_timeout = 20.0
 
+    @classmethod
+    def _cluster(cls, *args: Any, **kwargs: Any) -> Any:
+        """``nodes=N``: a :class:`~msgbus.testing.brokers.rabbitmq_cluster.RabbitMQCluster`."""
+        from msgbus.testing.brokers.rabbitmq_cluster import RabbitMQCluster
+
+        return RabbitMQCluster(*args, **kwargs)
+
     def __init__(
         self,
         port: int | None = None,
         *,
+        nodes: int = 1,
         data_dir: str | os.PathLike[str] | None = None,
         dist_port: int | None = None,
         epmd_port: int | None = None,
@@ -291,7 +299,8 @@ class RabbitMQ(BrokerProcess):
         tls_port: int | None = None,
         tls_require_client_cert: bool = False,
     ) -> None:
-        """``port``: AMQP port; ``dist_port``: Erlang distribution port; ``epmd_port``: the
+        """``nodes``: a number above 1 builds the cluster launcher instead.
+        ``port``: AMQP port; ``dist_port``: Erlang distribution port; ``epmd_port``: the
         private epmd's port (each None: a free port below 32768). ``nodename``: the Erlang
         node name (kept fixed so a given ``data_dir`` can be reused). ``plugins``: plugin
         names to enable, e.g. ``["rabbitmq_consistent_hash_exchange"]``. ``server_binary``:
