@@ -9,7 +9,8 @@
   ``Idempotent-Replayed: true``) and creates nothing; the same key with another body is 422;
   a key whose first request is still being processed is 409. Keys are kept 24 hours.
 - ``GET /accounts/{id}`` → 200 with the account, or 404 (also for ids no account can have).
-- ``GET /healthz`` → 200 ``{"status": "ok", "outbox_pending": n}``.
+- ``GET /healthz`` → 200 ``{"status": "ok", "outbox_pending": n}`` (liveness).
+- ``GET /readyz`` (added by the account service): see :mod:`msgbus.contrib.bank.probes`.
 
 Errors are ``{"error": "...", "message": "<one line per problem>", "detail": [...]}``:
 invalid input (missing field, bad email, unknown field, bad header, malformed JSON) → 422,
