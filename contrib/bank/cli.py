@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=_positive, default=4, help="email workers (4)")
     demo.add_argument("--clients", type=_positive, default=4, help="parallel HTTP clients (4)")
     demo.add_argument("--timeout", type=float, help="seconds to wait for the mails")
+    demo.add_argument(
+        "--print-spans",
+        action="store_true",
+        help="print every OpenTelemetry span, one line each (extra msgbus[bank-otel])",
+    )
     return parser
 
 
@@ -188,15 +193,32 @@ def _serve_emails(args: argparse.Namespace, host: str, port: int, stack: ExitSta
 def _run_demo(args: argparse.Namespace) -> int:
     from msgbus.contrib.bank.demo import run_demo
 
+    provider = None
+    if args.print_spans:
+        try:
+            from msgbus.contrib.bank.tracing import print_spans
+
+            provider = print_spans(sys.stdout)
+        except ImportError as exc:
+            print(
+                f'msgbus-bank: error: --print-spans needs pip install "msgbus[bank-otel]"'
+                f" ({exc.name} missing)",
+                file=sys.stderr,
+            )
+            return 2
     print(f"msgbus bank demo: {args.accounts} accounts …", file=sys.stderr, flush=True)
-    result = run_demo(
-        args.url,
-        accounts=args.accounts,
-        data_dir=args.data,
-        concurrency=args.concurrency,
-        clients=args.clients,
-        timeout=args.timeout,
-    )
+    try:
+        result = run_demo(
+            args.url,
+            accounts=args.accounts,
+            data_dir=args.data,
+            concurrency=args.concurrency,
+            clients=args.clients,
+            timeout=args.timeout,
+        )
+    finally:
+        if provider is not None:
+            provider.shutdown()
     print(result.summary())
     return 0 if result.ok else 1
 
