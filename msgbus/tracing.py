@@ -20,16 +20,51 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry import baggage, propagate, trace
 from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from msgbus.message import CORRELATION_ID, MESSAGE_ID
 
-__all__ = ["ProcessSpan", "Tracing"]
+__all__ = ["ProcessSpan", "Tracing", "inject"]
 
 SCOPE = "msgbus"
 """The instrumentation scope name of every msgbus span."""
+_CACHED = 10_000
+"""At most this many topics (and topic/group pairs) keep cached span attributes."""
+_W3C_FIELDS = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+def _is_default_propagator(propagator: Any) -> bool:
+    """True for the API's default global propagator (W3C trace context, then baggage)."""
+    from opentelemetry.propagators.composite import CompositePropagator
+
+    return type(propagator) is CompositePropagator and propagator.fields == _W3C_FIELDS
+
+
+_default_propagator: list[Any] = [None, False]  # [propagator seen last, is it the default]
+
+
+def inject(span: Any, headers: dict[str, str]) -> None:
+    """Put ``span``'s context (and the current baggage) into ``headers`` through the global
+    propagator. With the API's default propagator and no baggage, the W3C ``traceparent``
+    (and ``tracestate``) are written directly: the same text the propagator writes, without
+    building a context and going through both propagators for every message."""
+    propagator = propagate.get_global_textmap()
+    seen = _default_propagator
+    if seen[0] is not propagator:
+        seen[0], seen[1] = propagator, _is_default_propagator(propagator)
+    if not seen[1] or baggage.get_all():
+        propagate.inject(headers, context=trace.set_span_in_context(span))
+        return
+    context = span.get_span_context()
+    if not context.is_valid:
+        return
+    headers["traceparent"] = (
+        f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    )
+    if context.trace_state:
+        headers["tracestate"] = context.trace_state.to_header()
 
 
 class ProcessSpan:
@@ -71,21 +106,28 @@ class Tracing:
             if server[1] is not None:
                 base["server.port"] = server[1]
         self._base = base
+        # per topic (and group): the attributes every span of it has; copied per span
+        self._send_attributes: dict[str, dict[str, Any]] = {}
+        self._process_attributes: dict[tuple[str, str | None], dict[str, Any]] = {}
 
     def start_send(self, topic: str, body: bytes, key: str | None, headers: dict[str, str]) -> Any:
         """Start a ``send <topic>`` PRODUCER span and inject its context into ``headers``."""
-        attributes = {
-            **self._base,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
-            "messaging.destination.name": topic,
-            "messaging.message.body.size": len(body),
-        }
+        attributes = self._send_attributes.get(topic)
+        if attributes is None:
+            attributes = {
+                **self._base,
+                "messaging.operation.type": "send",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": topic,
+            }
+            if len(self._send_attributes) < _CACHED:
+                self._send_attributes[topic] = attributes
+        attributes = {**attributes, "messaging.message.body.size": len(body)}
         _common(attributes, headers, key, self.system)
         span = self.tracer.start_span(
             f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes
         )
-        propagate.inject(headers, context=trace.set_span_in_context(span))
+        inject(span, headers)
         return span
 
     @staticmethod
@@ -112,15 +154,19 @@ class Tracing:
         made current until :meth:`ProcessSpan.end`.
         """
         parent = propagate.extract(headers)
-        attributes = {
-            **self._base,
-            "messaging.operation.type": "process",
-            "messaging.operation.name": "process",
-            "messaging.destination.name": topic,
-            "messaging.message.body.size": len(body),
-        }
-        if group is not None:
-            attributes["messaging.consumer.group.name"] = group
+        attributes = self._process_attributes.get((topic, group))
+        if attributes is None:
+            attributes = {
+                **self._base,
+                "messaging.operation.type": "process",
+                "messaging.operation.name": "process",
+                "messaging.destination.name": topic,
+            }
+            if group is not None:
+                attributes["messaging.consumer.group.name"] = group
+            if len(self._process_attributes) < _CACHED:
+                self._process_attributes[(topic, group)] = attributes
+        attributes = {**attributes, "messaging.message.body.size": len(body)}
         _common(attributes, headers, key, self.system)
         if extra:
             attributes.update(extra)

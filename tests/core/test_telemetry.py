@@ -42,3 +42,32 @@ def test_api_without_sdk_records_nothing_and_adds_no_headers() -> None:
         bus.publish("t", "x").result(5)
         (msg,) = rec.wait_for(1, 10)
         assert "traceparent" not in msg.headers
+
+
+def test_direct_injection_writes_what_the_default_propagator_writes() -> None:
+    sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry import baggage, propagate, trace
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import TraceState
+
+    from msgbus.tracing import inject
+
+    tracer = sdk_trace.TracerProvider().get_tracer("t")
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(1, 2, True, trace.TraceFlags(1), TraceState([("ven", "x1")]))
+    )
+    span = tracer.start_span("s", context=trace.set_span_in_context(parent))
+    ours: dict[str, str] = {}
+    inject(span, ours)
+    theirs: dict[str, str] = {}
+    propagate.inject(theirs, context=trace.set_span_in_context(span))
+    assert ours == theirs and set(ours) == {"traceparent", "tracestate"}
+    token = otel_context.attach(baggage.set_baggage("tenant", "t-7"))
+    try:  # with baggage, the propagator writes it too
+        with_baggage: dict[str, str] = {}
+        inject(span, with_baggage)
+        assert with_baggage["baggage"] == "tenant=t-7"
+        assert with_baggage["traceparent"] == ours["traceparent"]
+    finally:
+        otel_context.detach(token)
+    span.end()
