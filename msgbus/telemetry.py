@@ -316,6 +316,7 @@ class Telemetry:
                 delivery.key,
                 delivery.body,
                 consumer.backend.delivery_attributes(delivery),
+                work.attempt,
             )
         attrs = metrics.group_attributes(spec.topic, spec.group) if metrics is not None else None
         if metrics is not None:

@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from msgbus.message import CORRELATION_ID, MESSAGE_ID
 
-__all__ = ["ProcessSpan", "Tracing", "inject"]
+__all__ = ["ProcessSpan", "Tracing", "extract", "inject"]
 
 SCOPE = "msgbus"
 """The instrumentation scope name of every msgbus span."""
@@ -45,16 +45,49 @@ def _is_default_propagator(propagator: Any) -> bool:
 _default_propagator: list[Any] = [None, False]  # [propagator seen last, is it the default]
 
 
+def _default_in_use() -> bool:
+    propagator = propagate.get_global_textmap()
+    seen = _default_propagator
+    if seen[0] is not propagator:
+        seen[0], seen[1] = propagator, _is_default_propagator(propagator)
+    return bool(seen[1])
+
+
+def extract(headers: Mapping[str, str]) -> Any:
+    """The parent context in ``headers``, through the global propagator. With the API's
+    default propagator and headers that hold only a canonical version-00 ``traceparent``
+    (no ``tracestate``, no ``baggage``: what msgbus itself sends), it is parsed directly:
+    the same context the propagator returns, without its regular expression and getters;
+    anything else goes to the propagator."""
+    traceparent = headers.get("traceparent")
+    if (
+        traceparent is None
+        or len(traceparent) != 55
+        or not traceparent.startswith("00-")
+        or "tracestate" in headers
+        or "baggage" in headers
+        or not _default_in_use()
+    ):
+        return propagate.extract(headers)
+    try:
+        trace_id = int(traceparent[3:35], 16)
+        span_id = int(traceparent[36:52], 16)
+        flags = int(traceparent[53:], 16)
+    except ValueError:
+        return propagate.extract(headers)
+    canonical = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
+    if canonical != traceparent or not trace_id or not span_id:  # not plain lowercase hex
+        return propagate.extract(headers)
+    remote = trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags))
+    return trace.set_span_in_context(trace.NonRecordingSpan(remote), otel_context.Context())
+
+
 def inject(span: Any, headers: dict[str, str]) -> None:
     """Put ``span``'s context (and the current baggage) into ``headers`` through the global
     propagator. With the API's default propagator and no baggage, the W3C ``traceparent``
     (and ``tracestate``) are written directly: the same text the propagator writes, without
     building a context and going through both propagators for every message."""
-    propagator = propagate.get_global_textmap()
-    seen = _default_propagator
-    if seen[0] is not propagator:
-        seen[0], seen[1] = propagator, _is_default_propagator(propagator)
-    if not seen[1] or baggage.get_all():
+    if not _default_in_use() or baggage.get_all():
         propagate.inject(headers, context=trace.set_span_in_context(span))
         return
     context = span.get_span_context()
@@ -70,17 +103,20 @@ def inject(span: Any, headers: dict[str, str]) -> None:
 class ProcessSpan:
     """A started ``process`` span made current; :meth:`end` records the outcome and ends it."""
 
-    __slots__ = ("span", "token")
+    __slots__ = ("attempt", "span", "token")
 
-    def __init__(self, span: Any, token: object) -> None:
+    def __init__(self, span: Any, token: object, attempt: int | None = None) -> None:
         self.span = span
         self.token = token
+        self.attempt = attempt  # set on the span at its start already
 
     def end(self, attempt: int, outcome: str | None, error: BaseException | None) -> None:
-        """Record ``attempt``, ``outcome`` and ``error`` (if any), detach and end the span."""
+        """Record ``attempt`` (unless given at the start), ``outcome`` and ``error`` (if
+        any), detach and end the span."""
         span = self.span
         try:
-            span.set_attribute("msgbus.attempt", attempt)
+            if self.attempt != attempt:
+                span.set_attribute("msgbus.attempt", attempt)
             if outcome is not None:
                 span.set_attribute("msgbus.outcome", outcome)
             if error is not None:
@@ -147,13 +183,15 @@ class Tracing:
         key: str | None,
         body: bytes,
         extra: Mapping[str, Any] | None,
+        attempt: int | None = None,
     ) -> ProcessSpan:
         """Start a ``process <topic>`` CONSUMER span, child of the context in ``headers``.
 
-        ``extra`` adds broker-specific attributes (Kafka partition and offset). The span is
-        made current until :meth:`ProcessSpan.end`.
+        ``extra`` adds broker-specific attributes (Kafka partition and offset); ``attempt``
+        (the handler attempt's number, if known now) is set at the start. The span is made
+        current until :meth:`ProcessSpan.end`.
         """
-        parent = propagate.extract(headers)
+        parent = extract(headers)
         attributes = self._process_attributes.get((topic, group))
         if attributes is None:
             attributes = {
@@ -170,11 +208,13 @@ class Tracing:
         _common(attributes, headers, key, self.system)
         if extra:
             attributes.update(extra)
+        if attempt is not None:
+            attributes["msgbus.attempt"] = attempt
         span = self.tracer.start_span(
             f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
         token = otel_context.attach(trace.set_span_in_context(span, parent))
-        return ProcessSpan(span, token)
+        return ProcessSpan(span, token, attempt)
 
 
 def _common(

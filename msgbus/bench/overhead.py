@@ -216,6 +216,21 @@ def _table(results: dict[str, dict[str, list[tuple[float, float]]]]) -> str:
             lost = "—" if mode == "off" else f"{(1 - rate / base) * 100:+.1f} %"
             added = "—" if mode == "off" else f"{(cpu / base_cpu - 1) * 100:+.1f} %"
             lines.append(f"| {name} | {mode} | {rate:,.0f} | {lost} | {cpu:.1f} | {added} |")
+    lines += [
+        "",
+        "who adds the CPU per message (medians; msgbus = hooks - off, SDK = sdk - hooks):",
+        "",
+        "| broker | off µs/msg | msgbus adds µs | msgbus adds % | SDK adds µs | SDK adds % |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, rates in results.items():
+        off, hooks, sdk = (
+            statistics.median(c for _, c in rates[m]) for m in ("off", "hooks", "sdk")
+        )
+        lines.append(
+            f"| {name} | {off:.1f} | {hooks - off:+.1f} | {(hooks / off - 1) * 100:+.1f} % "
+            f"| {sdk - hooks:+.1f} | {(sdk - hooks) / off * 100:+.1f} % |"
+        )
     return "\n".join(lines)
 
 

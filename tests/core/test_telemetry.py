@@ -71,3 +71,38 @@ def test_direct_injection_writes_what_the_default_propagator_writes() -> None:
     finally:
         otel_context.detach(token)
     span.end()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
+        {"traceparent": "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01"},
+        {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"},
+        {"traceparent": "00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319_-b7ad6b7169203331-01"},
+        {"traceparent": "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "garbage"},
+        {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "ven=x1",
+            "baggage": "tenant=t-7",
+        },
+        {},
+    ],
+)
+def test_direct_extraction_gives_what_the_default_propagator_gives(
+    headers: dict[str, str],
+) -> None:
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry import baggage, propagate, trace
+
+    from msgbus.tracing import extract
+
+    ours, theirs = extract(headers), propagate.extract(headers)
+    assert trace.get_current_span(ours).get_span_context() == (
+        trace.get_current_span(theirs).get_span_context()
+    )
+    assert baggage.get_all(ours) == baggage.get_all(theirs)
