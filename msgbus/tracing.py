@@ -33,6 +33,7 @@ SCOPE = "msgbus"
 _CACHED = 10_000
 """At most this many topics (and topic/group pairs) keep cached span attributes."""
 _W3C_FIELDS = frozenset({"traceparent", "tracestate", "baggage"})
+_HEX = frozenset("0123456789abcdef")
 
 
 def _is_default_propagator(propagator: Any) -> bool:
@@ -69,15 +70,19 @@ def extract(headers: Mapping[str, str]) -> Any:
         or not _default_in_use()
     ):
         return propagate.extract(headers)
-    try:
-        trace_id = int(traceparent[3:35], 16)
-        span_id = int(traceparent[36:52], 16)
-        flags = int(traceparent[53:], 16)
-    except ValueError:
+    if not (
+        traceparent[35] == "-"
+        and traceparent[52] == "-"
+        and _HEX.issuperset(traceparent[3:35])
+        and _HEX.issuperset(traceparent[36:52])
+        and _HEX.issuperset(traceparent[53:])
+    ):
         return propagate.extract(headers)
-    canonical = f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"
-    if canonical != traceparent or not trace_id or not span_id:  # not plain lowercase hex
+    trace_id = int(traceparent[3:35], 16)
+    span_id = int(traceparent[36:52], 16)
+    if not trace_id or not span_id:
         return propagate.extract(headers)
+    flags = int(traceparent[53:], 16)
     remote = trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags))
     return trace.set_span_in_context(trace.NonRecordingSpan(remote), otel_context.Context())
 

@@ -185,6 +185,29 @@ def primitives(out: Any = None) -> None:
         cost = _per_call(lambda b=bus: b.publish("p", b"x" * 256, key="k"))
         bus.close()
         print(f"| msgbus publish on memory://, {mode} | {cost:.2f} |", file=out)
+    from msgbus.bench.null_otel import NullTracerProvider
+    from msgbus.tracing import Tracing
+
+    body = b"x" * 256
+    for label, provider in (("free provider", NullTracerProvider()), ("SDK", tracer_provider)):
+        tracing = Tracing(provider, "memory", ("127.0.0.1", 5672))
+        headers: dict[str, str] = {}
+        tracing.end_send(tracing.start_send("p", body, "k", headers), None)
+
+        def send(tracing: Tracing = tracing) -> None:
+            tracing.end_send(tracing.start_send("p", body, "k", {"msgbus-id": "m"}), None)
+
+        def process(tracing: Tracing = tracing, headers: dict[str, str] = headers) -> None:
+            tracing.start_process("p", "g", headers, "k", body, None, 1).end(1, "ack", None)
+
+        print(
+            f"| msgbus send span (start, inject, end), {label} | {_per_call(send):.2f} |", file=out
+        )
+        print(
+            f"| msgbus process span (extract, start, attach, end), {label} "
+            f"| {_per_call(process):.2f} |",
+            file=out,
+        )
     attrs = {"messaging.system": "memory", "messaging.destination.name": "p"}
     tracer = tracer_provider.get_tracer("primitives")
     unsampled = sampled_provider.get_tracer("primitives")

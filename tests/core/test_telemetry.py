@@ -84,6 +84,9 @@ def test_direct_injection_writes_what_the_default_propagator_writes() -> None:
         {"traceparent": "00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
         {"traceparent": "00-0af7651916cd43dd8448eb211c80319_-b7ad6b7169203331-01"},
         {"traceparent": "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0x0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331- 1"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-01"},
         {"traceparent": "garbage"},
         {
             "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
