@@ -139,6 +139,10 @@ log = logging.getLogger("msgbus.kombu")
 
 _KOMBU_QUERY = ("heartbeat", "login_method", "insist")
 _AMQP = ("amqp", "amqps", "pyamqp")
+LAG_TRANSPORTS = (*_AMQP, "memory", "sqla")
+"""Transports whose passive queue declare counts an empty queue as 0 (Redis's does not: an
+empty queue is a missing key there, like a queue that does not exist), so consumer lag is
+reported on them."""
 
 
 @dataclass(frozen=True)
@@ -492,6 +496,8 @@ class KombuBackend(Backend):
         self._waker_w.setblocking(False)
         self._sleeping = False
         self._closed = False
+        self._lag: Any = None  # a kombu_lag.QueueDepth, made on the first consumer_lag
+        self.reports_consumer_lag = self.transport in LAG_TRANSPORTS
         self._stopping = False
         self._subscriptions: set[_KombuSubscription] = set()
         # I/O-thread state
@@ -913,6 +919,22 @@ class KombuBackend(Backend):
         for sub in subs:
             sub.close()
         self._stop_thread(min(5.0, timeout) if timeout is not None else 5.0)
+        if self._lag is not None:
+            self._lag.close()
+
+    def consumer_lag(self, topic: str, group: str) -> int | None:
+        """Messages in the group's queue (see :meth:`Backend.consumer_lag`) on the
+        :data:`LAG_TRANSPORTS`; a second connection, opened on the first call
+        (:mod:`msgbus.backends.kombu_lag`)."""
+        from msgbus.backends.kombu_lag import QueueDepth
+
+        with self._lock:
+            if self._closed or not self.reports_consumer_lag:
+                return None
+            if self._lag is None:
+                self._lag = QueueDepth(self._new_connection)
+            lag = self._lag
+        return lag.read(f"{topic}.{group}")
 
     def describe(self) -> str:
         """E.g. ``kombu redis transport at redis://127.0.0.1:6379/0``; no password."""

@@ -193,6 +193,16 @@ class MemoryBroker:
                 group = groups[group_name] = _Group(self.lock)
             return group_name, group
 
+    def backlog(self, topic: str, group_name: str) -> int | None:
+        """Messages waiting in the group's queue (in-flight ones not counted); None if no
+        such group."""
+        with self.lock:
+            group = self.topics.get(topic, {}).get(group_name)
+            if group is None:
+                return None
+            unkeyed = sum(1 for slot in group.ready if isinstance(slot, tuple))
+            return unkeyed + sum(len(queue) for queue in group.pending.values())
+
     def drop_group(self, topic: str, group_name: str) -> None:
         """Forget a private group (its pending messages go with it)."""
         with self.lock:
@@ -312,6 +322,7 @@ class MemoryBackend(Backend):
         max_message_bytes=MemoryOptions.max_message_bytes,
     )
     extra = ""
+    reports_consumer_lag = True
 
     def __init__(self, broker: MemoryBroker, options: MemoryOptions) -> None:
         self.broker = broker
@@ -360,6 +371,10 @@ class MemoryBackend(Backend):
         for sub in list(self._subscriptions):
             sub.close()
         self._subscriptions.clear()
+
+    def consumer_lag(self, topic: str, group: str) -> int | None:
+        """Messages waiting in ``group``'s queue (see :meth:`Backend.consumer_lag`)."""
+        return self.broker.backlog(topic, group)
 
     def describe(self) -> str:
         return f"memory broker {self.broker.name or '(default)'!r} (in-process)"

@@ -559,6 +559,7 @@ class RabbitMQBackend(Backend):
         max_message_bytes=RabbitMQOptions.max_message_bytes,
     )
     extra = "rabbitmq"
+    reports_consumer_lag = True
 
     def __init__(self, url: BusURL, options: RabbitMQOptions) -> None:
         """Prepare (but do not connect) a backend; use :meth:`from_url` instead."""
@@ -1120,6 +1121,14 @@ class RabbitMQBackend(Backend):
         """Drop a closed subscription from the backend's set (called by the subscription)."""
         with self._lock:
             self._subscriptions.discard(sub)
+
+    def consumer_lag(self, topic: str, group: str) -> int | None:
+        """Ready messages in the group's queue (see :meth:`Backend.consumer_lag`)."""
+        from msgbus.backends.rabbitmq_lag import queue_depth
+
+        if self._closed:
+            return None
+        return queue_depth(self, group_queue(topic, group), self._connect_timeout)
 
     def connection_problem(self) -> BaseException | None:
         """While the connection is down (reconnecting): why; else None."""

@@ -165,6 +165,8 @@ class Backend(ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     features: Features = Features()
     extra: ClassVar[str] = ""
+    reports_consumer_lag: bool = False
+    """True when :meth:`consumer_lag` can answer (for a named group of this backend)."""
 
     @classmethod
     @abstractmethod
@@ -242,6 +244,23 @@ class Backend(ABC):
 
         None also means "cannot tell": the default. Backends that reconnect on their own
         override it so that ``Bus.health()`` reports ``reconnecting``. Cheap; any thread.
+        """
+        return None
+
+    def consumer_lag(self, topic: str, group: str) -> int | None:
+        """How many messages of ``topic`` the consumer group ``group`` has still to consume.
+
+        Queue brokers (memory, RabbitMQ, kombu) report the messages waiting in the group's
+        queue, not counting those delivered and not yet acknowledged; Kafka reports the end
+        offset minus the group's committed offset, summed over partitions (so deliveries in
+        flight count). None when the broker cannot tell cheaply, the group does not exist, or
+        the broker is unreachable; the default always returns None (set
+        :attr:`reports_consumer_lag` when overriding). Private groups are not asked.
+
+        May make one broker round trip, bounded by the backend's connect timeout; never
+        called on the message path (the ``msgbus.consumer.lag`` gauge reads it at collection
+        time, cached: :class:`msgbus.lag.LagReader`). Thread-safe; may raise a msgbus error,
+        which the reader turns into None.
         """
         return None
 

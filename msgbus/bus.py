@@ -23,6 +23,7 @@ from msgbus.consumer import Consumer, Handler, HandlerRunner, SubscriptionSpec
 from msgbus.envelope import check_topic, encode
 from msgbus.errors import BusClosed, ConfigurationError, MsgBusError
 from msgbus.health import BusHealth, HealthRecord, bus_health
+from msgbus.lag import LagReader
 from msgbus.registry import load_backend
 from msgbus.retry import RetryPolicy
 from msgbus.serialization import get_codec
@@ -93,6 +94,7 @@ class Bus:
         self.backend = backend
         self.url = url
         server = (url.hosts[0].host, url.hosts[0].port) if url is not None and url.hosts else None
+        self._lag = LagReader(backend) if backend.reports_consumer_lag else None
         self.telemetry = telemetry_for(
             url.scheme if url is not None else None,
             server,
@@ -100,6 +102,7 @@ class Bus:
             metrics=metrics,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
+            lag=self._lag_readings if self._lag is not None else None,
         )
         self._send = backend.publish if self.telemetry is None else self.telemetry.sender(backend)
         self._health = HealthRecord()
@@ -314,6 +317,14 @@ class Bus:
         for spec in specs:
             self._start_consumer(spec)
         return self
+
+    def _lag_readings(self) -> list[tuple[str, str, int]]:
+        """``(topic, group, lag)`` of the running named groups (metrics collection time)."""
+        if self._lag is None or self._closed:
+            return []
+        with self._lock:
+            targets = {(c.spec.topic, c.spec.group) for c in self._consumers}
+        return self._lag.readings((t, g) for t, g in sorted(targets) if g is not None)
 
     def _start_consumer(self, spec: SubscriptionSpec) -> None:
         consumer = Consumer(self.backend, spec, self.telemetry)

@@ -17,13 +17,18 @@ in seconds. Instruments (Prometheus names add ``_total``/``_seconds``/``_bucket`
 ``msgbus.messages.dead_lettered``         counter    deliveries sent to ``<topic>.dlq``
 ``msgbus.handler.duration``               histogram  one handler call (``msgbus.outcome``)
 ``msgbus.deliveries.in_flight``           up-down    handler calls running now
+``msgbus.consumer.lag``                   gauge      messages the group has still to consume
 ========================================  =========  ==========================================
+
+The lag gauge exists only on backends that can tell (``Backend.reports_consumer_lag``), for
+the bus's named groups; it is read from the broker at collection time, at most once per
+:data:`msgbus.lag.LAG_INTERVAL` per group (:class:`msgbus.lag.LagReader`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 __all__ = ["DURATION_BUCKETS", "Metrics"]
@@ -107,7 +112,9 @@ class Metrics:
     :class:`_Tally`; the two histograms are recorded per message.
     """
 
-    def __init__(self, provider: Any, system: str) -> None:
+    def __init__(
+        self, provider: Any, system: str, *, lag: Callable[[], list[tuple[str, str, int]]] | None
+    ) -> None:
         from opentelemetry.metrics import Observation
 
         from msgbus import __version__
@@ -131,6 +138,25 @@ class Metrics:
             "{message}",
             "Handler calls running now",
         )
+        if lag is not None:
+
+            def observe_lag(options: Any) -> Iterator[Any]:
+                for topic, group, value in lag():
+                    yield Observation(
+                        value,
+                        {
+                            "messaging.system": system,
+                            "messaging.destination.name": topic,
+                            "messaging.consumer.group.name": group,
+                        },
+                    )
+
+            meter.create_observable_gauge(
+                "msgbus.consumer.lag",
+                [observe_lag],
+                "{message}",
+                "Messages the consumer group has still to consume",
+            )
         buckets = list(DURATION_BUCKETS)
         self.publish_duration = meter.create_histogram(
             "msgbus.publish.duration",

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUS_OPTIONS",
     "Attempt",
+    "LagSource",
     "Telemetry",
     "messaging_system",
     "split_options",
@@ -48,6 +49,8 @@ _SYSTEMS = {
 }
 
 Send = Callable[..., "Future[None]"]
+LagSource = Callable[[], "list[tuple[str, str, int]]"]
+"""Returns ``(topic, group, lag)`` readings (see :mod:`msgbus.lag`)."""
 
 BUS_OPTIONS = ("tracing", "metrics", "tracer_provider", "meter_provider")
 """Options ``connect`` keeps for the bus instead of passing them to the backend."""
@@ -97,8 +100,13 @@ def telemetry_for(
     metrics: bool = True,
     tracer_provider: Any = None,
     meter_provider: Any = None,
+    lag: LagSource | None = None,
 ) -> Telemetry | None:
-    """The hooks for one bus, or None when nothing could ever be recorded."""
+    """The hooks for one bus, or None when nothing could ever be recorded.
+
+    ``lag``, when given, is called at metrics collection time for the ``(topic, group, lag)``
+    readings of the ``msgbus.consumer.lag`` gauge.
+    """
     if not (tracing or metrics):
         return None
     try:
@@ -113,6 +121,7 @@ def telemetry_for(
         metrics=metrics,
         tracer_provider=tracer_provider,
         meter_provider=meter_provider,
+        lag=lag,
     )
 
 
@@ -171,6 +180,7 @@ class Telemetry:
         metrics: bool,
         tracer_provider: Any,
         meter_provider: Any,
+        lag: LagSource | None = None,
     ) -> None:
         from opentelemetry import metrics as otel_metrics
         from opentelemetry import trace as otel_trace
@@ -185,7 +195,7 @@ class Telemetry:
         def build_metrics(provider: Any) -> Metrics:
             from msgbus.metrics import Metrics
 
-            return Metrics(provider, system)
+            return Metrics(provider, system, lag=lag)
 
         never = _NEVER
         self._next_check = 0.0
@@ -306,6 +316,7 @@ class Telemetry:
                 delivery.key,
                 delivery.body,
                 consumer.backend.delivery_attributes(delivery),
+                work.attempt,
             )
         attrs = metrics.group_attributes(spec.topic, spec.group) if metrics is not None else None
         if metrics is not None:

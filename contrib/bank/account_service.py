@@ -17,6 +17,7 @@ from msgbus.aio import AsyncBus
 from msgbus.contrib.bank.events import ACCOUNT_CREATED
 from msgbus.contrib.bank.http_api import create_app
 from msgbus.contrib.bank.outbox import OutboxRelay
+from msgbus.contrib.bank.probes import add_readiness
 from msgbus.contrib.bank.store import AccountStore
 
 __all__ = ["DEFAULT_ACCOUNTS_DB", "AccountService"]
@@ -29,7 +30,9 @@ class AccountService:
     """Accounts in ``db_path``, their events published on ``bus`` to ``topic``.
 
     ``app`` is the FastAPI application to serve (with its lifespan: a server that runs
-    lifespan events, as uvicorn does by default, starts and closes ``bus`` and the relay).
+    lifespan events, as uvicorn does by default, starts and closes ``bus`` and the relay),
+    with the probes ``/healthz`` (alive) and ``/readyz`` (bus ready and database readable,
+    else 503: see :mod:`~msgbus.contrib.bank.probes`).
     ``start_relay=False`` leaves the relay off (a service that "crashes" after a commit, in
     the tests). :meth:`close` closes the database once the server has stopped.
     ``relay_options`` go to :class:`~msgbus.contrib.bank.outbox.OutboxRelay`.
@@ -51,6 +54,7 @@ class AccountService:
         self.start_relay = start_relay
         self.drain_timeout = drain_timeout
         self.app = create_app(self.store, on_created=self.relay.notify, lifespan=self.lifespan)
+        add_readiness(self.app, bus, self.store.db.ping)
 
     @asynccontextmanager
     async def lifespan(self, app: Any) -> AsyncIterator[None]:

@@ -2,14 +2,20 @@
 
 ::
 
-    msgbus-bank accounts --url URL [--db PATH] [--host 127.0.0.1] [--port 8000]
+    msgbus-bank accounts --url URL [--db PATH] [--host 127.0.0.1] [--port 8000] [--metrics-port N]
     msgbus-bank emails   --url URL --smtp HOST:PORT [--db PATH] [--concurrency N]
-    msgbus-bank demo     [--url URL] [--accounts N] [--data DIR]
+                         [--host 127.0.0.1] [--port N] [--metrics-port N]
+    msgbus-bank demo     [--url URL] [--accounts N] [--data DIR] [--print-spans]
 
 ``--url`` defaults to ``$MSGBUS_URL``, else ``memory://`` (which only reaches buses in the same
 process: fine for the demo, useless for two separate services). Exit status: 0 on success
 (a demo in which every mail arrived exactly once), 1 when the demo failed, 2 on bad usage or
 an unreachable broker.
+
+Probes: the account service answers ``/healthz`` and ``/readyz`` on its HTTP port; the email
+service on ``--port`` when given (see :mod:`msgbus.contrib.bank.probes`). ``--metrics-port``
+serves Prometheus ``/metrics`` on ``--host`` (extra ``msgbus[prometheus]``), the same endpoint
+as ``msgbus consume --metrics-port``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from msgbus.contrib.bank.account_service import DEFAULT_ACCOUNTS_DB, AccountServ
 from msgbus.contrib.bank.email_service import DEFAULT_EMAILS_DB, EmailService
 from msgbus.contrib.bank.http_server import ServerThread
 from msgbus.contrib.bank.mailer import SmtpMailer, parse_hostport
+from msgbus.contrib.bank.probes import probe_app
 
 __all__ = ["build_parser", "main"]
 
@@ -65,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.add_argument("--db", default=str(DEFAULT_ACCOUNTS_DB), help="SQLite file")
     accounts.add_argument("--host", default="127.0.0.1", help="listen address (127.0.0.1)")
     accounts.add_argument("--port", type=int, default=8000, help="listen port (8000)")
+    accounts.add_argument(
+        "--metrics-port", type=int, metavar="N", help="serve Prometheus /metrics on this port"
+    )
 
     emails = commands.add_parser("emails", help="run the email service")
     emails.add_argument("--url", help=url_help)
@@ -74,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     emails.add_argument("--db", default=str(DEFAULT_EMAILS_DB), help="SQLite file (idempotency)")
     emails.add_argument("--concurrency", type=_positive, default=4, help="concurrent handlers (4)")
     emails.add_argument("--max-attempts", type=_positive, default=10, help="sends before DLQ")
+    emails.add_argument("--host", default="127.0.0.1", help="probe/metrics address (127.0.0.1)")
+    emails.add_argument(
+        "--port", type=int, metavar="N", help="serve /healthz and /readyz on this port"
+    )
+    emails.add_argument(
+        "--metrics-port", type=int, metavar="N", help="serve Prometheus /metrics on this port"
+    )
 
     demo = commands.add_parser("demo", help="both services + a local SMTP sink, N accounts")
     demo.add_argument("--url", help="broker URL (default: memory://)")
@@ -82,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--concurrency", type=_positive, default=4, help="email workers (4)")
     demo.add_argument("--clients", type=_positive, default=4, help="parallel HTTP clients (4)")
     demo.add_argument("--timeout", type=float, help="seconds to wait for the mails")
+    demo.add_argument(
+        "--print-spans",
+        action="store_true",
+        help="print every OpenTelemetry span, one line each (extra msgbus[bank-otel])",
+    )
     return parser
 
 
@@ -107,8 +129,20 @@ def _until_signal() -> Iterator[threading.Event]:
             signal.signal(signum, handler)
 
 
+def _serve_metrics(args: argparse.Namespace, stack: ExitStack) -> None:
+    """Serve Prometheus ``/metrics`` on ``--metrics-port`` (if given) until ``stack`` closes."""
+    if args.metrics_port is None:
+        return
+    from msgbus.prometheus import serve_metrics
+
+    server = serve_metrics(args.metrics_port, args.host)
+    stack.callback(server.close)
+    log.info("metrics on %s", server.url)
+
+
 def _run_accounts(args: argparse.Namespace) -> int:
     with _until_signal() as stop, ExitStack() as stack:
+        _serve_metrics(args, stack)
         bus = msgbus.aio.connect(_url(args))  # started and closed by the app's lifespan
         stack.callback(bus.bus.close)  # idempotent: in case the server never started
         service = AccountService(bus, args.db)
@@ -123,6 +157,12 @@ def _run_accounts(args: argparse.Namespace) -> int:
 
 def _run_emails(args: argparse.Namespace) -> int:
     host, port = args.smtp
+    with ExitStack() as stack:
+        _serve_metrics(args, stack)
+        return _serve_emails(args, host, port, stack)
+
+
+def _serve_emails(args: argparse.Namespace, host: str, port: int, stack: ExitStack) -> int:
     bus = msgbus.aio.connect(_url(args))
     service = EmailService(
         bus,
@@ -131,6 +171,13 @@ def _run_emails(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         max_attempts=args.max_attempts,
     )
+    stack.callback(service.close)  # LIFO: after the bus (run closes it) and the probes
+    stack.callback(bus.bus.close)  # idempotent: in case the loop never ran
+    if args.port is not None:
+        app = probe_app(bus, service.processed.db.ping, title="msgbus bank: email service")
+        probes = ServerThread(app, args.host, args.port).start()
+        stack.callback(probes.stop)
+        log.info("email service probes on %s/healthz and /readyz", probes.url)
 
     def ready() -> None:
         log.info("email service ready (smtp %s:%d, db %s, bus %r)", host, port, args.db, bus)
@@ -139,25 +186,39 @@ def _run_emails(args: argparse.Namespace) -> int:
         await bus.run(on_ready=ready)  # until SIGINT/SIGTERM; finishes the mails in flight
         log.info("email service stopped")
 
-    try:
-        asyncio.run(serve())
-    finally:
-        service.close()
+    asyncio.run(serve())
     return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from msgbus.contrib.bank.demo import run_demo
 
+    provider = None
+    if args.print_spans:
+        try:
+            from msgbus.contrib.bank.tracing import print_spans
+
+            provider = print_spans(sys.stdout)
+        except ImportError as exc:
+            print(
+                f'msgbus-bank: error: --print-spans needs pip install "msgbus[bank-otel]"'
+                f" ({exc.name} missing)",
+                file=sys.stderr,
+            )
+            return 2
     print(f"msgbus bank demo: {args.accounts} accounts …", file=sys.stderr, flush=True)
-    result = run_demo(
-        args.url,
-        accounts=args.accounts,
-        data_dir=args.data,
-        concurrency=args.concurrency,
-        clients=args.clients,
-        timeout=args.timeout,
-    )
+    try:
+        result = run_demo(
+            args.url,
+            accounts=args.accounts,
+            data_dir=args.data,
+            concurrency=args.concurrency,
+            clients=args.clients,
+            timeout=args.timeout,
+        )
+    finally:
+        if provider is not None:
+            provider.shutdown()
     print(result.summary())
     return 0 if result.ok else 1
 

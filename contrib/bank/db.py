@@ -67,6 +67,11 @@ class Database:
                 conn.execute("ROLLBACK")
             raise
 
+    def ping(self) -> None:
+        """Read the schema through this thread's connection; raise ``sqlite3.Error`` if the
+        file cannot be read (for readiness probes)."""
+        self.connection().execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+
     def close(self) -> None:
         """Close every thread's connection. Idempotent; later use raises ``ProgrammingError``."""
         with self._lock:

@@ -9,7 +9,8 @@
   ``Idempotent-Replayed: true``) and creates nothing; the same key with another body is 422;
   a key whose first request is still being processed is 409. Keys are kept 24 hours.
 - ``GET /accounts/{id}`` → 200 with the account, or 404 (also for ids no account can have).
-- ``GET /healthz`` → 200 ``{"status": "ok", "outbox_pending": n}``.
+- ``GET /healthz`` → 200 ``{"status": "ok", "outbox_pending": n}`` (liveness).
+- ``GET /readyz`` (added by the account service): see :mod:`msgbus.contrib.bank.probes`.
 
 Errors are ``{"error": "...", "message": "<one line per problem>", "detail": [...]}``:
 invalid input (missing field, bad email, unknown field, bad header, malformed JSON) → 422,
@@ -38,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from msgbus.contrib.bank.store import AccountStore
+from msgbus.contrib.bank.tracing import capture, instrument_app
 
 __all__ = [
     "CORRELATION_HEADER",
@@ -259,7 +261,9 @@ def create_app(
     """Build the FastAPI app over ``store``; ``on_created`` runs after each committed account.
 
     (The account service passes the outbox relay's ``notify`` as ``on_created``, and its
-    ``lifespan``, which starts and closes the bus and the relay.)
+    ``lifespan``, which starts and closes the bus and the relay.) With
+    ``opentelemetry-instrumentation-fastapi`` installed, requests are traced (see
+    :mod:`msgbus.contrib.bank.tracing`).
     """
     app = FastAPI(title="msgbus bank: account service", version="1", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
@@ -333,6 +337,7 @@ def create_app(
                 str(body.email),
                 correlation_id=correlation_id,
                 idempotency_key=idempotency_key,
+                trace_context=capture(),  # the relay's publish continues this request's trace
             )
         except BaseException:
             if idempotency_key is not None:
@@ -362,4 +367,4 @@ def create_app(
     def healthz() -> Any:
         return {"status": "ok", "outbox_pending": store.counts()["pending"]}
 
-    return app
+    return instrument_app(app)

@@ -18,6 +18,7 @@ from string import Template
 import aiosmtplib
 
 from msgbus.contrib.bank.events import AccountCreated
+from msgbus.contrib.bank.tracing import client_span
 
 __all__ = [
     "CORRELATION_HEADER",
@@ -98,7 +99,8 @@ class SmtpMailer:
     ``await send(mail)`` returns once the server accepted the mail for every recipient and
     raises ``aiosmtplib.SMTPException`` or ``OSError`` otherwise (including a timeout after
     ``timeout`` seconds). Plain SMTP, as to a local relay or sink (no STARTTLS). Safe for
-    concurrent sends (no shared connection).
+    concurrent sends (no shared connection). Each send is a ``CLIENT`` span ``smtp send``
+    (a child of the current span: the handler's ``process`` span), when OpenTelemetry is on.
     """
 
     def __init__(self, host: str, port: int, *, timeout: float = 30.0) -> None:
@@ -111,13 +113,15 @@ class SmtpMailer:
 
     async def send(self, mail: EmailMessage) -> None:
         """Deliver ``mail`` to the SMTP server (envelope from ``From`` to ``To``)."""
-        refused, _reply = await aiosmtplib.send(
-            mail, hostname=self.host, port=self.port, timeout=self.timeout, start_tls=False
-        )
-        if refused:
-            raise aiosmtplib.SMTPRecipientsRefused(
-                [
-                    aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
-                    for recipient, reply in refused.items()
-                ]
+        attributes = {"server.address": self.host, "server.port": self.port}
+        with client_span("smtp send", **attributes):
+            refused, _reply = await aiosmtplib.send(
+                mail, hostname=self.host, port=self.port, timeout=self.timeout, start_tls=False
             )
+            if refused:
+                raise aiosmtplib.SMTPRecipientsRefused(
+                    [
+                        aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, recipient)
+                        for recipient, reply in refused.items()
+                    ]
+                )

@@ -17,6 +17,10 @@ after the broker confirmed it, so a crash at any point leaves it pending and it 
 on ``event_id`` (also the message id). After a failure a later row may reach the broker
 before the failed one; there is one event per account, so per-account order is unaffected.
 
+Each row keeps the trace context of the request that wrote it, and the relay publishes inside
+it, so with OpenTelemetry on, the publish (and the consumer's handling) continue that request's
+trace (:mod:`msgbus.contrib.bank.tracing`).
+
 Run one relay per database: two relays on one file would both publish the same rows (still
 correct for an idempotent consumer, just wasteful).
 """
@@ -30,6 +34,7 @@ from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from msgbus.contrib.bank.store import AccountStore
+from msgbus.contrib.bank.tracing import restored
 
 __all__ = ["OutboxRelay", "Publisher"]
 
@@ -140,17 +145,15 @@ class OutboxRelay:
             error: BaseException | None = None
             for entry in entries:
                 try:
-                    futures.append(
-                        asyncio.ensure_future(
-                            self.bus.publish(
-                                entry.topic,
-                                entry.payload,
-                                key=entry.key,
-                                correlation_id=entry.correlation_id,
-                                message_id=entry.event_id,
-                            )
+                    with restored(entry.trace_context):  # the send joins the request's trace
+                        sent = self.bus.publish(
+                            entry.topic,
+                            entry.payload,
+                            key=entry.key,
+                            correlation_id=entry.correlation_id,
+                            message_id=entry.event_id,
                         )
-                    )
+                    futures.append(asyncio.ensure_future(sent))
                 except Exception as exc:
                     error = exc
                     break

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at      REAL NOT NULL,
     sent_at         REAL,
     attempts        INTEGER NOT NULL DEFAULT 0,
-    last_error      TEXT
+    last_error      TEXT,
+    trace_context   TEXT
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (seq) WHERE sent_at IS NULL;
 CREATE TABLE IF NOT EXISTS idempotency_keys (
@@ -100,6 +101,8 @@ class OutboxEntry:
     payload: dict[str, Any]
     correlation_id: str | None
     attempts: int
+    trace_context: str | None = None
+    """The W3C trace context (JSON) of the request that wrote the row, or None."""
 
 
 class AccountStore:
@@ -112,6 +115,10 @@ class AccountStore:
     def __init__(self, path: str | Path, *, topic: str = ACCOUNT_CREATED) -> None:
         self.topic = topic
         self.db = Database(path, _SCHEMA)
+        conn = self.db.connection()
+        columns = {row["name"] for row in conn.execute("PRAGMA table_info(outbox)")}
+        if "trace_context" not in columns:  # a file written before tracing existed
+            conn.execute("ALTER TABLE outbox ADD COLUMN trace_context TEXT")
 
     @property
     def path(self) -> Path:
@@ -163,11 +170,13 @@ class AccountStore:
         *,
         correlation_id: str | None = None,
         idempotency_key: str | None = None,
+        trace_context: str | None = None,
     ) -> tuple[Account, AccountCreated]:
         """Insert an account and its ``account.created`` outbox row in ONE transaction.
 
         Returns the account and the event. The event is not published here: the relay
-        does that after the commit (keyed by the account id, carrying ``correlation_id``).
+        does that after the commit (keyed by the account id, carrying ``correlation_id``,
+        inside ``trace_context``: the W3C headers, as JSON, of the request that made it).
         With ``idempotency_key`` (claimed with :meth:`claim_key`), the same transaction
         records the account under the key.
         """
@@ -183,7 +192,7 @@ class AccountStore:
             event = AccountCreated.new(account_id, owner, email, now)
             conn.execute(
                 "INSERT INTO outbox (event_id, topic, msg_key, payload, correlation_id,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                " created_at, trace_context) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     event.event_id,
                     self.topic,
@@ -191,6 +200,7 @@ class AccountStore:
                     json.dumps(event.to_dict()),
                     correlation_id,
                     time.time(),
+                    trace_context,
                 ),
             )
             if idempotency_key is not None:
@@ -216,8 +226,8 @@ class AccountStore:
         rows = (
             self.db.connection()
             .execute(
-                "SELECT seq, event_id, topic, msg_key, payload, correlation_id, attempts"
-                " FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+                "SELECT seq, event_id, topic, msg_key, payload, correlation_id, attempts,"
+                " trace_context FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
                 (limit,),
             )
             .fetchall()
@@ -231,6 +241,7 @@ class AccountStore:
                 payload=json.loads(row["payload"]),
                 correlation_id=row["correlation_id"],
                 attempts=row["attempts"],
+                trace_context=row["trace_context"],
             )
             for row in rows
         ]

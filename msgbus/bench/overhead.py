@@ -12,6 +12,9 @@ throughput, one process). Three modes, interleaved round by round in a rotating 
 - ``off``: ``connect(tracing=False, metrics=False)``: no hooks at all (as without the API);
 - ``api``: the OpenTelemetry API installed, no SDK configured (the global providers are the
   API's proxies): msgbus notices and skips the work;
+- ``hooks``: providers that record nothing at no cost (:mod:`msgbus.bench.null_otel`):
+  every msgbus hook runs (attributes, span calls, trace context injected and extracted,
+  metric calls) but the "SDK" is free, so this mode's cost over ``off`` is msgbus's own;
 - ``sdk``: an SDK tracer provider (every span sampled, batch processor, an exporter that
   drops them) and an SDK meter provider (periodic reader, an exporter that drops them);
 - ``sdk-1%``: the same with a ``ParentBased(TraceIdRatioBased(0.01))`` sampler, a common
@@ -40,7 +43,7 @@ from msgbus.bench.targets import Target, harness_target, url_target
 
 __all__ = ["main", "measure"]
 
-MODES = ("off", "api", "sdk", "sdk-1%")
+MODES = ("off", "api", "hooks", "sdk", "sdk-1%")
 
 
 def _sdk_providers(ratio: float = 1.0) -> tuple[Any, Any]:
@@ -76,6 +79,19 @@ def _sdk_providers(ratio: float = 1.0) -> tuple[Any, Any]:
     tracer_provider.add_span_processor(BatchSpanProcessor(DropSpans()))
     reader = PeriodicExportingMetricReader(DropMetrics(), export_interval_millis=10_000)
     return tracer_provider, MeterProvider(metric_readers=[reader])
+
+
+def _modes(tracers: Any, meters: Any, sampled: Any, sampled_meters: Any) -> dict[str, Any]:
+    """The ``connect`` options of each mode."""
+    from msgbus.bench.null_otel import NullMeterProvider, NullTracerProvider
+
+    return {
+        "off": {"tracing": False, "metrics": False},
+        "api": {},
+        "hooks": {"tracer_provider": NullTracerProvider(), "meter_provider": NullMeterProvider()},
+        "sdk": {"tracer_provider": tracers, "meter_provider": meters},
+        "sdk-1%": {"tracer_provider": sampled, "meter_provider": sampled_meters},
+    }
 
 
 def _trial(url: str, options: dict[str, Any], messages: int, body: bytes) -> tuple[float, float]:
@@ -124,12 +140,7 @@ def measure(
         raise RuntimeError("a global tracer provider is set: the 'api' mode cannot be measured")
     tracer_provider, meter_provider = _sdk_providers()
     sampled_provider, sampled_meters = _sdk_providers(0.01)
-    options = {
-        "off": {"tracing": False, "metrics": False},
-        "api": {},
-        "sdk": {"tracer_provider": tracer_provider, "meter_provider": meter_provider},
-        "sdk-1%": {"tracer_provider": sampled_provider, "meter_provider": sampled_meters},
-    }
+    options = _modes(tracer_provider, meter_provider, sampled_provider, sampled_meters)
     extra = target.options("D0", 1) or {}
     assert target.url is not None
     body = b"x" * size
@@ -166,12 +177,7 @@ def primitives(out: Any = None) -> None:
     out = out or sys.stdout
     tracer_provider, meter_provider = _sdk_providers()
     sampled_provider, sampled_meters = _sdk_providers(0.01)
-    modes = {
-        "off": {"tracing": False, "metrics": False},
-        "api": {},
-        "sdk": {"tracer_provider": tracer_provider, "meter_provider": meter_provider},
-        "sdk-1%": {"tracer_provider": sampled_provider, "meter_provider": sampled_meters},
-    }
+    modes = _modes(tracer_provider, meter_provider, sampled_provider, sampled_meters)
     print("| single-threaded, µs per call | µs |", file=out)
     print("|---|---:|", file=out)
     for mode, options in modes.items():
@@ -179,6 +185,29 @@ def primitives(out: Any = None) -> None:
         cost = _per_call(lambda b=bus: b.publish("p", b"x" * 256, key="k"))
         bus.close()
         print(f"| msgbus publish on memory://, {mode} | {cost:.2f} |", file=out)
+    from msgbus.bench.null_otel import NullTracerProvider
+    from msgbus.tracing import Tracing
+
+    body = b"x" * 256
+    for label, provider in (("free provider", NullTracerProvider()), ("SDK", tracer_provider)):
+        tracing = Tracing(provider, "memory", ("127.0.0.1", 5672))
+        headers: dict[str, str] = {}
+        tracing.end_send(tracing.start_send("p", body, "k", headers), None)
+
+        def send(tracing: Tracing = tracing) -> None:
+            tracing.end_send(tracing.start_send("p", body, "k", {"msgbus-id": "m"}), None)
+
+        def process(tracing: Tracing = tracing, headers: dict[str, str] = headers) -> None:
+            tracing.start_process("p", "g", headers, "k", body, None, 1).end(1, "ack", None)
+
+        print(
+            f"| msgbus send span (start, inject, end), {label} | {_per_call(send):.2f} |", file=out
+        )
+        print(
+            f"| msgbus process span (extract, start, attach, end), {label} "
+            f"| {_per_call(process):.2f} |",
+            file=out,
+        )
     attrs = {"messaging.system": "memory", "messaging.destination.name": "p"}
     tracer = tracer_provider.get_tracer("primitives")
     unsampled = sampled_provider.get_tracer("primitives")
@@ -210,6 +239,21 @@ def _table(results: dict[str, dict[str, list[tuple[float, float]]]]) -> str:
             lost = "—" if mode == "off" else f"{(1 - rate / base) * 100:+.1f} %"
             added = "—" if mode == "off" else f"{(cpu / base_cpu - 1) * 100:+.1f} %"
             lines.append(f"| {name} | {mode} | {rate:,.0f} | {lost} | {cpu:.1f} | {added} |")
+    lines += [
+        "",
+        "who adds the CPU per message (medians; msgbus = hooks - off, SDK = sdk - hooks):",
+        "",
+        "| broker | off µs/msg | msgbus adds µs | msgbus adds % | SDK adds µs | SDK adds % |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, rates in results.items():
+        off, hooks, sdk = (
+            statistics.median(c for _, c in rates[m]) for m in ("off", "hooks", "sdk")
+        )
+        lines.append(
+            f"| {name} | {off:.1f} | {hooks - off:+.1f} | {(hooks / off - 1) * 100:+.1f} % "
+            f"| {sdk - hooks:+.1f} | {(sdk - hooks) / off * 100:+.1f} % |"
+        )
     return "\n".join(lines)
 
 

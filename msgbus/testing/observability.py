@@ -221,6 +221,38 @@ class ObservabilityConformance:
             "the metrics",
         )
 
+    def test_consumer_lag_gauge_follows_the_backlog(
+        self, connect: Connect, topic: str, group: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        meters = MetricCapture()
+        monkeypatch.setattr("msgbus.lag.LAG_INTERVAL", 0.1)  # the broker is asked every 0.1 s
+        bus = connect(meter_provider=meters.provider)
+        if not bus.backend.reports_consumer_lag:
+            pytest.skip(f"{type(bus.backend).__name__} does not report consumer lag")
+        entered, release = threading.Event(), threading.Event()
+
+        def slow(msg: msgbus.Message) -> None:
+            entered.set()
+            release.wait(self.timeout)
+
+        bus.subscribe(topic, slow, group=group, prefetch=1)
+        bus.start()
+
+        def lag() -> float | None:
+            return meters.values(topic).get("msgbus.consumer.lag")
+
+        wait_until(lambda: lag() == 0, self.timeout, "lag 0 on an empty queue")
+        for n in range(5):
+            bus.publish(topic, n).result(self.timeout)
+        assert entered.wait(self.timeout)
+        # one message is in the handler; queue brokers count the 4 waiting, Kafka the 5
+        # not committed
+        wait_until(lambda: lag() in (4, 5), self.timeout, f"lag 4 or 5, last {lag()}")
+        release.set()
+        wait_until(lambda: lag() == 0, self.timeout, f"lag 0 once handled, last {lag()}")
+        bus.close(timeout=5)
+        assert lag() is None  # a closed bus reports no lag
+
     def test_health_reports_each_subscription(
         self, connect: Connect, topic: str, group: str
     ) -> None:

@@ -798,6 +798,17 @@ def test_consume_command_serves_prometheus_metrics(
         process.communicate(timeout=TIMEOUT)
 
 
+def test_rabbitmq_reports_consumer_lag() -> None:
+    # so that the conformance suite's lag test runs here instead of skipping
+    assert RabbitMQBackend.reports_consumer_lag is True
+
+
+def test_consumer_lag_of_a_missing_queue_is_none(url: str) -> None:
+    with msgbus.connect(url) as bus:
+        assert bus.backend.consumer_lag(f"nope.{uuid.uuid4().hex[:8]}", "g") is None
+        bus.publish("lag.check", "x").result(TIMEOUT)  # the connection survived the 404
+
+
 # --------------------------------------------------------------------------- driver fast path
 
 

@@ -11,7 +11,8 @@ def test_overhead_command_prints_every_mode(capsys: pytest.CaptureFixture[str]) 
     pytest.importorskip("opentelemetry.sdk")
     assert main(["--brokers", "memory", "--messages", "300", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
-    for mode in ("off", "api", "sdk", "sdk-1%"):
+    for mode in ("off", "api", "hooks", "sdk", "sdk-1%"):
         assert f"| memory | {mode} |" in out
         assert f"| msgbus publish on memory://, {mode} |" in out
     assert "| SDK histogram record |" in out
+    assert "| memory | " in out.split("who adds the CPU")[1]

@@ -42,3 +42,70 @@ def test_api_without_sdk_records_nothing_and_adds_no_headers() -> None:
         bus.publish("t", "x").result(5)
         (msg,) = rec.wait_for(1, 10)
         assert "traceparent" not in msg.headers
+
+
+def test_direct_injection_writes_what_the_default_propagator_writes() -> None:
+    sdk_trace = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry import baggage, propagate, trace
+    from opentelemetry import context as otel_context
+    from opentelemetry.trace import TraceState
+
+    from msgbus.tracing import inject
+
+    tracer = sdk_trace.TracerProvider().get_tracer("t")
+    parent = trace.NonRecordingSpan(
+        trace.SpanContext(1, 2, True, trace.TraceFlags(1), TraceState([("ven", "x1")]))
+    )
+    span = tracer.start_span("s", context=trace.set_span_in_context(parent))
+    ours: dict[str, str] = {}
+    inject(span, ours)
+    theirs: dict[str, str] = {}
+    propagate.inject(theirs, context=trace.set_span_in_context(span))
+    assert ours == theirs and set(ours) == {"traceparent", "tracestate"}
+    token = otel_context.attach(baggage.set_baggage("tenant", "t-7"))
+    try:  # with baggage, the propagator writes it too
+        with_baggage: dict[str, str] = {}
+        inject(span, with_baggage)
+        assert with_baggage["baggage"] == "tenant=t-7"
+        assert with_baggage["traceparent"] == ours["traceparent"]
+    finally:
+        otel_context.detach(token)
+    span.end()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"},
+        {"traceparent": "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01"},
+        {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01"},
+        {"traceparent": "00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319_-b7ad6b7169203331-01"},
+        {"traceparent": "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+        {"traceparent": "00-0x0af7651916cd43dd8448eb211c8031-b7ad6b7169203331-01"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331- 1"},
+        {"traceparent": "00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-01"},
+        {"traceparent": "garbage"},
+        {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "ven=x1",
+            "baggage": "tenant=t-7",
+        },
+        {},
+    ],
+)
+def test_direct_extraction_gives_what_the_default_propagator_gives(
+    headers: dict[str, str],
+) -> None:
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry import baggage, propagate, trace
+
+    from msgbus.tracing import extract
+
+    ours, theirs = extract(headers), propagate.extract(headers)
+    assert trace.get_current_span(ours).get_span_context() == (
+        trace.get_current_span(theirs).get_span_context()
+    )
+    assert baggage.get_all(ours) == baggage.get_all(theirs)
