@@ -111,6 +111,7 @@ from msgbus.backend import (
     parse_options,
     settle_future,
 )
+from msgbus.deadletters import store_queue_name
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
@@ -559,8 +560,8 @@ class _KombuSubscription(Subscription):
         self.group = group
         self.backend = backend
         self.prefetch = max(1, prefetch)
-        if group is not None:
-            name = f"{topic}.{group}"
+        if group is not None:  # the dead-letter store's queue is <t>.dlq itself
+            name = store_queue_name(topic, group) or f"{topic}.{group}"
         else:
             name = f"{topic}.private-{uuid.uuid4().hex[:12]}"
         self.queue = Queue(

@@ -124,6 +124,7 @@ from msgbus.backend import (
     parse_options,
     settle_future,
 )
+from msgbus.deadletters import store_queue_name
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
@@ -181,8 +182,9 @@ class RabbitMQOptions:
 
 
 def group_queue(topic: str, group: str) -> str:
-    """The durable queue of consumer group ``group`` on ``topic``: ``<topic>.<group>``."""
-    return f"{topic}.{group}"
+    """The durable queue of consumer group ``group`` on ``topic``: ``<topic>.<group>``; the
+    dead-letter store (group ``msgbus-dlq`` of ``<t>.dlq``) is the queue ``<t>.dlq``."""
+    return store_queue_name(topic, group) or f"{topic}.{group}"
 
 
 # --------------------------------------------------------------------------- headers
@@ -345,9 +347,12 @@ def _coalesced_writes(conn: Any) -> Iterator[None]:
 class _Entry:
     """One publish on its way: queued, then on the wire until confirmed."""
 
-    __slots__ = ("body", "future", "losses", "props", "returned", "routing_key")
+    __slots__ = ("body", "future", "losses", "mandatory", "props", "returned", "routing_key")
 
-    def __init__(self, future: Future[None], routing_key: str, body: bytes, props: Any) -> None:
+    def __init__(
+        self, future: Future[None], routing_key: str, body: bytes, props: Any, mandatory: bool
+    ) -> None:
+        self.mandatory = mandatory
         self.future = future
         self.routing_key = routing_key
         self.body = body
@@ -1054,14 +1059,13 @@ class RabbitMQBackend(Backend):
 
     def _publish_batch(self, channel: Any, batch: deque[_Entry]) -> None:
         exchange = self.options.exchange
-        mandatory = self.options.mandatory
         unconfirmed = self._unconfirmed
         order = self._order
         tags = self._tags
         publish = channel.basic_publish
         for index, entry in enumerate(batch):
             try:
-                publish(exchange, entry.routing_key, entry.body, entry.props, mandatory)
+                publish(exchange, entry.routing_key, entry.body, entry.props, entry.mandatory)
             except Exception as exc:
                 rest = list(itertools.islice(batch, index, None))
                 if isinstance(exc, pika.exceptions.AMQPError):
@@ -1106,8 +1110,7 @@ class RabbitMQBackend(Backend):
                         entry.future,
                         PublishError(
                             f"RabbitMQ returned the message as unroutable ({entry.returned}): "
-                            f"no queue is bound to topic {entry.routing_key!r} "
-                            "(mandatory=true)"
+                            f"no queue is bound to topic {entry.routing_key!r} (mandatory)"
                         ),
                     )
         else:
@@ -1148,10 +1151,23 @@ class RabbitMQBackend(Backend):
 
     # ---------------------------------------------------------------- SPI
 
-    def publish(
+    def publish_routed(
         self, topic: str, body: bytes, *, key: str | None, headers: Mapping[str, str]
     ) -> Future[None]:
+        """:meth:`publish` with ``mandatory`` set: an unroutable message fails its future."""
+        return self.publish(topic, body, key=key, headers=headers, mandatory=True)
+
+    def publish(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        mandatory: bool | None = None,
+    ) -> Future[None]:
         """Queue ``body`` for the I/O thread; the future resolves on the broker's confirm.
+        ``mandatory`` (None: the option of that name) fails it if no queue took it.
 
         Blocks while ``max_in_flight`` publishes are unconfirmed (not on the I/O thread).
         Raises :class:`~msgbus.MessageTooLarge`, :class:`~msgbus.ConfigurationError` (topic,
@@ -1175,7 +1191,13 @@ class RabbitMQBackend(Backend):
             headers = {**headers, MESSAGE_ID: new_message_id()}
         props = _properties(headers, key, self._delivery_mode)
         future: Future[None] = PendingFuture()  # no Condition unless someone waits
-        entry = _Entry(future, topic, body if type(body) is bytes else bytes(body), props)
+        entry = _Entry(
+            future,
+            topic,
+            body if type(body) is bytes else bytes(body),
+            props,
+            self.options.mandatory if mandatory is None else mandatory,
+        )
         with self._lock:
             if self._closed:
                 raise BusClosed("the RabbitMQ backend is closed")

@@ -336,6 +336,30 @@ class Backend(ABC):
         Idempotent.
         """
 
+    def publish_routed(
+        self, topic: str, body: bytes, *, key: str | None, headers: Mapping[str, str]
+    ) -> Future[None]:
+        """Like :meth:`publish`, but the future fails with :class:`~msgbus.PublishError`
+        when no group's storage took the message (AMQP ``mandatory``) instead of the broker
+        dropping it. Used for dead letters (:mod:`msgbus.deadletters`).
+
+        The default is :meth:`publish`: right for backends whose topics keep every message
+        (a log) or that cannot tell; backends that can tell override it.
+        """
+        return self.publish(topic, body, key=key, headers=headers)
+
+    def ensure_group(self, topic: str, group: str) -> None:
+        """Make the durable consumer ``group`` of ``topic`` exist without consuming: messages
+        published after this returns are kept for it until a member reads them.
+
+        The default does nothing where ``features.replay`` (a log keeps every record; the
+        group reads it ``from_beginning``) and otherwise subscribes and closes at once (the
+        durable group queue stays). Raises what :meth:`subscribe` raises.
+        """
+        if self.features.replay:
+            return
+        self.subscribe(topic, group, prefetch=1).close()
+
     def describe(self) -> str:
         """A one-line description for logs and reports; never contains a password."""
         return type(self).__name__

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from msgbus.backend import Delivery, Subscription
+from msgbus.deadletters import DeadLetterSink
 from msgbus.envelope import decode
 from msgbus.errors import BrokerUnavailable, DecodeError, MsgBusError, Reject
 from msgbus.health import HealthRecord, SubscriptionHealth, subscription_health
@@ -62,7 +63,6 @@ class HandlerRunner(Protocol):
         """Take ``works`` (runnable now, at most ``concurrency`` in flight); must not block."""
 
 
-DEAD_LETTER_SUFFIX = ".dlq"
 DEAD_LETTER_TIMEOUT = 30.0
 
 
@@ -116,7 +116,7 @@ class Consumer:
         self.backend = backend
         self.spec = spec
         self.telemetry = telemetry
-        self._publish = backend.publish if telemetry is None else telemetry.sender(backend)
+        self._dead_letters = DeadLetterSink(backend)
         self.health_record = HealthRecord()
         self.subscription: Subscription | None = None
         self._cond = threading.Condition()
@@ -461,9 +461,9 @@ class Consumer:
         if isinstance(error, DecodeError) and CONTENT_TYPE in headers:
             headers[DLQ_CONTENT_TYPE] = headers[CONTENT_TYPE]
             headers[CONTENT_TYPE] = "application/octet-stream"
-        try:
-            future = self._publish(
-                spec.topic + DEAD_LETTER_SUFFIX, delivery.body, key=delivery.key, headers=headers
+        try:  # the store exists before the first dead letter; the publish must be routed
+            future = self._dead_letters.send(
+                spec.topic, delivery.body, key=delivery.key, headers=headers, publish=self._send
             )
             future.result(timeout=DEAD_LETTER_TIMEOUT)
         except Exception as exc:  # the dead letter is not safe yet: keep the message
@@ -480,6 +480,14 @@ class Consumer:
         work.outcome = "dead_letter"
         self._settle(delivery, ack=True)
         return None
+
+    def _send(self, topic: str, body: bytes, *, key: str | None, headers: dict[str, str]) -> Any:
+        """``backend.publish_routed``, in a send span when telemetry is active."""
+        send = self.backend.publish_routed
+        telemetry = self.telemetry
+        if telemetry is None or not telemetry.active():
+            return send(topic, body, key=key, headers=headers)
+        return telemetry.publish(send, topic, body, key=key, headers=headers)
 
     def _settle(self, delivery: Delivery, *, ack: bool) -> None:
         try:

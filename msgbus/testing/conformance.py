@@ -48,6 +48,7 @@ from msgbus.message import (
     MESSAGE_ID,
 )
 from msgbus.testing.aio import BlockingAsyncBus, LoopThread
+from msgbus.testing.deadletters import DeadLetterConformance
 from msgbus.testing.observability import ObservabilityConformance
 from msgbus.testing.recorder import Recorder, drain, wait_until
 
@@ -94,11 +95,13 @@ asyncio.run(main())
 Connect = Callable[..., msgbus.Bus]
 
 
-class BackendConformance(ObservabilityConformance):
+class BackendConformance(DeadLetterConformance, ObservabilityConformance):
     """Reusable conformance tests; subclass with a ``url`` fixture to run them on a backend.
 
     Includes the tracing, metrics and health tests of
-    :class:`~msgbus.testing.observability.ObservabilityConformance`.
+    :class:`~msgbus.testing.observability.ObservabilityConformance` and the dead-letter
+    tests of :class:`~msgbus.testing.deadletters.DeadLetterConformance` (a persistent
+    backend's class overrides its ``restartable_broker`` fixture).
     """
 
     options: ClassVar[dict[str, Any]] = {}

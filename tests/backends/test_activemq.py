@@ -47,6 +47,11 @@ class TestActiveMQConformance(BackendConformance):
     def url(self, activemq_broker) -> str:  # type: ignore[no-untyped-def]
         return activemq_broker.url
 
+    @pytest.fixture
+    def restartable_broker(self, activemq_broker) -> Any:  # type: ignore[no-untyped-def]
+        require_managed(activemq_broker)
+        return activemq_broker
+
 
 # --------------------------------------------------------------------------- helpers
 

@@ -29,6 +29,7 @@ from msgbus.message import CONTENT_TYPE, MESSAGE_ID
 from msgbus.testing.brokers import kafka_impl
 from msgbus.testing.brokers.base import pick_free_port
 from msgbus.testing.conformance import BackendConformance, receive_one
+from msgbus.testing.pytest_plugin import require_managed
 from msgbus.testing.recorder import Recorder, wait_until
 from msgbus.url import BusURL
 
@@ -46,6 +47,11 @@ class TestKafkaConformance(BackendConformance):
     @pytest.fixture
     def url(self, kafka_broker: Any) -> str:
         return kafka_broker.url
+
+    @pytest.fixture
+    def restartable_broker(self, kafka_persistent_broker: Any) -> Any:
+        require_managed(kafka_persistent_broker)
+        return kafka_persistent_broker
 
 
 # --------------------------------------------------------------------------- helpers

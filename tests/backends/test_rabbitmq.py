@@ -46,6 +46,11 @@ class TestRabbitMQConformance(BackendConformance):
     def url(self, rabbitmq_broker) -> str:  # type: ignore[no-untyped-def]
         return rabbitmq_broker.url
 
+    @pytest.fixture
+    def restartable_broker(self, rabbitmq_broker) -> Any:  # type: ignore[no-untyped-def]
+        require_managed(rabbitmq_broker)
+        return rabbitmq_broker
+
 
 class TestRabbitMQQuorumConformance(BackendConformance):
     """Every conformance test with quorum group queues."""
@@ -143,6 +148,27 @@ def test_publish_to_a_topic_without_queue_succeeds_unless_mandatory(url: str, to
     finally:
         plain.close(5)
         strict.close(5)
+
+
+def test_publish_routed_fails_unroutable_and_reaches_the_dead_letter_store(
+    backend: RabbitMQBackend, url: str, topic: str
+) -> None:
+    """``publish_routed`` (dead letters) is mandatory on a backend without ``mandatory=true``;
+    ``ensure_group`` of the store declares the durable queue ``<topic>.dlq`` bound to it."""
+    target = topic + ".dlq"
+    lost = backend.publish_routed(target, b"nobody", key=None, headers={})
+    with pytest.raises(msgbus.PublishError, match="unroutable"):
+        lost.result(TIMEOUT)
+    assert backend.publish(target, b"dropped", key=None, headers={}).result(TIMEOUT) is None
+    backend.ensure_group(target, "msgbus-dlq")
+    assert group_queue(target, "msgbus-dlq") == target
+    assert backend.publish_routed(target, b"kept", key=None, headers={}).result(TIMEOUT) is None
+    with blocking(url) as conn:
+        channel = conn.channel()
+        assert channel.queue_declare(target, passive=True).method.message_count == 1
+        _method, _props, body = channel.basic_get(target, auto_ack=True)
+        assert body == b"kept"
+        channel.queue_delete(target)
 
 
 def test_oversized_message_is_refused_before_sending(url: str) -> None:
