@@ -7,6 +7,7 @@
                    [--metrics-port N [--metrics-host H]]   # Prometheus /metrics
     msgbus broker start kafka|rabbitmq|activemq|redis [--port N]   (test brokers)
     msgbus bench run|report ...                                    (comparison benchmark)
+    msgbus dlq list|show|redrive|purge URL TOPIC ...               (dead-letter operations)
 
 Exit status: 0 on success, 1 on any failure (printed as one line, ``msgbus: error: ...``,
 without any password, with the ``pip install`` hint when an extra is missing), 2 for bad
@@ -289,6 +290,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("broker", help="run a real broker for development (see: msgbus broker -h)")
     sub.add_parser("bench", help="the broker comparison benchmark (see: msgbus bench -h)")
+    sub.add_parser("dlq", help="list, show, redrive, purge dead letters (see: msgbus dlq -h)")
     return parser
 
 
@@ -302,8 +304,13 @@ def main(
     """Run the ``msgbus`` command with ``argv``; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    args = None if argv and argv[0] in ("broker", "bench") else _build_parser().parse_args(argv)
+    delegated = ("broker", "bench", "dlq")
+    args = None if argv and argv[0] in delegated else _build_parser().parse_args(argv)
     try:
+        if args is None and argv[0] == "dlq":
+            from msgbus.dlq.cli import main as dlq_main
+
+            return dlq_main(argv[1:], stdin=stdin, stdout=stdout)
         if args is None and argv[0] == "broker":
             from msgbus.testing.brokers.cli import main as broker_main
 

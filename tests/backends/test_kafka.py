@@ -43,6 +43,7 @@ class TestKafkaConformance(BackendConformance):
     """Every conformance test, on the session's Kafka (Apache Kafka, or tansu)."""
 
     options = FAST
+    dlq_idle = 1.5  # quiet seconds that end a read of the dead-letter store (fetch rounds)
 
     @pytest.fixture
     def url(self, kafka_broker: Any) -> str:
