@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from types import FrameType
 from typing import Any, TypeVar
 
-from msgbus import secrets
+from msgbus import cloudevents, secrets
 from msgbus.backend import Backend
 from msgbus.consumer import Consumer, Handler, HandlerRunner, SubscriptionSpec
 from msgbus.envelope import check_topic, encode
@@ -25,7 +25,7 @@ from msgbus.errors import BusClosed, ConfigurationError
 from msgbus.health import BusHealth, HealthRecord, bus_health
 from msgbus.registry import load_backend
 from msgbus.retry import RetryPolicy
-from msgbus.serialization import get_codec
+from msgbus.serialization import Codec, get_codec
 from msgbus.telemetry import split_options, telemetry_for
 from msgbus.url import BusURL
 
@@ -140,7 +140,8 @@ class Bus:
         The future resolves once the broker holds the message durably (as durable as the
         backend is), or fails with :class:`~msgbus.PublishError` /
         :class:`~msgbus.BrokerUnavailable`. Messages with the same ``key`` keep their order.
-        ``codec`` names a registered codec (default: ``bytes`` for bytes, else ``json``).
+        ``codec`` names a registered codec (default: ``bytes`` for bytes, else ``json``), or
+        is ``"cloudevents"``: a CloudEvent in binary mode (see :mod:`msgbus.cloudevents`).
         Raises at once :class:`~msgbus.SerializationError`, :class:`~msgbus.ReservedHeader`,
         :class:`~msgbus.MessageTooLarge`, :class:`~msgbus.ConfigurationError` (bad topic or
         key) or :class:`~msgbus.BusClosed`. Thread-safe.
@@ -150,13 +151,16 @@ class Bus:
         check_topic(topic)
         if key is not None and not isinstance(key, str):
             raise ConfigurationError(f"key must be a str or None, not {type(key).__name__}")
+        as_event = codec == cloudevents.CODEC
         body, wire = encode(
             payload,
-            codec=codec,
+            codec=None if as_event else codec,
             headers=headers,
             correlation_id=correlation_id,
             message_id=message_id,
         )
+        if as_event:
+            cloudevents.bind(wire, topic=topic, prefix=cloudevents.prefix_for(self.backend))
         return self._send(topic, body, key=key, headers=wire)
 
     def flush(self, timeout: float | None = None) -> None:
@@ -192,7 +196,8 @@ class Bus:
           ``<topic>.dlq`` with ``msgbus-dlq-*`` headers and is acknowledged. Raise
           :class:`~msgbus.Reject` to dead-letter at once. ``dead_letter=False`` drops it
           instead.
-        - ``codec``: how to decode bodies that carry no content type (default: leave bytes).
+        - ``codec``: how to decode bodies that carry no content type (default: leave bytes;
+          ``"cloudevents"``: JSON, the CloudEvents default for events without one).
         - ``prefetch``: unacknowledged messages held at once (default 256).
         - ``from_beginning``: a new group starts at the oldest retained message (backends
           with ``features.replay`` only).
@@ -225,7 +230,7 @@ class Bus:
                 group=group,
                 concurrency=concurrency,
                 retry=policy,
-                codec=get_codec(codec) if codec is not None else None,
+                codec=_declared_codec(codec),
                 prefetch=max(fetch_limit, concurrency),
                 from_beginning=from_beginning,
                 dead_letter=dead_letter,
@@ -364,3 +369,10 @@ class Bus:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _declared_codec(name: str | None) -> Codec | None:
+    """The codec a subscription declares for bodies without a content type."""
+    if name is None:
+        return None
+    return get_codec("json" if name == cloudevents.CODEC else name)
