@@ -1210,6 +1210,16 @@ class ActiveMQBackend(Backend):
             raise BusClosed("the ActiveMQ backend is closed")
         return sub
 
+    def browse(self, topic: str, group: str, *, prefetch: int) -> Subscription:
+        """Browse ``group``'s queue without consuming (see :mod:`.activemq_browse`)."""
+        from msgbus.backends.activemq_browse import QueueBrowser
+
+        if self._closed:
+            raise BusClosed("the ActiveMQ backend is closed")
+        browser = QueueBrowser(self, topic, group, prefetch)
+        browser.link.open()
+        return browser
+
     def forget(self, sub: _ActiveMQSubscription) -> None:
         """Drop a closed subscription from the backend's set (called by the subscription)."""
         with self._lock:

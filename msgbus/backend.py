@@ -348,6 +348,12 @@ class Backend(ABC):
         """
         return self.publish(topic, body, key=key, headers=headers)
 
+    def browse(self, topic: str, group: str, *, prefetch: int) -> Subscription | None:
+        """A subscription that reads ``group``'s waiting messages on ``topic`` without
+        consuming them and ends (``receive`` returns ``[]`` at once) after the snapshot; None
+        (the default) where the broker has no browser. Settling its deliveries does nothing."""
+        return None
+
     def ensure_group(self, topic: str, group: str) -> None:
         """Make the durable consumer ``group`` of ``topic`` exist without consuming: messages
         published after this returns are kept for it until a member reads them.

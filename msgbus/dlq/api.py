@@ -6,12 +6,15 @@ Every function takes the *original* topic (``account.created``), never its DLQ, 
 SPI like any group:
 
 - *reading without removing* (``list``, ``show``, the messages a redrive or purge leaves):
-  the store's messages are received and never acknowledged, then handed back when the
-  reader closes. On RabbitMQ and kombu that is get-and-requeue: the broker puts each one
-  back at its old place where it can (RabbitMQ does, for a queue nobody else consumes), so
-  the order holds, but each comes back marked *redelivered*. On ActiveMQ the unacknowledged
-  messages are redelivered (``redelivered``, the broker's redelivery counter goes up). On
-  Kafka it is a read whose offsets are not committed. On memory they are requeued in order.
+  where the backend has a browser (:meth:`~msgbus.backend.Backend.browse`: ActiveMQ's STOMP
+  queue browser) ``list`` and ``show`` use it and nothing changes. Otherwise the store's
+  messages are received and never acknowledged, then handed back when the reader closes.
+  On RabbitMQ and kombu that is get-and-requeue: the broker puts each one back at its old
+  place where it can (RabbitMQ does, for a queue nobody else consumes), so the order holds,
+  but each comes back marked *redelivered*; a message that arrives while the reader holds
+  the others may end up ahead of them. On Kafka it is a read whose offsets are not
+  committed. On memory they are requeued in order. (``redrive`` and ``purge`` hand back the
+  messages they leave the same way, on ActiveMQ too: redelivered there.)
 - *removing* (``redrive``, ``purge``): a message is acknowledged — on Kafka, the store
   group commits past it — only after what replaces it is confirmed (the republish of a
   redrive). A redrive killed half-way loses nothing: what was not acknowledged is still in
@@ -204,19 +207,24 @@ def _backend(bus: Any) -> Backend:
 
 
 @contextmanager
-def _store(backend: Backend, topic: str, scan: int) -> Iterator[Any]:
+def _store(backend: Backend, topic: str, scan: int, *, browse: bool = False) -> Iterator[Any]:
     if not topic or topic.endswith(".dlq"):
         raise ConfigurationError(
             f"give the original topic, not its dead-letter topic: {topic!r}"
             if topic
             else "a topic is required"
         )
-    sub = backend.subscribe(
-        dead_letter_topic(topic),
-        STORE_GROUP,
-        prefetch=max(1, min(scan, 65535)),
-        from_beginning=backend.features.replay,
-    )
+    prefetch = max(1, min(scan, 65535))
+    sub = None
+    if browse:  # a real browser where the broker has one (ActiveMQ)
+        sub = backend.browse(dead_letter_topic(topic), STORE_GROUP, prefetch=prefetch)
+    if sub is None:
+        sub = backend.subscribe(
+            dead_letter_topic(topic),
+            STORE_GROUP,
+            prefetch=prefetch,
+            from_beginning=backend.features.replay,
+        )
     try:
         yield sub
     finally:
@@ -248,7 +256,7 @@ def show(
     ``limit``), left in the store. Raises the backend's errors."""
     backend = _backend(bus)
     out: list[DeadLetter] = []
-    with _store(backend, topic, scan) as sub:
+    with _store(backend, topic, scan, browse=True) as sub:
         for delivery in _read(sub, idle, scan):
             letter = DeadLetter.from_delivery(topic, delivery)
             if _matches(letter, error_type):
@@ -269,7 +277,7 @@ def list_dead_letters(
         stamps: list[int] = []
         kinds: Counter[str] = Counter()
         count = 0
-        with _store(backend, topic, scan) as sub:
+        with _store(backend, topic, scan, browse=True) as sub:
             for delivery in _read(sub, idle, scan):
                 letter = DeadLetter.from_delivery(topic, delivery)
                 count += 1
