@@ -142,6 +142,8 @@ DEFAULT_SSL_PORT = 61612
 TOPIC_PREFIX = "VirtualTopic."
 KEY_HEADER = "msgbus-key"
 RENAMED_PREFIX = "msgbus-h-"
+SCHEDULED_DELAY = "AMQ_SCHEDULED_DELAY"
+"""ActiveMQ's header for a delivery delay in milliseconds (needs the broker's scheduler)."""
 MARKER_HEADER = "msgbus-marker"
 """Header of the empty message each group subscription sends to its own queue (see on_up)."""
 MAX_RESENDS = 3
@@ -1166,6 +1168,30 @@ class ActiveMQBackend(Backend):
         :class:`~msgbus.PublishError` (ERROR frame) or :class:`~msgbus.BrokerUnavailable`.
         Thread-safe.
         """
+        return self._send(topic, body, key, headers, None)
+
+    def publish_delayed(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """:meth:`publish` with ``AMQ_SCHEDULED_DELAY`` (milliseconds): ActiveMQ's scheduler
+        (``schedulerSupport="true"`` on the broker, as in the test harness) keeps the message
+        until then, persistently. A broker without the scheduler delivers it at once."""
+        return self._send(topic, body, key, headers, {SCHEDULED_DELAY: str(round(delay * 1000))})
+
+    def _send(
+        self,
+        topic: str,
+        body: bytes,
+        key: str | None,
+        headers: Mapping[str, str],
+        extra: dict[str, str] | None,
+    ) -> Future[None]:
         if self._closed:
             raise BusClosed("the ActiveMQ backend is closed")
         _check_name("topic", topic)
@@ -1177,6 +1203,8 @@ class ActiveMQBackend(Backend):
         wire = wire_headers(headers, key)
         if self.options.persistent:
             wire["persistent"] = "true"
+        if extra:
+            wire.update(extra)
         return self._publisher.publish(topic_destination(topic), bytes(body), wire)
 
     def flush(self, timeout: float | None = None) -> None:

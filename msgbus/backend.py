@@ -26,7 +26,7 @@ from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
 from msgbus import secrets
-from msgbus.errors import ConfigurationError, UnknownOption
+from msgbus.errors import ConfigurationError, NotSupported, UnknownOption
 from msgbus.futures import PendingFuture, ResolvedFuture, settle_future
 from msgbus.url import BusURL
 
@@ -353,6 +353,21 @@ class Backend(ABC):
         consuming them and ends (``receive`` returns ``[]`` at once) after the snapshot; None
         (the default) where the broker has no browser. Settling its deliveries does nothing."""
         return None
+
+    def publish_delayed(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """Like :meth:`publish`, but the broker delivers the message ``delay`` seconds from
+        now (the future resolves once the broker holds it). The default raises
+        :class:`~msgbus.NotSupported`: only backends whose broker schedules natively
+        override it."""
+        raise NotSupported(f"{self.describe()} cannot delay a message natively (publish delay=...)")
 
     def ensure_group(self, topic: str, group: str) -> None:
         """Make the durable consumer ``group`` of ``topic`` exist without consuming: messages

@@ -134,6 +134,7 @@ class Bus:
         correlation_id: str | None = None,
         message_id: str | None = None,
         codec: str | None = None,
+        delay: float | None = None,
     ) -> Future[None]:
         """Serialize ``payload`` and send it to ``topic``; return a future.
 
@@ -142,6 +143,8 @@ class Bus:
         :class:`~msgbus.BrokerUnavailable`. Messages with the same ``key`` keep their order.
         ``codec`` names a registered codec (default: ``bytes`` for bytes, else ``json``), or
         is ``"cloudevents"``: a CloudEvent in binary mode (see :mod:`msgbus.cloudevents`).
+        ``delay`` (seconds) schedules the delivery where the broker does so natively
+        (ActiveMQ's scheduler); elsewhere it raises :class:`~msgbus.NotSupported`.
         Raises at once :class:`~msgbus.SerializationError`, :class:`~msgbus.ReservedHeader`,
         :class:`~msgbus.MessageTooLarge`, :class:`~msgbus.ConfigurationError` (bad topic or
         key) or :class:`~msgbus.BusClosed`. Thread-safe.
@@ -161,6 +164,10 @@ class Bus:
         )
         if as_event:
             cloudevents.bind(wire, topic=topic, prefix=cloudevents.prefix_for(self.backend))
+        if delay is not None:
+            if not isinstance(delay, int | float) or delay < 0:
+                raise ConfigurationError(f"delay must be a number of seconds >= 0, not {delay!r}")
+            return self.backend.publish_delayed(topic, body, key=key, headers=wire, delay=delay)
         return self._send(topic, body, key=key, headers=wire)
 
     def flush(self, timeout: float | None = None) -> None:

@@ -416,6 +416,26 @@ class BackendConformance(DeadLetterConformance, ObservabilityConformance):
         assert letter.headers[DLQ_ERROR_TYPE] == "builtins.ValueError"
         assert letter.headers[DLQ_ERROR] == "boom 1"
 
+    def test_publish_with_delay_is_scheduled_or_refused(self, url: str, topic: str) -> None:
+        """``publish(..., delay=)`` is delivered no sooner than asked where the broker
+        schedules natively, and refused at once with NotSupported (nothing sent) elsewhere."""
+        arrived: list[float] = []
+        with msgbus.connect(url, **self.options) as bus:
+            rec = Recorder(lambda _msg: arrived.append(time.monotonic()))
+            bus.subscribe(topic, rec, group="delayed")
+            bus.start()
+            sent = time.monotonic()
+            try:
+                future = bus.publish(topic, {"n": 1}, delay=1.0)
+            except msgbus.NotSupported:
+                bus.publish(topic, {"n": 2}).result(self.timeout)
+                assert [m.payload for m in rec.wait_for(1, self.timeout)] == [{"n": 2}]
+                return
+            future.result(self.timeout)
+            (msg,) = rec.wait_for(1, self.timeout)
+        assert msg.payload == {"n": 1}
+        assert arrived[0] - sent >= 0.95, f"delivered after {arrived[0] - sent:.3f}s"
+
     def test_retry_succeeds_without_dead_letter(
         self, connect: Connect, topic: str, group: str
     ) -> None:
