@@ -1184,6 +1184,30 @@ class ActiveMQBackend(Backend):
         until then, persistently. A broker without the scheduler delivers it at once."""
         return self._send(topic, body, key, headers, {SCHEDULED_DELAY: str(round(delay * 1000))})
 
+    durable_retries = True
+
+    def publish_retry(
+        self,
+        topic: str,
+        group: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """Send to ``group``'s own queue with ``AMQ_SCHEDULED_DELAY`` (the scheduler keeps it
+        persistently until due): ``retry_mode="durable"``."""
+        _check_name("group", group)
+        return self._send(
+            topic,
+            body,
+            key,
+            headers,
+            {SCHEDULED_DELAY: str(round(delay * 1000))},
+            destination=group_destination(topic, group),
+        )
+
     def _send(
         self,
         topic: str,
@@ -1191,6 +1215,8 @@ class ActiveMQBackend(Backend):
         key: str | None,
         headers: Mapping[str, str],
         extra: dict[str, str] | None,
+        *,
+        destination: str | None = None,
     ) -> Future[None]:
         if self._closed:
             raise BusClosed("the ActiveMQ backend is closed")
@@ -1205,7 +1231,8 @@ class ActiveMQBackend(Backend):
             wire["persistent"] = "true"
         if extra:
             wire.update(extra)
-        return self._publisher.publish(topic_destination(topic), bytes(body), wire)
+        target = destination or topic_destination(topic)
+        return self._publisher.publish(target, bytes(body), wire)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every publish so far is confirmed or failed; TimeoutError if not."""

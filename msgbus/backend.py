@@ -369,6 +369,24 @@ class Backend(ABC):
         override it."""
         raise NotSupported(f"{self.describe()} cannot delay a message natively (publish delay=...)")
 
+    durable_retries: ClassVar[bool] = False
+    """True when :meth:`publish_retry` is implemented (``retry_mode="durable"``)."""
+
+    def publish_retry(
+        self,
+        topic: str,
+        group: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """Hand a message of ``topic`` back to the broker for redelivery to ``group`` only,
+        ``delay`` seconds from now; the future resolves once the broker holds it durably.
+        The default raises :class:`~msgbus.NotSupported` (see ``durable_retries``)."""
+        raise NotSupported(f"{self.describe()} has no native delayed redelivery")
+
     def ensure_group(self, topic: str, group: str) -> None:
         """Make the durable consumer ``group`` of ``topic`` exist without consuming: messages
         published after this returns are kept for it until a member reads them.

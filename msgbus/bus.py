@@ -21,7 +21,7 @@ from msgbus import cloudevents, secrets
 from msgbus.backend import Backend
 from msgbus.consumer import Consumer, Handler, HandlerRunner, SubscriptionSpec
 from msgbus.envelope import check_topic, encode
-from msgbus.errors import BusClosed, ConfigurationError
+from msgbus.errors import BusClosed, ConfigurationError, NotSupported
 from msgbus.health import BusHealth, HealthRecord, bus_health
 from msgbus.registry import load_backend
 from msgbus.retry import RetryPolicy
@@ -192,6 +192,7 @@ class Bus:
         from_beginning: bool = False,
         dead_letter: bool = True,
         runner: HandlerRunner | None = None,
+        retry_mode: str = "local",
     ) -> Any:
         """Register ``handler`` for ``topic``; usable as ``@bus.subscribe(topic, ...)``.
 
@@ -210,6 +211,12 @@ class Bus:
           with ``features.replay`` only).
         - ``runner``: for facades such as ``msgbus.aio``: the handler runs there instead of
           on worker threads (see :class:`~msgbus.consumer.HandlerRunner`).
+        - ``retry_mode``: ``"local"`` (default) waits out a retry's backoff in this process;
+          ``"durable"`` hands the message back to the broker, which redelivers it to the
+          group after the backoff (:meth:`~msgbus.backend.Backend.publish_retry`), so a long
+          backoff holds no memory and survives a restart of the consumer. Needs a ``group``
+          and a backend that does it natively (ActiveMQ); elsewhere
+          :class:`~msgbus.NotSupported`.
 
         If the bus is already started, the subscription starts before this returns.
         Returns the handler (or a decorator when ``handler`` is None).
@@ -224,6 +231,16 @@ class Bus:
         policy = retry or RetryPolicy(
             max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff
         )
+        if retry_mode not in ("local", "durable"):
+            raise ConfigurationError(f"retry_mode must be 'local' or 'durable', not {retry_mode!r}")
+        if retry_mode == "durable":
+            if group is None:
+                raise ConfigurationError("retry_mode='durable' needs a group")
+            if not self.backend.durable_retries:
+                raise NotSupported(
+                    f"{self.backend.describe()} has no native delayed redelivery: "
+                    "retry_mode='durable' is not supported"
+                )
         fetch_limit = DEFAULT_PREFETCH if prefetch is None else prefetch
         if fetch_limit < 1:
             raise ConfigurationError("prefetch must be at least 1")
@@ -242,6 +259,7 @@ class Bus:
                 from_beginning=from_beginning,
                 dead_letter=dead_letter,
                 runner=runner,
+                retry_mode=retry_mode,
             )
             with self._lock:
                 if self._closed:

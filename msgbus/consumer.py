@@ -25,6 +25,7 @@ from msgbus.envelope import decode
 from msgbus.errors import BrokerUnavailable, DecodeError, MsgBusError, Reject
 from msgbus.health import HealthRecord, SubscriptionHealth, subscription_health
 from msgbus.message import (
+    ATTEMPT,
     CONTENT_TYPE,
     DLQ_ATTEMPTS,
     DLQ_CONTENT_TYPE,
@@ -80,6 +81,7 @@ class SubscriptionSpec:
     from_beginning: bool
     dead_letter: bool
     runner: HandlerRunner | None = None
+    retry_mode: str = "local"
 
     @property
     def name(self) -> str:
@@ -96,7 +98,8 @@ class _Work:
         self.delivery = delivery
         self.lane = lane
         self.message: Message | None = None
-        self.attempt = 1
+        again = delivery.headers.get(ATTEMPT)  # redelivered by a durable retry
+        self.attempt = int(again) if again is not None and again.isdigit() else 1
         self.dead_error: BaseException | None = None
         self.error: BaseException | None = None  # of the last attempt, for telemetry
         self.outcome: str | None = None  # of the last attempt: ack, retry, dead_letter, ...
@@ -443,7 +446,32 @@ class Consumer:
         )
         work.attempt += 1
         work.outcome = "retry"
+        if spec.retry_mode == "durable":
+            return self._retry_durably(work, delay)
         return delay
+
+    def _retry_durably(self, work: _Work, delay: float) -> float | None:
+        """Hand the message to the broker for redelivery after ``delay``; ack it once the
+        broker holds it. If that fails, retry locally (return ``delay``)."""
+        delivery = work.delivery
+        headers = dict(delivery.headers)
+        headers[ATTEMPT] = str(work.attempt)
+        spec = self.spec
+        assert spec.group is not None
+        try:
+            self.backend.publish_retry(
+                spec.topic,
+                spec.group,
+                delivery.body,
+                key=delivery.key,
+                headers=headers,
+                delay=delay,
+            ).result(timeout=DEAD_LETTER_TIMEOUT)
+        except Exception as exc:  # not safe with the broker: keep it here
+            log.warning("%s: durable retry failed (%s); retrying locally", spec.name, exc)
+            return delay
+        self._settle(delivery, ack=True)
+        return None
 
     def _dead_letter(self, work: _Work, error: BaseException) -> float | None:
         spec = self.spec

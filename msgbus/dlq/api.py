@@ -43,6 +43,7 @@ from msgbus.backend import Backend, Delivery
 from msgbus.deadletters import STORE_GROUP, dead_letter_topic
 from msgbus.errors import ConfigurationError
 from msgbus.message import (
+    ATTEMPT,
     CONTENT_TYPE,
     DLQ_ATTEMPTS,
     DLQ_CONTENT_TYPE,
@@ -138,11 +139,12 @@ class DeadLetter:
         return text if len(text) <= size else text[: size - 1] + "…"
 
     def user_headers(self) -> dict[str, str]:
-        """The headers a redrive keeps: everything but ``msgbus-dlq-*`` and the redrive count."""
+        """The headers a redrive keeps: everything but ``msgbus-dlq-*``, the redrive count and
+        a durable retry's attempt number (a redriven message starts again at attempt 1)."""
         return {
             k: v
             for k, v in self.headers.items()
-            if not k.startswith(DLQ_HEADER_PREFIX) and k != REDRIVEN
+            if not k.startswith(DLQ_HEADER_PREFIX) and k not in (REDRIVEN, ATTEMPT)
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -436,6 +436,44 @@ class BackendConformance(DeadLetterConformance, ObservabilityConformance):
         assert msg.payload == {"n": 1}
         assert arrived[0] - sent >= 0.95, f"delivered after {arrived[0] - sent:.3f}s"
 
+    def test_durable_retry_survives_a_consumer_restart_or_is_refused(
+        self, url: str, topic: str, group: str
+    ) -> None:
+        """``retry_mode="durable"``: a failed attempt goes back to the broker, which
+        redelivers it to the group after the backoff, to a member started after the first one
+        is gone (attempt 2); refused at subscribe with NotSupported where not native."""
+
+        def fail(_msg: msgbus.Message) -> None:
+            raise ValueError("first try")
+
+        first = Recorder(fail)
+        bus = msgbus.connect(url, **self.options)
+        try:
+            try:
+                bus.subscribe(
+                    topic,
+                    first,
+                    group=group,
+                    retry_mode="durable",
+                    retry=msgbus.RetryPolicy(max_attempts=3, backoff=1.0, jitter=0),
+                )
+            except msgbus.NotSupported:
+                return  # refused before anything was subscribed
+            bus.start()
+            sent = time.monotonic()
+            bus.publish(topic, {"n": 1}, message_id="durable-1").result(self.timeout)
+            first.wait_for_attempts(1, self.timeout)
+        finally:
+            bus.close(timeout=self.timeout)  # the retry now waits in the broker, not here
+        assert len(first.attempts) == 1
+        second = Recorder()
+        with msgbus.connect(url, **self.options) as bus:
+            bus.subscribe(topic, second, group=group, retry_mode="durable", backoff=1.0)
+            bus.start()
+            (msg,) = second.wait_for(1, self.timeout)
+        assert msg.id == "durable-1" and msg.attempt == 2 and msg.payload == {"n": 1}
+        assert time.monotonic() - sent >= 0.95
+
     def test_retry_succeeds_without_dead_letter(
         self, connect: Connect, topic: str, group: str
     ) -> None:
