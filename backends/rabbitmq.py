@@ -1291,6 +1291,28 @@ class RabbitMQBackend(Backend):
             raise exc from None
         return sub
 
+    durable_retries = True
+
+    def publish_retry(
+        self,
+        topic: str,
+        group: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """``retry_mode="durable"``: through a delay queue back to the group's queue (see
+        :mod:`.rabbitmq_retry`)."""
+        from msgbus.backends.rabbitmq_retry import RetryQueues
+
+        with self._lock:
+            queues = self.__dict__.setdefault("_retry_queues", RetryQueues(self))
+        return queues.publish(
+            group_queue(topic, group), body, key=key, headers=headers, delay=delay
+        )
+
     def retry_subscription(self, sub: _RabbitSubscription, delay: float) -> None:
         """I/O thread: set ``sub`` up again after ``delay`` seconds (if still wanted)."""
 

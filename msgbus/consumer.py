@@ -446,8 +446,8 @@ class Consumer:
         )
         work.attempt += 1
         work.outcome = "retry"
-        if spec.retry_mode == "durable":
-            return self._retry_durably(work, delay)
+        if spec.retry_mode == "durable":  # a fixed delay per level: one broker queue each
+            return self._retry_durably(work, spec.retry.without_jitter().delay(work.attempt - 1))
         return delay
 
     def _retry_durably(self, work: _Work, delay: float) -> float | None:
