@@ -365,5 +365,10 @@ class MemoryBackend(Backend):
             sub.close()
         self._subscriptions.clear()
 
+    def topics(self) -> list[str]:
+        """Every topic that has (or had) a group on this broker."""
+        with self.broker.lock:
+            return sorted(self.broker.topics)
+
     def describe(self) -> str:
         return f"memory broker {self.broker.name or '(default)'!r} (in-process)"

@@ -387,6 +387,11 @@ class Backend(ABC):
         The default raises :class:`~msgbus.NotSupported` (see ``durable_retries``)."""
         raise NotSupported(f"{self.describe()} has no native delayed redelivery")
 
+    def topics(self) -> list[str] | None:
+        """The topics the broker knows (for tools such as ``msgbus dlq list``), or None (the
+        default) where the broker cannot enumerate them cheaply (AMQP, STOMP)."""
+        return None
+
     def ensure_group(self, topic: str, group: str) -> None:
         """Make the durable consumer ``group`` of ``topic`` exist without consuming: messages
         published after this returns are kept for it until a member reads them.

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from msgbus.backend import Backend, Delivery
-from msgbus.deadletters import STORE_GROUP, dead_letter_topic
+from msgbus.deadletters import DEAD_LETTER_SUFFIX, STORE_GROUP, dead_letter_topic, original_topic
 from msgbus.errors import ConfigurationError
 from msgbus.message import (
     ATTEMPT,
@@ -272,8 +272,17 @@ def list_dead_letters(
     bus: Any, topics: list[str], *, idle: float = DEFAULT_IDLE, scan: int = DEFAULT_SCAN
 ) -> list[DeadLetterSummary]:
     """A :class:`DeadLetterSummary` per topic of ``topics`` (original topics), read
-    without removing anything. Raises the backend's errors."""
+    without removing anything. Empty ``topics``: every topic with a dead-letter store, where
+    the backend can list topics (:meth:`~msgbus.backend.Backend.topics`), else
+    :class:`~msgbus.ConfigurationError`. Raises the backend's errors."""
     backend = _backend(bus)
+    if not topics:
+        known = backend.topics()
+        if known is None:
+            raise ConfigurationError(
+                f"{backend.describe()} cannot list its topics: name the topics to list"
+            )
+        topics = [original_topic(t) for t in known if t.endswith(DEAD_LETTER_SUFFIX)]
     out = []
     for topic in topics:
         stamps: list[int] = []

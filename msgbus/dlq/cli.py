@@ -2,7 +2,7 @@
 
 ::
 
-    msgbus dlq list URL TOPIC... [--json]
+    msgbus dlq list URL [TOPIC...] [--json]   (no TOPIC: every one, where the broker can list)
     msgbus dlq show URL TOPIC [--limit N] [--error-type T] [--json]
     msgbus dlq redrive URL TOPIC [--to TOPIC] [--error-type T] [--limit N] [--dry-run]
                        [--max-redrives N]
@@ -38,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("url", help="the broker URL (msgbus.connect form)")
         p.add_argument(
             "topics" if many else "topic",
-            nargs="+" if many else None,
+            nargs="*" if many else None,
             help="original topic(s), not their .dlq",
         )
         p.add_argument(

@@ -102,3 +102,10 @@ def test_dead_letter_topic_is_refused_with_a_clear_error(dead: tuple[str, str]) 
 
 def test_bad_usage_exits_2() -> None:
     assert main(["dlq", "frobnicate"], stdout=io.StringIO(), stderr=io.StringIO()) == 2
+
+
+def test_list_without_topics_lists_every_dead_letter_topic(dead: tuple[str, str]) -> None:
+    url, _ = dead
+    code, out, _ = run("list", url, "--json")
+    assert code == 0
+    assert [(row["topic"], row["count"]) for row in json.loads(out)] == [("mail", 3)]
