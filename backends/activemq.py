@@ -53,11 +53,11 @@ Features
       with heart-beating. Hosts of the URL are tried in turn. A lost connection is
       re-established in the background (backoff up to 2 s, forever until closed);
       subscriptions re-subscribe and unconfirmed publishes are sent again (so a message may
-      be stored twice: delivery is at least once); a publish still unconfirmed after three
-      reconnections fails with ``PublishError`` instead of looping (a message the broker
-      drops the connection for). After ``reconnect_timeout`` seconds without
-      a connection, pending and new publishes fail with :class:`~msgbus.BrokerUnavailable` and
-      ``receive`` raises it, until the broker is back.
+      be stored twice: delivery is at least once); a publish lost with three connections in
+      a row fails with ``PublishError`` instead of looping (a message the broker drops the
+      connection for). After ``reconnect_timeout`` seconds without a connection, pending and
+      new publishes fail with :class:`~msgbus.BrokerUnavailable` and ``receive`` raises it,
+      until the broker is back: the outage policy of :mod:`msgbus.backendkit.outage`.
     - Thread safety: ``publish``/``flush`` from any thread; ``ack``/``nack`` of deliveries
       from any thread (stomp.py writes each frame under its socket lock); ``close`` of a
       subscription from any thread wakes a blocked ``receive``.
@@ -76,7 +76,8 @@ Options
     - ``reconnect_timeout`` (float, 30): seconds without a connection before pending
       publishes fail and ``receive`` raises ``BrokerUnavailable``.
     - ``heartbeat_ms`` (int, 10000): STOMP heart-beat interval both ways (0 turns it off).
-    - ``max_in_flight`` (int, 1000): unconfirmed publishes before ``publish`` blocks.
+    - ``max_in_flight`` (int, 1000): unconfirmed publishes before ``publish`` blocks
+      (at most ``reconnect_timeout``; the one rule of :mod:`msgbus.backendkit.window`).
     - ``max_message_bytes`` (int, 64 MiB): larger bodies raise ``MessageTooLarge``.
     - ``persistent`` (bool, true): send ``persistent:true`` (false: faster, lost on restart).
     - ``vhost`` (str): the STOMP ``host`` header (default: the URL path, else the host name).
@@ -106,13 +107,26 @@ from typing import Any
 import stomp
 import stomp.exception
 
-from msgbus.backend import Backend, Delivery, DeliveryBuffer, Features, Subscription, parse_options
+from msgbus.backend import Backend, Delivery, Features, Subscription
+from msgbus.backendkit import (
+    KEY_HEADER,
+    Backoff,
+    DeliveryBuffer,
+    Outage,
+    Outgoing,
+    PendingFuture,
+    PublishWindow,
+    check_publish,
+    host_ports,
+    parse_options,
+    require_positive,
+    url_credentials,
+)
 from msgbus.errors import (
     AuthenticationError,
     BrokerUnavailable,
     BusClosed,
     ConfigurationError,
-    MessageTooLarge,
     MsgBusError,
     PublishError,
 )
@@ -140,14 +154,11 @@ if not any(isinstance(f, _DemoteRetryNoise) for f in logging.getLogger("stomp.py
 DEFAULT_PORT = 61613
 DEFAULT_SSL_PORT = 61612
 TOPIC_PREFIX = "VirtualTopic."
-KEY_HEADER = "msgbus-key"
 RENAMED_PREFIX = "msgbus-h-"
 SCHEDULED_DELAY = "AMQ_SCHEDULED_DELAY"
 """ActiveMQ's header for a delivery delay in milliseconds (needs the broker's scheduler)."""
 MARKER_HEADER = "msgbus-marker"
 """Header of the empty message each group subscription sends to its own queue (see on_up)."""
-MAX_RESENDS = 3
-"""A publish still unconfirmed after this many reconnections fails instead of being resent."""
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 # Header names STOMP or ActiveMQ interpret on SEND or set on MESSAGE; user headers with these
@@ -500,9 +511,10 @@ class _Link:
         self.name = name
         self.conn: stomp.Connection12 | None = None
         self.generation = 0
-        self.down_since: float | None = None
-        self.last_error: BrokerUnavailable | None = None
-        self.gave_up = False
+        self.outage = Outage(
+            f"ActiveMQ at {backend.where} ({name})", backend.options.reconnect_timeout
+        )
+        """Whether this link is down, since when and why (the outage policy)."""
         self._lock = threading.Lock()
         self._up = threading.Condition(self._lock)
         self._closing = threading.Event()
@@ -620,9 +632,7 @@ class _Link:
                 failure = BrokerUnavailable(f"lost the connection to ActiveMQ at {where} at once")
             else:
                 self.conn = conn
-                self.down_since = None
-                self.last_error = None
-                self.gave_up = False
+                self.outage.up()
                 self._up.notify_all()
         if failure is not None:
             # Outside the lock: stomp.py calls on_disconnected (which takes it) from here.
@@ -638,7 +648,7 @@ class _Link:
             if generation != self.generation or self.conn is None:
                 return
             self.conn = None
-            self.down_since = time.monotonic()
+            self.outage.down()
             start = not self._closing.is_set() and not self._reconnecting
             if start:
                 self._reconnecting = True
@@ -662,7 +672,7 @@ class _Link:
 
     def _reconnect_loop(self) -> None:
         opts = self.backend.options
-        delay = 0.1
+        backoff = Backoff()
         done = False  # _reconnecting was cleared together with the check that the link is up
         try:
             while not self._closing.is_set():
@@ -681,47 +691,17 @@ class _Link:
                 except BusClosed:
                     return
                 except BrokerUnavailable as exc:
-                    self.last_error = exc
+                    self.outage.down(exc)
                 except Exception as exc:  # a bug or an unexpected driver error: keep trying
                     log.exception("ActiveMQ: reconnecting the %s connection failed", self.name)
-                    self.last_error = BrokerUnavailable(f"reconnecting failed: {exc}")
-                down_since = self.down_since
-                if (
-                    not self.gave_up
-                    and down_since is not None
-                    and time.monotonic() - down_since > opts.reconnect_timeout
-                ):
-                    self.gave_up = True
-                    self.owner.on_give_up(self.unavailable())
-                self._closing.wait(delay)
-                delay = min(2.0, delay * 2)
+                    self.outage.down(BrokerUnavailable(f"reconnecting failed: {exc}"))
+                if self.outage.give_up_now():
+                    self.owner.on_give_up(self.outage.unavailable())
+                self._closing.wait(backoff.next())
         finally:
             if not done:
                 with self._lock:
                     self._reconnecting = False
-
-    def unavailable(self) -> BrokerUnavailable:
-        """The error to report while the link is down."""
-        cause = f": {self.last_error}" if self.last_error else ""
-        return BrokerUnavailable(
-            f"no connection to ActiveMQ at {self.backend.where} for more than "
-            f"{self.backend.options.reconnect_timeout:g}s{cause}"
-        )
-
-    def problem(self) -> BrokerUnavailable | None:
-        """While the link is down (reconnecting): why; else None."""
-        if self.down_since is None:
-            return None
-        cause = f": {self.last_error}" if self.last_error else ""
-        return BrokerUnavailable(f"{self.name}: lost the connection to ActiveMQ{cause}")
-
-    def beyond_recovery(self) -> bool:
-        """True when the link has been down for longer than ``reconnect_timeout``."""
-        down_since = self.down_since
-        return (
-            down_since is not None
-            and time.monotonic() - down_since > self.backend.options.reconnect_timeout
-        )
 
     # ---------------------------------------------------------------- closing
 
@@ -767,145 +747,117 @@ def _force_close(conn: stomp.Connection12) -> None:
 # --------------------------------------------------------------------------- publishing
 
 
-class _Pending:
-    __slots__ = ("body", "destination", "future", "headers", "resends")
+class _Pending(Outgoing):
+    """One publish on its way: queued, then sent until its RECEIPT."""
+
+    __slots__ = ("body", "destination", "headers")
 
     def __init__(
         self, future: Future[None], destination: str, body: bytes, headers: dict[str, str]
     ) -> None:
-        self.future = future
+        super().__init__(future)
         self.destination = destination
         self.body = body
         self.headers = headers
-        self.resends = 0
 
 
 class _Publisher(_Owner):
-    """The publishing connection: pipelined receipts, resend on reconnect. Thread-safe."""
+    """The publishing connection: pipelined receipts through the backend's publish window
+    (:mod:`msgbus.backendkit.window`). Thread-safe.
+
+    Callers send what the window queued themselves, under ``_send_lock`` (stomp.py writes
+    from any thread); the receiver thread confirms receipts under ``_table_lock``, which
+    guards the window's unconfirmed table and is never held while waiting.
+    """
 
     def __init__(self, backend: ActiveMQBackend) -> None:
         self.backend = backend
         self.link = _Link(backend, self, "publish")
-        self.pending: dict[str, _Pending] = {}
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        self.window: PublishWindow[_Pending] = PublishWindow(
+            "ActiveMQ", backend.options.max_in_flight, self.link.outage
+        )
         self._send_lock = threading.Lock()
+        self._table_lock = threading.Lock()
         self._conn: stomp.Connection12 | None = None
         self._ids = itertools.count(1)
         self._prefix = f"p{id(self):x}-"
-        self.closed = False
 
     def on_up(self, conn: stomp.Connection12, generation: int) -> None:
         with self._send_lock:
-            poison: list[_Pending] = []
-            with self._lock:
-                backlog = list(self.pending.items())
-                for receipt, entry in backlog:
-                    entry.resends += 1
-                    if entry.resends > MAX_RESENDS:
-                        # the broker dropped the connection every time it got this message
-                        del self.pending[receipt]
-                        poison.append(entry)
-            for entry in poison:
-                entry.future.set_exception(
-                    PublishError(
-                        f"the connection to ActiveMQ was lost {MAX_RESENDS} times while this "
-                        "message was unconfirmed; it is not sent again"
-                    )
-                )
-            resent = 0
-            for receipt, entry in backlog:
-                if entry.resends <= MAX_RESENDS:
-                    conn.send(
-                        entry.destination,
-                        entry.body,
-                        headers={**entry.headers, "receipt": receipt},
-                    )
-                    resent += 1
+            self._requeue_in_flight("reconnected")
+            resent = self._send_queued(conn)
             if resent:
-                log.warning("ActiveMQ: sent %d unconfirmed message(s) again", resent)
+                log.warning("ActiveMQ: sent %d queued or unconfirmed message(s)", resent)
             self._conn = conn
 
     def on_down(self, generation: int) -> None:
-        self._conn = None
+        with self._send_lock:
+            self._conn = None
+            self._requeue_in_flight("the connection was lost")
+
+    def _requeue_in_flight(self, reason: str) -> None:
+        with self._table_lock:
+            self.window.connection_lost(reason)
+
+    def _send_queued(self, conn: stomp.Connection12) -> int:
+        """Under ``_send_lock``: send what the window queued, oldest first."""
+        sent = 0
+        for entry in self.window.queued():
+            receipt = self._prefix + str(next(self._ids))
+            with self._table_lock:
+                self.window.record(receipt, entry)
+            try:
+                conn.send(
+                    entry.destination, entry.body, headers={**entry.headers, "receipt": receipt}
+                )
+            except (stomp.exception.StompException, OSError) as exc:
+                # the reader notices the broken connection; on_down queues it again
+                log.debug("ActiveMQ: send failed (%s); will resend after reconnecting", exc)
+            sent += 1
+        return sent
 
     def on_give_up(self, error: BrokerUnavailable) -> None:
-        self.fail_all(error)
+        self.window.fail_queued(error)
 
     def on_receipt(self, generation: int, receipt_id: str) -> None:
-        with self._lock:
-            entry = self.pending.pop(receipt_id, None)
-            if entry is not None and (
-                len(self.pending) < self.backend.options.max_in_flight or not self.pending
-            ):
-                self._changed.notify_all()
-        if entry is not None:
-            entry.future.set_result(None)
+        with self._table_lock:
+            done = self.window.confirmed(receipt_id)
+        self.window.finish(done, None)
 
     def on_error(self, generation: int, receipt_id: str | None, text: str) -> bool:
         if receipt_id:
-            with self._lock:
-                entry = self.pending.pop(receipt_id, None)
-                self._changed.notify_all()
-            if entry is not None:
-                entry.future.set_exception(PublishError(f"ActiveMQ refused the message: {text}"))
+            with self._table_lock:
+                done = self.window.confirmed(receipt_id)
+            if done:
+                self.window.finish(done, PublishError(f"ActiveMQ refused the message: {text}"))
                 return False
-        self.fail_all(PublishError(f"ActiveMQ reported an error, message state unknown: {text}"))
+        with self._table_lock:
+            lost = self.window.drop_in_flight()
+        error = PublishError(f"ActiveMQ reported an error, message state unknown: {text}")
+        self.window.finish(lost, error)
         return True
 
     def fail_all(self, error: Exception) -> None:
-        with self._lock:
-            entries = list(self.pending.values())
-            self.pending.clear()
-            self._changed.notify_all()
-        for entry in entries:
-            entry.future.set_exception(error)
+        """Fail every queued and unconfirmed publish (at close)."""
+        with self._table_lock:
+            lost = self.window.drop_in_flight()
+        self.window.fail_all(error, unconfirmed=False)
+        self.window.finish(lost, error)
 
     def publish(self, destination: str, body: bytes, headers: dict[str, str]) -> Future[None]:
-        future: Future[None] = Future()
-        future.set_running_or_notify_cancel()
-        link = self.link
-        limit = self.backend.options.max_in_flight
-        with self._lock:
-            if len(self.pending) >= limit:
-                deadline = time.monotonic() + self.backend.options.reconnect_timeout
-                while len(self.pending) >= limit and not self.closed:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or link.beyond_recovery():
-                        future.set_exception(link.unavailable())
-                        return future
-                    self._changed.wait(min(remaining, 1.0))
-        if self.closed:
-            raise BusClosed("the ActiveMQ backend is closed")
-        if link.gave_up:
-            future.set_exception(link.unavailable())
+        """Admit the message into the window and send what is queued (while connected)."""
+        future: Future[None] = PendingFuture()
+        if not self.window.admit(_Pending(future, destination, body, headers)):
             return future
-        receipt = self._prefix + str(next(self._ids))
         with self._send_lock:
-            with self._lock:
-                self.pending[receipt] = _Pending(future, destination, body, headers)
             conn = self._conn
             if conn is not None:
-                try:
-                    conn.send(destination, body, headers={**headers, "receipt": receipt})
-                except (stomp.exception.StompException, OSError) as exc:
-                    # the reader notices the broken connection; the reconnection resends it
-                    log.debug("ActiveMQ: send failed (%s); will resend after reconnecting", exc)
+                self._send_queued(conn)
         return future
 
     def flush(self, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            while self.pending:
-                if deadline is None:
-                    self._changed.wait(1.0)
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"{len(self.pending)} publish(es) not confirmed by ActiveMQ in time"
-                    )
-                self._changed.wait(remaining)
+        """Wait until every publish so far is confirmed or failed; TimeoutError if not."""
+        self.window.flush(timeout)
 
 
 # --------------------------------------------------------------------------- consuming
@@ -1037,12 +989,11 @@ class _ActiveMQSubscription(Subscription, _Owner):
             return self._buffer.take(max_messages, timeout, self._check_connection)
 
     def _check_connection(self) -> None:
-        if self.link.beyond_recovery():
-            raise self.link.unavailable()
+        self.link.outage.check()
 
     def connection_problem(self) -> BaseException | None:
         """While this subscription's connection is down (reconnecting): why; else None."""
-        return self.link.problem()
+        return self.link.outage.problem()
 
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         generation, ack_id = delivery.token
@@ -1051,17 +1002,7 @@ class _ActiveMQSubscription(Subscription, _Owner):
                 return  # the broker redelivers it anyway
             conn = self._conn
             if not ack and requeue:
-                again = Delivery(
-                    delivery.topic,
-                    delivery.body,
-                    delivery.headers,
-                    delivery.key,
-                    self._settle,
-                    redelivered=True,
-                    native_id=delivery.native_id,
-                    token=delivery.token,
-                )
-                self._buffer.put_front(again)
+                self._buffer.put_back(delivery, self._settle)
                 return
         if conn is None:
             return
@@ -1117,9 +1058,7 @@ class ActiveMQBackend(Backend):
         self.options = options
         self.use_ssl = options.ssl if options.ssl is not None else url.scheme == "stomp+ssl"
         default_port = DEFAULT_SSL_PORT if self.use_ssl else DEFAULT_PORT
-        self.host_ports = [(h.host.strip("[]"), h.port or default_port) for h in url.hosts] or [
-            ("localhost", default_port)
-        ]
+        self.host_ports = host_ports(url, default_port)
         self.where = ",".join(f"{h}:{p}" for h, p in self.host_ports)
         self.ssl_context = _tls_context(options) if self.use_ssl else None
         """The TLS settings as an SSL context (None without TLS), to diagnose failures."""
@@ -1140,17 +1079,17 @@ class ActiveMQBackend(Backend):
         :class:`~msgbus.ConfigurationError`, :class:`~msgbus.BrokerUnavailable` (within
         ``connect_timeout``) or :class:`~msgbus.AuthenticationError`.
         """
-        url_fields: dict[str, Any] = {}
-        if url.username is not None:
-            url_fields["username"] = url.username
-        if url.password is not None:
-            url_fields["password"] = url.password
         opts = parse_options(
-            ActiveMQOptions, url, options, backend="ActiveMQ", url_fields=url_fields
+            ActiveMQOptions, url, options, backend="ActiveMQ", url_fields=url_credentials(url)
         )
-        for name in ("connect_timeout", "reconnect_timeout", "max_in_flight", "max_message_bytes"):
-            if getattr(opts, name) <= 0:
-                raise ConfigurationError(f"ActiveMQ option {name!r} must be positive")
+        require_positive(
+            opts,
+            "connect_timeout",
+            "reconnect_timeout",
+            "max_in_flight",
+            "max_message_bytes",
+            backend="ActiveMQ",
+        )
         if opts.heartbeat_ms < 0:
             raise ConfigurationError("ActiveMQ option 'heartbeat_ms' must be 0 or positive")
         backend = cls(url, opts)
@@ -1218,14 +1157,14 @@ class ActiveMQBackend(Backend):
         *,
         destination: str | None = None,
     ) -> Future[None]:
-        if self._closed:
-            raise BusClosed("the ActiveMQ backend is closed")
+        check_publish(
+            "ActiveMQ",
+            closed=self._closed,
+            body=body,
+            max_message_bytes=self.options.max_message_bytes,
+            key=key,
+        )
         _check_name("topic", topic)
-        if len(body) > self.options.max_message_bytes:
-            raise MessageTooLarge(
-                f"message of {len(body)} bytes exceeds max_message_bytes="
-                f"{self.options.max_message_bytes}"
-            )
         wire = wire_headers(headers, key)
         if self.options.persistent:
             wire["persistent"] = "true"
@@ -1290,11 +1229,7 @@ class ActiveMQBackend(Backend):
                 return
             self._closed = True
             subs = list(self._subscriptions)
-        try:
-            self._publisher.flush(timeout if timeout is not None else 30.0)
-        except TimeoutError:
-            log.error("ActiveMQ: closing with unconfirmed publishes")
-        self._publisher.closed = True
+        self._publisher.window.close_and_flush(timeout, log)
         self._publisher.fail_all(
             BrokerUnavailable("the ActiveMQ backend closed before the broker confirmed")
         )
@@ -1304,7 +1239,7 @@ class ActiveMQBackend(Backend):
 
     def connection_problem(self) -> BaseException | None:
         """While the publishing connection is down (reconnecting): why; else None."""
-        return self._publisher.link.problem()
+        return self._publisher.link.outage.problem()
 
     def describe(self) -> str:
         """E.g. ``ActiveMQ (STOMP 1.2) at 127.0.0.1:61613 as 'user'``; no password."""

@@ -42,9 +42,12 @@ Features
       picks up new work every ``poll_interval`` seconds (default 0.005), which bounds the
       extra latency of a publish or an ack on an idle connection. Future callbacks run on
       the I/O thread and must not block.
-    - py-amqp (``kombu+amqp://``): reads go through :class:`BufferedTCPTransport`, and
-      publishes carry properties the backend encoded itself (byte for byte what py-amqp
-      writes), sent by a frame writer given to py-amqp's connection; see docs/kombu.md.
+    - py-amqp fast path (``kombu+amqp://``): :mod:`msgbus.backends.kombu_fastpath` buffers
+      reads, encodes properties itself (byte for byte what py-amqp writes) and writes frames
+      in batches; see docs/kombu.md. It is used only on the py-amqp versions it was verified
+      on; otherwise (or with ``fast_path=false`` or ``MSGBUS_FAST_PATH=0``) kombu and
+      py-amqp run unchanged, and on an idle connection new work waits up to
+      ``poll_interval``.
     - Reconnection: when the connection fails the I/O thread reconnects (hosts in URL order,
       backoff to 2 s), redeclares and resubscribes; unconfirmed publishes are sent again (at
       least once), and fail with ``PublishError`` after three lost connections. After
@@ -67,50 +70,53 @@ URL form
 Options (URL query or keyword arguments to ``msgbus.connect``)
     - ``exchange`` (str, ``msgbus``): the exchange every topic lives on.
     - ``persistent`` (bool, true): ``delivery_mode=2``.
-    - ``max_in_flight`` (int, 5000): unconfirmed publishes before ``publish`` blocks.
+    - ``max_in_flight`` (int, 5000): unconfirmed publishes before ``publish`` blocks
+      (at most ``reconnect_timeout``; the one rule of :mod:`msgbus.backendkit.window`).
     - ``max_message_bytes`` (int, 64 MiB): larger bodies raise ``MessageTooLarge``.
     - ``connect_timeout`` (float s, 10), ``reconnect_timeout`` (float s, 30).
     - ``poll_interval`` (float s, 0.005): see Threads (the longest wait for broker frames on
       ``kombu+amqp://``, where other threads wake the I/O thread).
     - ``transport_options`` (dict, keyword only): passed to ``kombu.Connection``.
+    - ``fast_path`` (bool, true): use the py-amqp fast path where it was verified.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import itertools
 import logging
-import select
 import socket
-import struct
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-import amqp.transport
 import kombu
-import kombu.transport.pyamqp
-from amqp.exceptions import UnexpectedFrame
 from kombu import Consumer, Exchange, Queue
 from kombu.transport import get_transport_cls
 
-from msgbus.backend import (
-    Backend,
-    Delivery,
+from msgbus.backend import Backend, Delivery, Features, Subscription
+from msgbus.backendkit import (
+    KEY_HEADER,
+    Backoff,
     DeliveryBuffer,
-    Features,
+    Outage,
+    Outgoing,
     PendingFuture,
-    Subscription,
+    PublishWindow,
+    check_publish,
     parse_options,
+    require_positive,
     settle_future,
+    with_message_id,
 )
+from msgbus.backendkit.amqp import from_amqp, to_amqp
+from msgbus.backendkit.fastpath import load_fast_path
 from msgbus.deadletters import store_queue_name
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
@@ -118,15 +124,13 @@ from msgbus.errors import (
     BrokerUnavailable,
     BusClosed,
     ConfigurationError,
-    MessageTooLarge,
     PublishError,
 )
-from msgbus.message import CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TIMESTAMP
+from msgbus.message import MESSAGE_ID
 from msgbus.url import BusURL
 
 __all__ = [
     "KEY_HEADER",
-    "BufferedTCPTransport",
     "KombuBackend",
     "KombuOptions",
     "transport_features",
@@ -134,13 +138,8 @@ __all__ = [
 
 log = logging.getLogger("msgbus.kombu")
 
-KEY_HEADER = "msgbus-key"
-"""The message header that carries the key (``Delivery.key`` on receipt)."""
-MAX_LOSSES = 3
-"""A publish lost with this many connections in a row fails with PublishError."""
 _KOMBU_QUERY = ("heartbeat", "login_method", "insist")
 _AMQP = ("amqp", "amqps", "pyamqp")
-_MAX_BACKOFF = 2.0
 
 
 @dataclass(frozen=True)
@@ -155,6 +154,7 @@ class KombuOptions:
     reconnect_timeout: float = 30.0
     poll_interval: float = 0.005
     transport_options: dict[str, Any] | None = None
+    fast_path: bool = True
 
 
 def transport_features(transport: str, max_message_bytes: int, persistent: bool) -> Features:
@@ -205,16 +205,10 @@ def _is_auth_error(exc: BaseException) -> bool:
     )
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
+class _Entry(Outgoing):
+    """One publish on its way: queued, then (AMQP) on the wire until confirmed."""
 
-
-class _Entry:
-    __slots__ = ("body", "content_type", "future", "headers", "losses", "properties", "topic")
+    __slots__ = ("body", "content_type", "headers", "properties", "topic")
 
     def __init__(
         self,
@@ -225,324 +219,12 @@ class _Entry:
         headers: dict[str, Any],
         properties: dict[str, Any],
     ) -> None:
-        self.future = future
+        super().__init__(future)
         self.topic = topic
         self.body = body
         self.content_type = content_type
         self.headers = headers
         self.properties = properties
-        self.losses = 0
-
-
-# --------------------------------------------------------------------------- py-amqp reads
-
-_READ_SIZE = 65536
-_FRAME_HEADER = struct.Struct(">BHI")
-_FRAME_END = 0xCE
-_RETRY = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
-
-
-class BufferedTCPTransport(amqp.transport.TCPTransport):
-    """py-amqp's TCP transport with buffered reads (``kombu+amqp://``, not ``amqps://``).
-
-    py-amqp's own transport reads every frame with three ``recv`` calls (header, payload,
-    frame end), and ``Connection.blocking_read`` changes the socket's timeout before and
-    after each frame. This one keeps what one ``recv`` of up to 64 KiB returned and cuts
-    frames out of it, and waits for data with ``poll`` instead of socket timeouts, so a
-    frame that is already buffered costs no system call. A frame is taken from the buffer
-    only once it is complete, so a timeout never loses a partial frame. Writes are
-    py-amqp's (``sendall``). Used by the I/O thread only, like the connection.
-    """
-
-    def _setup_transport(self) -> None:
-        super()._setup_transport()
-        self._inbox = b""
-        self._inpos = 0
-        self._poller = select.poll()
-        self._poller.register(self.sock, select.POLLIN)
-        self._waker: socket.socket | None = None
-
-    def wake_on(self, waker: socket.socket) -> None:
-        """Let a byte arriving on the (non-blocking) socket ``waker`` end a wait for broker
-        data early, as a timeout (the byte is read), so that other threads can hand the
-        I/O thread work while it waits."""
-        self._waker = waker
-        self._poller.register(waker, select.POLLIN)
-
-    def read_frame_within(self, timeout: float | None) -> tuple[int, int, bytes]:
-        """The next frame as ``(type, channel, payload)``.
-
-        Waits up to ``timeout`` seconds for each ``recv`` (None: no limit; 0: only what has
-        arrived) and raises :class:`socket.timeout` when nothing came; OSError when the
-        connection failed or the broker closed it; ``UnexpectedFrame`` on a corrupt frame.
-        """
-        while True:
-            inbox, pos = self._inbox, self._inpos
-            if len(inbox) - pos >= 8:
-                frame_type, channel, size = _FRAME_HEADER.unpack_from(inbox, pos)
-                end = pos + 7 + size
-                if len(inbox) > end:
-                    if inbox[end] != _FRAME_END:
-                        raise UnexpectedFrame(
-                            f"Received frame_end {inbox[end]:#04x} while expecting 0xce"
-                        )
-                    self._inpos = end + 1
-                    return frame_type, channel, inbox[pos + 7 : end]
-            self._receive(timeout)
-
-    def read_frame(self, unpack: Any = None) -> tuple[int, int, bytes]:
-        """py-amqp's entry point: the next frame, waiting as long as the socket's timeout."""
-        return self.read_frame_within(self.sock.gettimeout())
-
-    def _receive(self, timeout: float | None) -> None:
-        sock = self.sock
-        try:
-            try:
-                if timeout is None:
-                    data = sock.recv(_READ_SIZE)
-                else:
-                    data = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                if not timeout or not self._wait(timeout):
-                    raise TimeoutError() from None
-                data = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
-        except TimeoutError:
-            raise
-        except OSError as exc:
-            if exc.errno in _RETRY:
-                raise TimeoutError() from None
-            self.connected = False
-            raise
-        if not data:
-            self.connected = False
-            raise OSError("Server unexpectedly closed connection")
-        rest = self._inbox[self._inpos :]
-        self._inbox = rest + data if rest else data
-        self._inpos = 0
-
-    def _wait(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` s; True when the broker's socket is readable."""
-        readable = False
-        waker = self._waker
-        for fd, _events in self._poller.poll(timeout * 1000):
-            if waker is not None and fd == waker.fileno():
-                with contextlib.suppress(OSError):
-                    waker.recv(4096)
-            else:
-                readable = True
-        return readable
-
-
-class _AMQPConnection(kombu.transport.pyamqp.Connection):
-    """kombu's py-amqp connection, on a :class:`BufferedTCPTransport` for plain TCP.
-
-    It does not ask for ``connection.blocked`` notifications: with them py-amqp tries to
-    read the socket before every ``basic_publish`` (a system call per message), only to
-    hand them to an ``on_blocked`` callback that kombu never sets. A blocked connection
-    still holds publishes back (the broker stops reading); their confirms come later.
-    """
-
-    negotiate_capabilities: ClassVar[dict[str, bool]] = {
-        **amqp.Connection.negotiate_capabilities,
-        "connection.blocked": False,
-    }
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("frame_writer", _frame_writer)
-        super().__init__(*args, **kwargs)
-
-    def Transport(
-        self,
-        host: str,
-        connect_timeout: float | None,
-        ssl: Any = False,
-        read_timeout: float | None = None,
-        write_timeout: float | None = None,
-        socket_settings: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        if ssl:
-            return super().Transport(
-                host,
-                connect_timeout,
-                ssl,
-                read_timeout,
-                write_timeout,
-                socket_settings=socket_settings,
-                **kwargs,
-            )
-        return BufferedTCPTransport(
-            host,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            write_timeout=write_timeout,
-            socket_settings=socket_settings,
-            **kwargs,
-        )
-
-    def blocking_read(self, timeout: float | None = None) -> Any:
-        transport = self.transport
-        if not isinstance(transport, BufferedTCPTransport):
-            return super().blocking_read(timeout)
-        return self.on_inbound_frame(transport.read_frame_within(timeout))
-
-
-class _AMQPTransport(kombu.transport.pyamqp.Transport):
-    Connection = _AMQPConnection
-
-
-class _AMQPSSLTransport(kombu.transport.pyamqp.SSLTransport):
-    Connection = _AMQPConnection
-
-
-_OUR_AMQP = {
-    kombu.transport.pyamqp.Transport: _AMQPTransport,
-    kombu.transport.pyamqp.SSLTransport: _AMQPSSLTransport,
-}
-
-
-class _KombuConnection(kombu.Connection):
-    """A ``kombu.Connection`` whose py-amqp transports use :class:`_AMQPConnection` (also
-    after a failover switch); the other transports are kombu's own."""
-
-    def get_transport_cls(self) -> Any:
-        cls = super().get_transport_cls()
-        return _OUR_AMQP.get(cls, cls)
-
-
-# --------------------------------------------------------------------------- py-amqp writes
-
-_FLAG = {
-    "content_type": 1 << 15,
-    "application_headers": 1 << 13,
-    "delivery_mode": 1 << 12,
-    "correlation_id": 1 << 10,
-    "message_id": 1 << 7,
-    "timestamp": 1 << 6,
-}
-_PROPERTY_NAMES = ("delivery_mode", "correlation_id", "message_id", "timestamp")  # flag order
-_PROPERTY_SET = frozenset(_PROPERTY_NAMES)
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
-_LONGSTR = struct.Struct(">cI")
-_METHOD_FRAME = struct.Struct(">BHIHH")
-_FRAME = struct.Struct(">BHI")
-_CONTENT_HEADER = struct.Struct(">HHQ")
-
-
-def _shortstr(text: str) -> bytes | None:
-    data = text.encode("utf-8", "surrogatepass")
-    return bytes((len(data),)) + data if len(data) <= 255 else None
-
-
-_NAMES: dict[str, bytes] = {}  # header names and content types recur: encoded once
-
-
-def _name(text: str) -> bytes | None:
-    field = _NAMES.get(text)
-    if field is None:
-        field = _shortstr(text)
-        if field is not None and len(_NAMES) < 1024:
-            _NAMES[text] = field
-    return field
-
-
-def encode_basic_properties(
-    content_type: str | None, headers: Mapping[str, Any], properties: Mapping[str, Any]
-) -> bytes | None:
-    """The AMQP 0-9-1 property flags and list of a published message, as py-amqp would
-    write them: ``content_type``, the ``headers`` table (string values, as ``S``),
-    ``delivery_mode``, ``correlation_id``, ``message_id`` and ``timestamp`` (seconds) from
-    ``properties``. None when something does not fit this form (py-amqp then encodes it).
-    """
-    flags = 0
-    parts: list[bytes] = []
-    if content_type is not None:
-        field = _name(content_type)
-        if field is None:
-            return None
-        flags |= _FLAG["content_type"]
-        parts.append(field)
-    if headers:
-        table: list[bytes] = []
-        for name, value in headers.items():
-            field = _name(name)
-            if field is None or value.__class__ is not str:
-                return None
-            data = value.encode("utf-8", "surrogatepass")
-            table += (field, _LONGSTR.pack(b"S", len(data)), data)
-        encoded = b"".join(table)
-        flags |= _FLAG["application_headers"]
-        parts += (_U32.pack(len(encoded)), encoded)
-    if not properties.keys() <= _PROPERTY_SET:
-        return None
-    for name in _PROPERTY_NAMES:
-        value = properties.get(name)
-        if value is None:
-            continue
-        if name == "delivery_mode" and value.__class__ is int and 0 <= value <= 255:
-            parts.append(bytes((value,)))
-        elif name == "timestamp" and value.__class__ is int and 0 <= value < 1 << 64:
-            parts.append(_U64.pack(value))
-        elif name in ("correlation_id", "message_id") and value.__class__ is str:
-            field = _shortstr(value)
-            if field is None:
-                return None
-            parts.append(field)
-        else:
-            return None
-        flags |= _FLAG[name]
-    return _U16.pack(flags) + b"".join(parts)
-
-
-class EncodedMessage:
-    """A message body with its properties already encoded (see
-    :func:`encode_basic_properties`), for ``basic_publish`` on a :class:`_AMQPConnection`
-    channel: its frame writer sends the three frames without py-amqp's per-message
-    serialization."""
-
-    __slots__ = ("body", "properties")
-
-    def __init__(self, body: bytes, properties: bytes) -> None:
-        self.body = body
-        self.properties = properties
-
-
-def _frame_writer(connection: Any, transport: Any) -> Callable[..., None]:
-    """py-amqp's frame writer (``amqp.Connection(frame_writer=...)``) with a short path for
-    :class:`EncodedMessage` content: method, content-header and body frames (the body cut
-    at ``frame_max``) built with precompiled structs and written at once. Everything else
-    goes through py-amqp's own writer."""
-    standard = amqp.method_framing.frame_writer(connection, transport)
-    write = transport.write
-
-    def write_frame(kind: int, channel: int, method_sig: Any, args: Any, content: Any) -> None:
-        if content.__class__ is not EncodedMessage:
-            standard(kind, channel, method_sig, args, content)
-            return
-        if args.__class__ is str:
-            args = args.encode("utf-8")
-        class_id, method_id = method_sig
-        body, properties = content.body, content.properties
-        header = _CONTENT_HEADER.pack(class_id, 0, len(body)) + properties
-        parts = [
-            _METHOD_FRAME.pack(1, channel, 4 + len(args), class_id, method_id),
-            args,
-            b"\xce",
-            _FRAME.pack(2, channel, len(header)),
-            header,
-            b"\xce",
-        ]
-        chunk = connection.frame_max - 8
-        view = memoryview(body)
-        for start in range(0, len(body), chunk):
-            piece = view[start : start + chunk]
-            parts += (_FRAME.pack(3, channel, len(piece)), piece, b"\xce")
-        write(b"".join(parts))
-        connection.bytes_sent += 1
-
-    return write_frame
 
 
 # --------------------------------------------------------------------------- subscriptions
@@ -728,8 +410,7 @@ class _KombuSubscription(Subscription):
             return self._buffer.take(max_messages, timeout, self._check_connection)
 
     def _check_connection(self) -> None:
-        if self.backend.beyond_recovery():
-            raise self.backend.unavailable()
+        self.backend.outage.check()
 
     def close(self) -> None:
         """Cancel the consumer and close its channel (unacknowledged messages go back);
@@ -756,25 +437,14 @@ def _close_quietly(channel: Any) -> None:
 
 def _delivery_headers(message: Any) -> tuple[dict[str, str], str | None]:
     """A kombu message's headers and properties → msgbus headers and the key."""
-    out: dict[str, str] = {}
-    key = None
-    for name, value in (message.headers or {}).items():
-        if name == KEY_HEADER:
-            key = _text(value)
-        else:
-            out[name] = value if value.__class__ is str else _text(value)
     props = message.properties or {}
-    if message.content_type:
-        out[CONTENT_TYPE] = message.content_type
-    if props.get("message_id"):
-        out[MESSAGE_ID] = _text(props["message_id"])
-    if props.get("correlation_id"):
-        out[CORRELATION_ID] = _text(props["correlation_id"])
-    stamp = props.get("timestamp")
-    if TIMESTAMP not in out and stamp:
-        with contextlib.suppress(TypeError, ValueError):
-            out[TIMESTAMP] = str(int(stamp) * 1000)
-    return out, key
+    return from_amqp(
+        message.headers,
+        message.content_type,
+        props.get("message_id"),
+        props.get("correlation_id"),
+        props.get("timestamp"),
+    )
 
 
 # --------------------------------------------------------------------------- backend
@@ -803,12 +473,18 @@ class KombuBackend(Backend):
             self.transport, options.max_message_bytes, options.persistent
         )
         self._delivery_mode = 2 if options.persistent else 1
+        self._fast: Any = None
+        """The py-amqp fast path module (kombu_fastpath) when used, else None."""
+        if self.transport in _AMQP:
+            self._fast = load_fast_path(
+                "msgbus.backends.kombu_fastpath", option=options.fast_path, log=log
+            )
         self.exchange = Exchange(options.exchange, type="topic", durable=True)
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._waiting = 0
-        self._outbox: deque[_Entry] = deque()
-        self._pending = 0
+        self.outage = Outage(f"kombu transport at {self.where}", options.reconnect_timeout)
+        self._window: PublishWindow[_Entry] = PublishWindow(
+            "kombu", options.max_in_flight, self.outage
+        )
         self._commands: deque[Callable[[], None]] = deque()
         self._wake = threading.Event()
         # wakes the I/O thread while it waits for py-amqp frames (_sleeping: it may)
@@ -818,17 +494,12 @@ class KombuBackend(Backend):
         self._sleeping = False
         self._closed = False
         self._stopping = False
-        self._down_since: float | None = None
-        self._gave_up = False
-        self._last_error: BaseException | None = None
         self._subscriptions: set[_KombuSubscription] = set()
         # I/O-thread state
         self._conn: Any = None
         self._epoch = 0
         self._pub_channel: Any = None
         self._confirms = False
-        self._unconfirmed: dict[int, _Entry] = {}
-        self._order: deque[int] = deque()
         self._tags = itertools.count(1)
         self._initial: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name="msgbus-kombu-io", daemon=True)
@@ -857,15 +528,15 @@ class KombuBackend(Backend):
         passed = {k: v for k, v in url.query.items() if k.startswith("ssl") or k in _KOMBU_QUERY}
         ours = url.with_query(**dict.fromkeys(passed))
         opts = parse_options(KombuOptions, ours, options, backend="kombu")
-        for name in (
+        require_positive(
+            opts,
             "connect_timeout",
             "reconnect_timeout",
             "max_in_flight",
             "max_message_bytes",
             "poll_interval",
-        ):
-            if getattr(opts, name) <= 0:
-                raise ConfigurationError(f"kombu option {name!r} must be positive")
+            backend="kombu",
+        )
         if opts.transport_options is not None and not isinstance(opts.transport_options, dict):
             raise ConfigurationError("kombu option 'transport_options' must be a dict")
         if url.driver == "filesystem":
@@ -911,7 +582,8 @@ class KombuBackend(Backend):
         return self.url.render(hide_password=True)
 
     def _new_connection(self) -> Any:
-        conn = _KombuConnection(
+        connection_cls = self._fast.Connection if self._fast is not None else kombu.Connection
+        conn = connection_cls(
             self._kombu_urls if len(self._kombu_urls) > 1 else self._kombu_urls[0],
             connect_timeout=self.options.connect_timeout,
             transport_options=dict(self.options.transport_options or {}),
@@ -940,7 +612,8 @@ class KombuBackend(Backend):
                 channel.events["basic_nack"].add(self._on_nack)
         except Exception as exc:
             _release_quietly(conn)
-            self._last_error = exc
+            if not initial:
+                self.outage.down(exc)  # a reconnection attempt failed: the reason to report
             if _is_auth_error(exc):
                 error = AuthenticationError(
                     f"kombu transport at {self.where} refused the credentials: {exc}"
@@ -957,17 +630,15 @@ class KombuBackend(Backend):
                     ),
                 )
             return False
-        transport = getattr(conn.connection, "transport", None)
-        if isinstance(transport, BufferedTCPTransport):
-            transport.wake_on(self._waker)
+        if self._fast is not None:
+            self._fast.wake_on(conn, self._waker)
         self._conn = conn
         self._epoch += 1
         self._pub_channel = channel
         self._confirms = confirms
         self._tags = itertools.count(1)
+        self.outage.up()
         with self._lock:
-            self._down_since = None
-            self._gave_up = False
             subs = list(self._subscriptions)
         for sub in subs:
             self._setup(sub)
@@ -987,30 +658,28 @@ class KombuBackend(Backend):
 
     def _run(self) -> None:
         opts = self.options
-        backoff = 0.1
+        backoff = Backoff()
         initial_deadline = time.monotonic() + opts.connect_timeout
         while not self._stopping:
             if self._conn is None:
                 initial = not self._initial.done()
                 if self._connect(initial_deadline, initial):
-                    backoff = 0.1
+                    backoff.reset()
                     continue
                 if initial and self._initial.done():
                     break  # from_url reports the failure
-                self._check_give_up()
-                self._wake.wait(0.2 if initial else backoff)
-                if not initial:
-                    backoff = min(_MAX_BACKOFF, backoff * 2)
+                self._window.give_up()
+                self._wake.wait(0.2 if initial else backoff.next())
                 continue
             try:
                 if self._commands:
                     self._run_commands()
-                if self._outbox:
+                if self._window.has_queued:
                     with self.coalesced_writes():
                         self._drain_outbox()
-                if self._consumers() or self._unconfirmed:
+                if self._consumers() or self._window.has_in_flight:
                     self._sleeping = True  # before looking for work: see _nudge
-                    idle = not (self._commands or self._outbox)
+                    idle = not (self._commands or self._window.has_queued)
                     with contextlib.suppress(TimeoutError, socket.timeout):
                         self._conn.drain_events(timeout=opts.poll_interval if idle else 0)
                     self._sleeping = False
@@ -1025,28 +694,11 @@ class KombuBackend(Backend):
                 self._lost(exc)
         self._shutdown_io()
 
-    @contextlib.contextmanager
-    def coalesced_writes(self) -> Iterator[None]:
-        """I/O thread: on py-amqp, collect the frames written inside the block and send them
-        with one system call (py-amqp otherwise calls ``sendall`` once per frame)."""
-        amqp_conn = getattr(self._conn, "_connection", None)
-        transport = getattr(amqp_conn, "transport", None)
-        original = getattr(transport, "_write", None)
-        if original is None:
-            yield
-            return
-        chunks: list[bytes] = []
-
-        def collect(data: Any) -> None:
-            chunks.append(bytes(data))  # py-amqp reuses its frame buffer: copy
-
-        transport._write = collect
-        try:
-            yield
-        finally:
-            transport._write = original
-            if chunks:
-                transport.write(b"".join(chunks))
+    def coalesced_writes(self) -> contextlib.AbstractContextManager[None]:
+        """I/O thread: on the fast path, send the frames written inside the block at once."""
+        if self._fast is None or self._conn is None:
+            return contextlib.nullcontext()
+        return self._fast.coalesced_writes(self._conn)
 
     def _consumers(self) -> bool:
         with self._lock:
@@ -1060,50 +712,25 @@ class KombuBackend(Backend):
     def _lost(self, exc: BaseException) -> None:
         """I/O thread: the connection failed; requeue unconfirmed, void deliveries."""
         log.warning("kombu: lost the connection to %s (%s); reconnecting", self.where, exc)
-        self._last_error = exc
+        self.outage.down(exc)
         conn, self._conn = self._conn, None
         self._pub_channel = None
         if conn is not None:
             _release_quietly(conn)
-        lost = [self._unconfirmed[tag] for tag in self._order if tag in self._unconfirmed]
-        self._unconfirmed.clear()
-        self._order.clear()
-        failed, again = [], []
-        for entry in lost:
-            entry.losses += 1
-            (failed if entry.losses >= MAX_LOSSES else again).append(entry)
         with self._lock:
-            if self._down_since is None:
-                self._down_since = time.monotonic()
-            self._outbox.extendleft(reversed(again))
             subs = list(self._subscriptions)
         for sub in subs:
             sub.lost()
-        self._finish(failed, PublishError(f"kombu lost the message {MAX_LOSSES} times: {exc}"))
-
-    def _check_give_up(self) -> None:
-        with self._lock:
-            down = self._down_since
-            if (
-                self._gave_up
-                or down is None
-                or time.monotonic() - down <= self.options.reconnect_timeout
-            ):
-                return
-            self._gave_up = True
-            entries = list(self._outbox)
-            self._outbox.clear()
-        self._finish(entries, self.unavailable())
+        self._window.connection_lost(str(exc))
 
     def _drain_outbox(self) -> None:
-        with self._lock:
-            if not self._outbox:
-                return
-            batch, self._outbox = self._outbox, deque()
+        window = self._window
+        batch = window.queued()
         channel = self._pub_channel
         exchange = self.exchange.name
         confirms = self._confirms
-        encoded = isinstance(getattr(channel, "connection", None), _AMQPConnection)
+        fast = self._fast
+        encoded = fast is not None and fast.encoded(channel)
         content_encoding = None if self.transport in _AMQP else "binary"
         done: list[_Entry] = []
         try:
@@ -1111,11 +738,11 @@ class KombuBackend(Backend):
                 entry = batch[0]
                 message: Any = None
                 if encoded:
-                    properties = encode_basic_properties(
+                    properties = fast.encode_basic_properties(
                         entry.content_type, entry.headers, entry.properties
                     )
                     if properties is not None:
-                        message = EncodedMessage(entry.body, properties)
+                        message = fast.EncodedMessage(entry.body, properties)
                 if message is None:
                     message = channel.prepare_message(
                         entry.body,
@@ -1126,9 +753,7 @@ class KombuBackend(Backend):
                         dict(entry.properties),
                     )
                 if confirms:
-                    tag = next(self._tags)
-                    self._unconfirmed[tag] = entry
-                    self._order.append(tag)
+                    window.record(next(self._tags), entry)
                     batch.popleft()
                     channel.basic_publish(message, exchange=exchange, routing_key=entry.topic)
                 else:
@@ -1137,9 +762,8 @@ class KombuBackend(Backend):
                     done.append(entry)
         finally:
             if batch:
-                with self._lock:
-                    self._outbox.extendleft(reversed(batch))
-            self._finish(done, None)
+                window.requeue(batch)
+            window.finish(done, None)
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
         self._confirmed(tag, multiple, None)
@@ -1148,30 +772,8 @@ class KombuBackend(Backend):
         self._confirmed(tag, multiple, PublishError("the broker refused the message (nack)"))
 
     def _confirmed(self, tag: int, multiple: bool, error: BaseException | None) -> None:
-        unconfirmed, order = self._unconfirmed, self._order
-        done: list[_Entry] = []
-        if multiple:
-            while order and order[0] <= tag:
-                entry = unconfirmed.pop(order.popleft(), None)
-                if entry is not None:
-                    done.append(entry)
-        else:
-            entry = unconfirmed.pop(tag, None)
-            if entry is not None:
-                done.append(entry)
-            while order and order[0] not in unconfirmed:
-                order.popleft()
-        self._finish(done, error)
-
-    def _finish(self, entries: list[_Entry], error: BaseException | None) -> None:
-        if not entries:
-            return
-        for entry in entries:
-            settle_future(entry.future, error)
-        with self._lock:
-            self._pending -= len(entries)
-            if self._waiting:
-                self._changed.notify_all()
+        window = self._window
+        window.finish(window.confirmed(tag, multiple=multiple), error)
 
     def _shutdown_io(self) -> None:
         """I/O thread, at exit: close subscriptions' channels and the connection."""
@@ -1183,12 +785,7 @@ class KombuBackend(Backend):
         if self._conn is not None:
             _release_quietly(self._conn)
             self._conn = None
-        lost = list(self._unconfirmed.values())
-        self._unconfirmed.clear()
-        with self._lock:
-            lost += list(self._outbox)
-            self._outbox.clear()
-        self._finish(lost, BrokerUnavailable("the kombu backend closed before confirmation"))
+        self._window.fail_all(BrokerUnavailable("the kombu backend closed before confirmation"))
         self._stopped.set()
         self._waker.close()
         self._waker_w.close()
@@ -1229,23 +826,7 @@ class KombuBackend(Backend):
 
     def connection_problem(self) -> BaseException | None:
         """While the connection is down (reconnecting): why; else None."""
-        if self._down_since is None:
-            return None
-        cause = f": {self._last_error}" if self._last_error is not None else ""
-        return BrokerUnavailable(f"lost the connection to {self.where}{cause}")
-
-    def beyond_recovery(self) -> bool:
-        """True while the connection has been down for longer than ``reconnect_timeout``."""
-        down = self._down_since
-        return down is not None and time.monotonic() - down > self.options.reconnect_timeout
-
-    def unavailable(self) -> BrokerUnavailable:
-        """The error reported while the connection is down beyond ``reconnect_timeout``."""
-        cause = f": {self._last_error}" if self._last_error is not None else ""
-        return BrokerUnavailable(
-            f"no connection to kombu transport at {self.where} for more than "
-            f"{self.options.reconnect_timeout:g}s{cause}"
-        )
+        return self.outage.problem()
 
     # ---------------------------------------------------------------- SPI
 
@@ -1255,77 +836,38 @@ class KombuBackend(Backend):
         """Queue ``body`` for the I/O thread; the future resolves on the broker's confirm
         (AMQP) or once the transport wrote it (others).
 
-        Blocks while ``max_in_flight`` publishes are pending (not on the I/O thread). Raises
-        :class:`~msgbus.MessageTooLarge` or :class:`~msgbus.BusClosed` at once; the future
-        fails with :class:`~msgbus.PublishError` or :class:`~msgbus.BrokerUnavailable`.
-        Thread-safe.
+        A full window (``max_in_flight``) and an outage behave as
+        :mod:`msgbus.backendkit.window` says. Raises :class:`~msgbus.MessageTooLarge`,
+        :class:`~msgbus.ConfigurationError` (a header name over 255 bytes) or
+        :class:`~msgbus.BusClosed` at once; the future fails with
+        :class:`~msgbus.PublishError` or :class:`~msgbus.BrokerUnavailable`. Thread-safe.
         """
-        if self._closed:
-            raise BusClosed("the kombu backend is closed")
-        if len(body) > self.options.max_message_bytes:
-            raise MessageTooLarge(
-                f"message of {len(body)} bytes exceeds max_message_bytes="
-                f"{self.options.max_message_bytes}"
-            )
-        table: dict[str, Any] = {}
+        check_publish(
+            "kombu",
+            closed=self._closed,
+            body=body,
+            max_message_bytes=self.options.max_message_bytes,
+            key=key,
+        )
+        content_type, message_id, correlation_id, timestamp, table = to_amqp(
+            with_message_id(headers), key
+        )
         properties: dict[str, Any] = {"delivery_mode": self._delivery_mode}
-        content_type = None
-        for name, value in headers.items():
-            if name == CONTENT_TYPE:
-                content_type = value
-            elif name == MESSAGE_ID:
-                properties["message_id"] = value
-            elif name == CORRELATION_ID:
-                properties["correlation_id"] = value
-            else:
-                table[name] = value
-                if name == TIMESTAMP:
-                    with contextlib.suppress(ValueError):
-                        properties["timestamp"] = int(value) // 1000
-        if "message_id" not in properties:
-            properties["message_id"] = new_message_id()
-        if key is not None:
-            table[KEY_HEADER] = key
+        if message_id is not None:
+            properties["message_id"] = message_id
+        if correlation_id is not None:
+            properties["correlation_id"] = correlation_id
+        if timestamp is not None:
+            properties["timestamp"] = timestamp
         future: Future[None] = PendingFuture()  # no Condition unless someone waits
         entry = _Entry(future, topic, bytes(body), content_type, table, properties)
-        with self._lock:
-            if self._pending >= self.options.max_in_flight and not self.on_io_thread():
-                self._waiting += 1
-                try:
-                    while (
-                        self._pending >= self.options.max_in_flight
-                        and not self._closed
-                        and not self._gave_up
-                    ):
-                        self._changed.wait(1.0)
-                finally:
-                    self._waiting -= 1
-            if self._closed:
-                raise BusClosed("the kombu backend is closed")
-            if self._gave_up:
-                settle_future(future, self.unavailable())
-                return future
-            self._outbox.append(entry)
-            self._pending += 1
-        self._nudge()
+        if self._window.admit(entry, block=not self.on_io_thread()):
+            self._nudge()
         return future
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every publish so far is confirmed or failed; TimeoutError if not."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            self._waiting += 1
-            try:
-                while self._pending > 0:
-                    if deadline is None:
-                        self._changed.wait(1.0)
-                        continue
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(f"{self._pending} publish(es) not confirmed in time")
-                    self._changed.wait(min(remaining, 1.0))
-            finally:
-                self._waiting -= 1
+        self._window.flush(timeout)
 
     def subscribe(
         self, topic: str, group: str | None, *, prefetch: int, from_beginning: bool = False
@@ -1368,11 +910,7 @@ class KombuBackend(Backend):
                 return
             self._closed = True
             subs = list(self._subscriptions)
-            self._changed.notify_all()
-        try:
-            self.flush(timeout if timeout is not None else 30.0)
-        except TimeoutError:
-            log.error("kombu: closing with unconfirmed publishes")
+        self._window.close_and_flush(timeout, log)
         for sub in subs:
             sub.close()
         self._stop_thread(min(5.0, timeout) if timeout is not None else 5.0)

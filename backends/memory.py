@@ -28,10 +28,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from msgbus.backend import Backend, Delivery, Features, ResolvedFuture, Subscription, parse_options
-from msgbus.envelope import new_message_id
-from msgbus.errors import BusClosed, ConfigurationError, MessageTooLarge
-from msgbus.message import MESSAGE_ID
+from msgbus.backend import Backend, Delivery, Features, Subscription
+from msgbus.backendkit import (
+    ResolvedFuture,
+    check_publish,
+    parse_options,
+    require_positive,
+    with_message_id,
+)
+from msgbus.errors import BusClosed, ConfigurationError
 from msgbus.url import BusURL
 
 __all__ = ["MemoryBackend", "MemoryBroker", "MemoryOptions"]
@@ -323,24 +328,15 @@ class MemoryBackend(Backend):
                 f"a memory URL is memory:// or memory://NAME, not {url.render()!r}"
             )
         opts = parse_options(MemoryOptions, url, options, backend="memory")
-        if opts.max_message_bytes <= 0:
-            raise ConfigurationError("memory option 'max_message_bytes' must be positive")
+        require_positive(opts, "max_message_bytes", backend="memory")
         name = url.hosts[0].host if url.hosts else ""
         return cls(MemoryBroker.named(name), opts)
 
     def publish(
         self, topic: str, body: bytes, *, key: str | None, headers: Mapping[str, str]
     ) -> Future[None]:
-        if self._closed:
-            raise BusClosed("the memory backend is closed")
-        if len(body) > self._max_bytes:
-            raise MessageTooLarge(
-                f"message of {len(body)} bytes exceeds max_message_bytes={self._max_bytes}"
-            )
-        stored_headers = dict(headers)
-        if MESSAGE_ID not in stored_headers:  # like a broker-assigned id, for raw publishers
-            stored_headers[MESSAGE_ID] = new_message_id()
-        self.broker.publish(topic, body, key, stored_headers)
+        check_publish("memory", closed=self._closed, body=body, max_message_bytes=self._max_bytes)
+        self.broker.publish(topic, body, key, dict(with_message_id(headers)))
         return _RESOLVED
 
     def flush(self, timeout: float | None = None) -> None:

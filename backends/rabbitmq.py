@@ -82,7 +82,8 @@ Options (URL query or keyword arguments to ``msgbus.connect``)
       are always classic. ``delivery_limit`` (int, none): quorum queues' ``x-delivery-limit``.
     - ``persistent`` (bool, true): ``delivery_mode=2``; false is faster and lost on restart.
     - ``mandatory`` (bool, false): fail publishes no queue is bound for (see Features).
-    - ``max_in_flight`` (int, 5000): unconfirmed publishes before ``publish`` blocks.
+    - ``max_in_flight`` (int, 5000): unconfirmed publishes before ``publish`` blocks
+      (at most ``reconnect_timeout``; the one rule of :mod:`msgbus.backendkit.window`).
     - ``max_message_bytes`` (int, 128 MiB, RabbitMQ's default ``max_message_size``).
     - ``connect_timeout`` (float s, 10): bound for connecting (all hosts) and for
       ``subscribe``; ``connection_timeout`` (int ms) is RabbitMQ's URI name for it.
@@ -92,6 +93,9 @@ Options (URL query or keyword arguments to ``msgbus.connect``)
     - TLS: ``ssl`` (bool; default true for ``amqps://``), ``cacertfile``, ``certfile``,
       ``keyfile``, ``key_password`` (secret), ``verify`` (``verify_peer`` | ``verify_none``),
       ``server_name_indication`` (host name to check, default the URL's host).
+    - ``fast_path`` (bool, true): coalesce pika's frame writes
+      (:mod:`msgbus.backends.rabbitmq_fastpath`) where the pika version was verified; off
+      (or ``MSGBUS_FAST_PATH=0``, or another pika version): pika writes each frame itself.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -114,16 +118,25 @@ import pika.exceptions
 from pika.adapters.select_connection import IOLoop
 from pika.spec import Basic, BasicProperties
 
-from msgbus.backend import (
-    Backend,
-    Delivery,
+from msgbus.backend import Backend, Delivery, Features, Subscription
+from msgbus.backendkit import (
+    KEY_HEADER,
+    Backoff,
     DeliveryBuffer,
-    Features,
+    Outage,
+    Outgoing,
     PendingFuture,
-    Subscription,
+    PublishWindow,
+    check_publish,
+    host_ports,
     parse_options,
+    require_positive,
     settle_future,
+    url_credentials,
+    with_message_id,
 )
+from msgbus.backendkit.amqp import SHORTSTR, from_amqp, to_amqp
+from msgbus.backendkit.fastpath import load_fast_path
 from msgbus.deadletters import store_queue_name
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
@@ -131,10 +144,8 @@ from msgbus.errors import (
     BrokerUnavailable,
     BusClosed,
     ConfigurationError,
-    MessageTooLarge,
     PublishError,
 )
-from msgbus.message import CONTENT_TYPE, CORRELATION_ID, MESSAGE_ID, TIMESTAMP
 from msgbus.url import BusURL
 
 __all__ = ["KEY_HEADER", "RabbitMQBackend", "RabbitMQOptions", "group_queue"]
@@ -143,12 +154,7 @@ log = logging.getLogger("msgbus.rabbitmq")
 
 DEFAULT_PORT = 5672
 DEFAULT_TLS_PORT = 5671
-KEY_HEADER = "msgbus-key"
-"""The AMQP header that carries the message key (``Delivery.key`` on receipt)."""
-MAX_LOSSES = 3
-"""A publish lost with this many connections (or publishing channels) in a row fails."""
-_SHORTSTR = 255
-_MAX_BACKOFF = 2.0
+_SHORTSTR = SHORTSTR
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,7 @@ class RabbitMQOptions:
     key_password: str | None = field(default=None, repr=False)
     verify: Literal["verify_peer", "verify_none"] = "verify_peer"
     server_name_indication: str | None = None
+    fast_path: bool = True
 
 
 def group_queue(topic: str, group: str) -> str:
@@ -191,31 +198,8 @@ def group_queue(topic: str, group: str) -> str:
 
 
 def _properties(headers: Mapping[str, str], key: str | None, delivery_mode: int) -> BasicProperties:
-    """msgbus headers and key → AMQP properties. Raises ConfigurationError for header names
-    AMQP cannot carry (longer than 255 bytes)."""
-    table: dict[str, Any] = {}
-    content_type = message_id = correlation_id = None
-    timestamp = None
-    for name, value in headers.items():
-        if name == CONTENT_TYPE and len(value) <= _SHORTSTR and value.isascii():
-            content_type = value
-        elif name == MESSAGE_ID and len(value) <= _SHORTSTR and value.isascii():
-            message_id = value
-        elif name == CORRELATION_ID and len(value) <= _SHORTSTR and value.isascii():
-            correlation_id = value
-        else:
-            if len(name) > _SHORTSTR // 4 and len(name.encode()) > _SHORTSTR:
-                raise ConfigurationError(
-                    f"header name {name[:40]!r}... is longer than AMQP's 255 bytes"
-                )
-            table[name] = value
-            if name == TIMESTAMP:
-                try:
-                    timestamp = int(value) // 1000
-                except ValueError:
-                    timestamp = None
-    if key is not None:
-        table[KEY_HEADER] = key
+    """msgbus headers and key → pika properties (:func:`msgbus.backendkit.amqp.to_amqp`)."""
+    content_type, message_id, correlation_id, timestamp, table = to_amqp(headers, key)
     return BasicProperties(
         content_type=content_type,
         message_id=message_id,
@@ -226,36 +210,11 @@ def _properties(headers: Mapping[str, str], key: str | None, delivery_mode: int)
     )
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if value is None:
-        return ""
-    return str(value)
-
-
 def delivery_headers(props: BasicProperties) -> tuple[dict[str, str], str | None]:
-    """AMQP properties → msgbus headers and the key (see the module docstring). Pure."""
-    out: dict[str, str] = {}
-    key = None
-    table = props.headers
-    if table:
-        for name, value in table.items():
-            if name == KEY_HEADER:
-                key = _text(value)
-            else:
-                out[name] = value if value.__class__ is str else _text(value)
-    if props.content_type is not None:
-        out[CONTENT_TYPE] = props.content_type
-    if props.message_id is not None:
-        out[MESSAGE_ID] = props.message_id
-    if props.correlation_id is not None:
-        out[CORRELATION_ID] = props.correlation_id
-    if TIMESTAMP not in out and props.timestamp:
-        out[TIMESTAMP] = str(int(props.timestamp) * 1000)
-    return out, key
+    """pika properties → msgbus headers and the key (:func:`msgbus.backendkit.amqp.from_amqp`)."""
+    return from_amqp(
+        props.headers, props.content_type, props.message_id, props.correlation_id, props.timestamp
+    )
 
 
 def _is_auth_error(exc: BaseException) -> bool:
@@ -302,62 +261,24 @@ def _reason(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {text}" if text != type(exc).__name__ else text
 
 
-class _Coalescer:
-    """Collects emitted frames and passes them on in writes of up to ~256 KiB."""
-
-    __slots__ = ("chunks", "emit", "size")
-
-    def __init__(self, emit: Callable[[bytes], None]) -> None:
-        self.emit = emit
-        self.chunks: list[bytes] = []
-        self.size = 0
-
-    def __call__(self, data: bytes) -> None:
-        self.chunks.append(data)
-        self.size += len(data)
-        if self.size >= 262_144:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.chunks:
-            data = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-            self.chunks = []
-            self.size = 0
-            self.emit(data)
-
-
-@contextlib.contextmanager
-def _coalesced_writes(conn: Any) -> Iterator[None]:
-    """I/O thread: hand the frames pika emits inside the block to its transport in few
-    writes (pika otherwise writes, and usually sends, each frame on its own: three system
-    calls per published message)."""
-    if conn is None or "_adapter_emit_data" in vars(conn) or not conn.is_open:
-        yield
-        return
-    coalescer = _Coalescer(conn._adapter_emit_data)
-    conn._adapter_emit_data = coalescer
-    try:
-        yield
-    finally:
-        del conn._adapter_emit_data
-        if conn.is_open:
-            coalescer.flush()
-
-
-class _Entry:
+class _Entry(Outgoing):
     """One publish on its way: queued, then on the wire until confirmed."""
 
-    __slots__ = ("body", "future", "losses", "mandatory", "props", "returned", "routing_key")
+    __slots__ = ("body", "mandatory", "props", "returned", "routing_key")
 
     def __init__(
-        self, future: Future[None], routing_key: str, body: bytes, props: Any, mandatory: bool
+        self,
+        future: Future[None],
+        routing_key: str,
+        body: bytes,
+        props: Any,
+        mandatory: bool = False,
     ) -> None:
+        super().__init__(future)
         self.mandatory = mandatory
-        self.future = future
         self.routing_key = routing_key
         self.body = body
         self.props = props
-        self.losses = 0
         self.returned: str | None = None
 
 
@@ -552,7 +473,7 @@ class _RabbitSubscription(Subscription):
         if channel is None or not channel.is_open:
             return
         try:
-            with _coalesced_writes(self.backend.connection()):
+            with self.backend.coalesced_writes():
                 for gen, tag, ack, requeue in settles:
                     if gen != generation:
                         continue
@@ -599,8 +520,7 @@ class _RabbitSubscription(Subscription):
             return self._buffer.take(max_messages, timeout, self._check_connection)
 
     def _check_connection(self) -> None:
-        if self.backend.beyond_recovery():
-            raise self.backend.unavailable()
+        self.backend.outage.check()
 
     def close(self) -> None:
         """Cancel the consumer and close its channel (unacknowledged messages go back to the
@@ -655,9 +575,7 @@ class RabbitMQBackend(Backend):
         self.options = options
         self.use_ssl = options.ssl if options.ssl is not None else url.scheme == "amqps"
         port = DEFAULT_TLS_PORT if self.use_ssl else DEFAULT_PORT
-        self.host_ports = [(h.host.strip("[]"), h.port or port) for h in url.hosts] or [
-            ("localhost", port)
-        ]
+        self.host_ports = host_ports(url, port)
         self.vhost = options.vhost if options.vhost is not None else (url.path or "/")
         self.where = ",".join(f"{h}:{p}" for h, p in self.host_ports)
         self.features = dataclasses.replace(
@@ -666,6 +584,10 @@ class RabbitMQBackend(Backend):
             max_message_bytes=options.max_message_bytes,
         )
         self._delivery_mode = 2 if options.persistent else 1
+        self._fast: Any = load_fast_path(
+            "msgbus.backends.rabbitmq_fastpath", option=options.fast_path, log=log
+        )
+        """The pika fast path module (rabbitmq_fastpath) when used, else None."""
         self._connect_timeout = (
             options.connection_timeout / 1000
             if options.connection_timeout is not None
@@ -674,28 +596,25 @@ class RabbitMQBackend(Backend):
         self._ssl_context = self._make_ssl_context() if self.use_ssl else None
         # shared state, under _lock
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._waiting = 0
-        self._outbox: deque[_Entry] = deque()
-        self._pending = 0
+        self.outage = Outage(
+            f"RabbitMQ at {self.where}", options.reconnect_timeout, describe=_reason
+        )
+        self._window: PublishWindow[_Entry] = PublishWindow(
+            "RabbitMQ", options.max_in_flight, self.outage
+        )
         self._scheduled = False
         self._publishing = False  # the publish channel is up
         self._closed = False
-        self._gave_up = False
-        self._down_since: float | None = None
-        self._last_error: BaseException | None = None
         self._subscriptions: set[_RabbitSubscription] = set()
-        # I/O-thread state
+        # I/O-thread state (the window's unconfirmed table too)
         self._ioloop = IOLoop()
         self._conn: Any = None
         self._pub_channel: Any = None
-        self._unconfirmed: dict[int, _Entry] = {}
-        self._order: deque[int] = deque()
         self._tags = itertools.count(1)
         self._host_index = 0
         self._round_errors: list[str] = []
         self._round_tls_failures = 0
-        self._backoff = 0.1
+        self._backoff = Backoff()
         self._connecting = False
         self._shutting_down = False
         self._initial: Future[None] = Future()
@@ -713,19 +632,18 @@ class RabbitMQBackend(Backend):
         :class:`~msgbus.ConfigurationError`, :class:`~msgbus.BrokerUnavailable` (within
         ``connect_timeout``) or :class:`~msgbus.AuthenticationError` (at once).
         """
-        url_fields: dict[str, Any] = {}
-        if url.username is not None:
-            url_fields["username"] = url.username
-        if url.password is not None:
-            url_fields["password"] = url.password
         opts = parse_options(
-            RabbitMQOptions, url, options, backend="RabbitMQ", url_fields=url_fields
+            RabbitMQOptions, url, options, backend="RabbitMQ", url_fields=url_credentials(url)
         )
-        for name in ("connect_timeout", "reconnect_timeout", "max_in_flight", "max_message_bytes"):
-            if getattr(opts, name) <= 0:
-                raise ConfigurationError(f"RabbitMQ option {name!r} must be positive")
-        if opts.connection_timeout is not None and opts.connection_timeout <= 0:
-            raise ConfigurationError("RabbitMQ option 'connection_timeout' must be positive")
+        require_positive(
+            opts,
+            "connect_timeout",
+            "reconnect_timeout",
+            "max_in_flight",
+            "max_message_bytes",
+            "connection_timeout",
+            backend="RabbitMQ",
+        )
         if opts.heartbeat < 0:
             raise ConfigurationError("RabbitMQ option 'heartbeat' must be 0 or positive")
         if not opts.exchange or len(opts.exchange) > _SHORTSTR:
@@ -824,6 +742,13 @@ class RabbitMQBackend(Backend):
         """I/O thread: the current pika connection, or None."""
         return self._conn
 
+    def coalesced_writes(self) -> contextlib.AbstractContextManager[None]:
+        """I/O thread: on the fast path, hand the frames written inside the block to pika's
+        transport in few writes (:mod:`msgbus.backends.rabbitmq_fastpath`)."""
+        if self._fast is None:
+            return contextlib.nullcontext()
+        return self._fast.coalesced_writes(self._conn)
+
     def connection_open(self) -> bool:
         """I/O thread: True while the connection is open."""
         conn = self._conn
@@ -895,7 +820,8 @@ class RabbitMQBackend(Backend):
             )
         else:
             self._round_errors.append(f"{host}:{port}: {_reason(exc)}")
-        self._last_error = exc
+        if self._initial.done():
+            self.outage.down(exc)  # a reconnection attempt failed: the reason to report
         self._host_index += 1
         if self._host_index < len(self.host_ports):
             self._try_host()
@@ -915,9 +841,8 @@ class RabbitMQBackend(Backend):
                 return
             self._ioloop.call_later(0.2, self._connect_round)
             return
-        self._check_give_up()
-        delay, self._backoff = self._backoff, min(_MAX_BACKOFF, self._backoff * 2)
-        self._ioloop.call_later(delay, self._connect_round)
+        self._window.give_up()
+        self._ioloop.call_later(self._backoff.next(), self._connect_round)
 
     def _on_connection_open(self, conn: Any) -> None:
         self._connecting = False
@@ -940,12 +865,10 @@ class RabbitMQBackend(Backend):
         def ready(channel: Any) -> None:
             self._pub_channel = channel
             self._tags = itertools.count(1)
-            self._backoff = 0.1
+            self._backoff.reset()
+            self.outage.up()
             with self._lock:
                 self._publishing = True
-                self._down_since = None
-                self._gave_up = False
-                self._last_error = None
                 subs = list(self._subscriptions)
             if not self._initial.done():
                 settle_future(self._initial, None)
@@ -991,163 +914,102 @@ class RabbitMQBackend(Backend):
             self._open_publish_channel(self._conn)
 
     def _publish_lost(self, reason: BaseException | None) -> None:
-        """I/O thread: the publishing channel is gone; its unconfirmed publishes are resent
-        later, or fail once lost with MAX_LOSSES channels."""
+        """I/O thread: the publishing channel is gone; its unconfirmed publishes are sent
+        again later (see :mod:`msgbus.backendkit.window`)."""
         self._pub_channel = None
-        lost = [self._unconfirmed[tag] for tag in self._order if tag in self._unconfirmed]
-        self._unconfirmed.clear()
-        self._order.clear()
-        failed: list[_Entry] = []
-        again: list[_Entry] = []
-        for entry in lost:
-            entry.losses += 1
+        for entry in self._window.in_flight():
             entry.returned = None
-            (failed if entry.losses >= MAX_LOSSES else again).append(entry)
         with self._lock:
             self._publishing = False
-            self._outbox.extendleft(reversed(again))
-        if failed:
-            error = PublishError(
-                f"RabbitMQ lost the message with {MAX_LOSSES} connections or channels in a row "
-                f"(last: {_reason(reason)})"
-            )
-            self._finish(failed, error)
+        self._window.connection_lost(_reason(reason))
 
     def _on_connection_closed(self, conn: Any, reason: BaseException) -> None:
         if conn is not self._conn:
             return
         self._conn = None
         self._publish_lost(reason)
+        self.outage.down(reason)
         with self._lock:
             subs = list(self._subscriptions)
-            if self._down_since is None:
-                self._down_since = time.monotonic()
         for sub in subs:
             sub.connection_lost()
         if self._shutting_down:
             self._ioloop.stop()
             return
-        self._last_error = reason
         log.warning("RabbitMQ: lost the connection to %s (%s)", self.where, _reason(reason))
         self._ioloop.call_later(0.1, self._connect_round)
-
-    def _check_give_up(self) -> None:
-        with self._lock:
-            down_since = self._down_since
-            if (
-                self._gave_up
-                or down_since is None
-                or time.monotonic() - down_since <= self.options.reconnect_timeout
-            ):
-                return
-            self._gave_up = True
-            entries = list(self._outbox)
-            self._outbox.clear()
-        self._finish(entries, self.unavailable())
 
     # ---------------------------------------------------------------- publishing (I/O)
 
     def _drain(self) -> None:
         with self._lock:
             self._scheduled = False
-            channel = self._pub_channel
-            if channel is None or not channel.is_open or not self._outbox:
-                return
-            batch, self._outbox = self._outbox, deque()
-        with _coalesced_writes(self._conn):
+        channel = self._pub_channel
+        if channel is None or not channel.is_open or not self._window.has_queued:
+            return
+        batch = self._window.queued()
+        with self.coalesced_writes():
             self._publish_batch(channel, batch)
 
     def _publish_batch(self, channel: Any, batch: deque[_Entry]) -> None:
         exchange = self.options.exchange
-        unconfirmed = self._unconfirmed
-        order = self._order
+        mandatory = self.options.mandatory  # or per message (dead letters, retries)
+        window = self._window
+        record = window.record
         tags = self._tags
         publish = channel.basic_publish
         for index, entry in enumerate(batch):
             try:
-                publish(exchange, entry.routing_key, entry.body, entry.props, entry.mandatory)
+                publish(
+                    exchange,
+                    entry.routing_key,
+                    entry.body,
+                    entry.props,
+                    mandatory or entry.mandatory,
+                )
             except Exception as exc:
                 rest = list(itertools.islice(batch, index, None))
                 if isinstance(exc, pika.exceptions.AMQPError):
-                    with self._lock:
-                        self._outbox.extendleft(reversed(rest))
+                    window.requeue(rest)
                     return
                 log.exception("RabbitMQ: could not publish")
-                self._finish(rest[:1], PublishError(f"could not publish: {exc}"))
-                with self._lock:
-                    self._outbox.extendleft(reversed(rest[1:]))
+                window.finish(rest[:1], PublishError(f"could not publish: {exc}"))
+                window.requeue(rest[1:])
                 self.call_soon(self._drain)
                 return
-            tag = next(tags)  # the broker numbers what it received, from 1 per channel
-            unconfirmed[tag] = entry
-            order.append(tag)
+            record(next(tags), entry)  # the broker numbers what it got, from 1 per channel
 
     def _on_confirm(self, frame: Any) -> None:
         method = frame.method
-        tag = method.delivery_tag
-        unconfirmed = self._unconfirmed
-        order = self._order
-        done: list[_Entry] = []
-        if method.multiple:
-            while order and order[0] <= tag:
-                entry = unconfirmed.pop(order.popleft(), None)
-                if entry is not None:
-                    done.append(entry)
-        else:
-            entry = unconfirmed.pop(tag, None)
-            if entry is not None:
-                done.append(entry)
-            while order and order[0] not in unconfirmed:
-                order.popleft()
+        window = self._window
+        done = window.confirmed(method.delivery_tag, multiple=method.multiple)
         if not done:
             return
-        if isinstance(method, Basic.Ack):
-            for entry in done:
-                if entry.returned is None:
-                    settle_future(entry.future, None)
-                else:
-                    settle_future(
-                        entry.future,
-                        PublishError(
-                            f"RabbitMQ returned the message as unroutable ({entry.returned}): "
-                            f"no queue is bound to topic {entry.routing_key!r} (mandatory)"
-                        ),
-                    )
-        else:
-            error = PublishError("RabbitMQ refused the message (basic.nack)")
-            for entry in done:
-                settle_future(entry.future, error)
-        self._settled(len(done))
+        if not isinstance(method, Basic.Ack):
+            window.finish(done, PublishError("RabbitMQ refused the message (basic.nack)"))
+            return
+        window.finish([entry for entry in done if entry.returned is None], None)
+        for entry in done:
+            if entry.returned is not None:
+                error = PublishError(
+                    f"RabbitMQ returned the message as unroutable ({entry.returned}): "
+                    f"no queue is bound to topic {entry.routing_key!r} (mandatory=true)"
+                )
+                window.finish([entry], error)
 
     def _on_return(self, _channel: Any, method: Any, props: Any, body: bytes) -> None:
         """A mandatory message no queue took: mark the first matching unconfirmed publish
         (returns arrive in publish order, before that message's ack)."""
         message_id = props.message_id
-        for tag in self._order:
-            entry = self._unconfirmed.get(tag)
+        for entry in self._window.in_flight():
             if (
-                entry is not None
-                and entry.returned is None
+                entry.returned is None
                 and entry.routing_key == method.routing_key
                 and entry.props.message_id == message_id
                 and entry.body == body
             ):
                 entry.returned = f"{method.reply_code} {method.reply_text}"
                 return
-
-    def _settled(self, count: int) -> None:
-        with self._lock:
-            self._pending -= count
-            if self._waiting:
-                self._changed.notify_all()
-
-    def _finish(self, entries: list[_Entry], error: BaseException | None) -> None:
-        """Resolve ``entries`` (any thread) and count them as settled."""
-        if not entries:
-            return
-        for entry in entries:
-            settle_future(entry.future, error)
-        self._settled(len(entries))
 
     # ---------------------------------------------------------------- SPI
 
@@ -1169,57 +1031,34 @@ class RabbitMQBackend(Backend):
         """Queue ``body`` for the I/O thread; the future resolves on the broker's confirm.
         ``mandatory`` (None: the option of that name) fails it if no queue took it.
 
-        Blocks while ``max_in_flight`` publishes are unconfirmed (not on the I/O thread).
-        Raises :class:`~msgbus.MessageTooLarge`, :class:`~msgbus.ConfigurationError` (topic,
-        key or header name too long for AMQP) or :class:`~msgbus.BusClosed` at once; the
-        future fails with :class:`~msgbus.PublishError` (nack, unroutable with
-        ``mandatory``, lost three times) or :class:`~msgbus.BrokerUnavailable` (no
-        connection for ``reconnect_timeout``, or the backend closed first). Thread-safe.
+        A full window (``max_in_flight``) and an outage behave as
+        :mod:`msgbus.backendkit.window` says. Raises :class:`~msgbus.MessageTooLarge`,
+        :class:`~msgbus.ConfigurationError` (topic, key or header name too long for AMQP) or
+        :class:`~msgbus.BusClosed` at once; the future fails with
+        :class:`~msgbus.PublishError` (nack, unroutable with ``mandatory``, lost three
+        times) or :class:`~msgbus.BrokerUnavailable`. Thread-safe.
         """
-        if self._closed:
-            raise BusClosed("the RabbitMQ backend is closed")
-        if len(body) > self.options.max_message_bytes:
-            raise MessageTooLarge(
-                f"message of {len(body)} bytes exceeds max_message_bytes="
-                f"{self.options.max_message_bytes}"
-            )
+        check_publish(
+            "RabbitMQ",
+            closed=self._closed,
+            body=body,
+            max_message_bytes=self.options.max_message_bytes,
+            key=key,
+        )
         if not topic or len(topic) > _SHORTSTR:
             raise ConfigurationError(f"invalid RabbitMQ routing key (topic) {topic[:40]!r}")
-        if key is not None and not isinstance(key, str):
-            raise ConfigurationError(f"key must be a str or None, not {type(key).__name__}")
-        if MESSAGE_ID not in headers:  # like a broker-assigned id, for raw publishers
-            headers = {**headers, MESSAGE_ID: new_message_id()}
-        props = _properties(headers, key, self._delivery_mode)
+        props = _properties(with_message_id(headers), key, self._delivery_mode)
         future: Future[None] = PendingFuture()  # no Condition unless someone waits
         entry = _Entry(
             future,
             topic,
             body if type(body) is bytes else bytes(body),
             props,
-            self.options.mandatory if mandatory is None else mandatory,
+            bool(mandatory),  # None: the option, applied per batch
         )
+        if not self._window.admit(entry, block=not self.on_io_thread()):
+            return future
         with self._lock:
-            if self._closed:
-                raise BusClosed("the RabbitMQ backend is closed")
-            if self._pending >= self.options.max_in_flight and not self.on_io_thread():
-                self._waiting += 1
-                try:
-                    while (
-                        self._pending >= self.options.max_in_flight
-                        and not self._closed
-                        and not self._gave_up
-                    ):
-                        self._changed.wait(1.0)
-                finally:
-                    self._waiting -= 1
-                if self._closed:
-                    raise BusClosed("the RabbitMQ backend is closed")
-            if self._gave_up:
-                error = self.unavailable()
-                settle_future(future, error)
-                return future
-            self._outbox.append(entry)
-            self._pending += 1
             if self._scheduled or not self._publishing:
                 return future
             self._scheduled = True
@@ -1228,22 +1067,7 @@ class RabbitMQBackend(Backend):
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every publish so far is confirmed or failed; TimeoutError if not."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            self._waiting += 1
-            try:
-                while self._pending > 0:
-                    if deadline is None:
-                        self._changed.wait(1.0)
-                        continue
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"{self._pending} publish(es) not confirmed by RabbitMQ in time"
-                        )
-                    self._changed.wait(min(remaining, 1.0))
-            finally:
-                self._waiting -= 1
+        self._window.flush(timeout)
 
     def subscribe(
         self, topic: str, group: str | None, *, prefetch: int, from_beginning: bool = False
@@ -1329,26 +1153,7 @@ class RabbitMQBackend(Backend):
 
     def connection_problem(self) -> BaseException | None:
         """While the connection is down (reconnecting): why; else None."""
-        if self._down_since is None:
-            return None
-        cause = f": {_reason(self._last_error)}" if self._last_error is not None else ""
-        return BrokerUnavailable(f"lost the connection to RabbitMQ at {self.where}{cause}")
-
-    def beyond_recovery(self) -> bool:
-        """True while the connection has been down for longer than ``reconnect_timeout``."""
-        down_since = self._down_since
-        return (
-            down_since is not None
-            and time.monotonic() - down_since > self.options.reconnect_timeout
-        )
-
-    def unavailable(self) -> BrokerUnavailable:
-        """The error reported while the connection is down beyond ``reconnect_timeout``."""
-        cause = f": {_reason(self._last_error)}" if self._last_error is not None else ""
-        return BrokerUnavailable(
-            f"no connection to RabbitMQ at {self.where} for more than "
-            f"{self.options.reconnect_timeout:g}s{cause}"
-        )
+        return self.outage.problem()
 
     def close(self, timeout: float | None = None) -> None:
         """Flush (up to ``timeout``), close subscriptions, the connection and the I/O thread.
@@ -1360,11 +1165,7 @@ class RabbitMQBackend(Backend):
                 return
             self._closed = True
             subs = list(self._subscriptions)
-            self._changed.notify_all()
-        try:
-            self.flush(timeout if timeout is not None else 30.0)
-        except TimeoutError:
-            log.error("RabbitMQ: closing with unconfirmed publishes")
+        self._window.close_and_flush(timeout, log)
         for sub in subs:
             sub.close()
         self._shutdown(timeout=min(5.0, timeout) if timeout is not None else 5.0)
@@ -1391,15 +1192,11 @@ class RabbitMQBackend(Backend):
         error = BrokerUnavailable("the RabbitMQ backend closed before the broker confirmed")
         with self._lock:
             self._closed = True
-            queued = list(self._outbox)
-            self._outbox.clear()
-        if not self._thread.is_alive():
+        self._window.close()
+        stopped = not self._thread.is_alive()
+        if stopped:
             self._stopped.set()
-            lost = list(self._unconfirmed.values())
-            self._unconfirmed.clear()
-            self._order.clear()
-            queued += lost
-        self._finish(queued, error)
+        self._window.fail_all(error, unconfirmed=stopped)
 
     def describe(self) -> str:
         """E.g. ``RabbitMQ (AMQP 0-9-1) at 127.0.0.1:5672 vhost '/' as 'guest'``; no

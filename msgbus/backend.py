@@ -3,7 +3,10 @@
 A backend is a class with ``schemes``, ``features`` and ``extra`` class attributes, a
 ``from_url`` constructor, ``publish``/``flush``/``subscribe``/``close``. Everything users see
 (serialization, retries, dead letters, threads, signals) lives above this interface, in
-``msgbus.bus``, so every backend gets it for free.
+``msgbus.bus``, so every backend gets it for free. What broker backends share beyond this
+interface (the publish window, the outage policy, ``DeliveryBuffer``, option parsing, the
+AMQP mapping) is the toolkit :mod:`msgbus.backendkit`; its names that used to live here are
+still importable from this module.
 
 Threading contract: ``publish`` and ``flush`` may be called from any thread at once.
 A :class:`Subscription` is driven by one thread (``receive``), while ``ack``/``nack`` of its
@@ -14,21 +17,19 @@ deliveries may come from other threads and ``close`` from any thread (it wakes a
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import threading
-import time
-import types
-import typing
+import importlib
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from msgbus import secrets
-from msgbus.errors import ConfigurationError, NotSupported, UnknownOption
-from msgbus.futures import PendingFuture, ResolvedFuture, settle_future
-from msgbus.url import BusURL
+from msgbus.errors import NotSupported
+
+if TYPE_CHECKING:
+    from msgbus.backendkit.buffer import DeliveryBuffer
+    from msgbus.backendkit.options import parse_options
+    from msgbus.futures import PendingFuture, ResolvedFuture, settle_future
+    from msgbus.url import BusURL
 
 __all__ = [
     "Backend",
@@ -121,120 +122,6 @@ class Delivery:
 
     def __repr__(self) -> str:
         return f"<Delivery topic={self.topic!r} key={self.key!r} bytes={len(self.body)}>"
-
-
-class DeliveryBuffer:
-    r"""Deliveries a driver thread received that ``receive`` has not handed out yet.
-
-    The receive side of a subscription whose broker client delivers on its own thread
-    (an I/O loop, a STOMP listener): that thread ``put``\ s, the consuming thread ``take``\ s.
-
-    Contract:
-
-    - Like :class:`threading.Condition`, every method must be called with :attr:`lock`
-      held (``with buffer: ...``); ``take`` releases it while it waits. Pass the
-      subscription's own lock when other state it guards (a connection generation, queued
-      settlements, a closed flag) must change in the same critical section as the buffer.
-      ``len()`` and :attr:`closed` may be read without the lock (a snapshot).
-    - ``put`` appends, ``put_front`` prepends (a delivery handed back to be received
-      again first); both wake one waiting ``take``, and only when one waits. A closed
-      buffer drops what is put.
-    - ``take`` hands out what is buffered, oldest first, or waits for it; see its docstring.
-    - ``clear`` drops what is buffered (the connection that delivered it is gone) and wakes
-      every waiting ``take`` so it runs its ``check`` again; ``close`` does the same and
-      makes every later ``take`` return ``[]`` at once.
-    """
-
-    __slots__ = ("_closed", "_items", "_ready", "_waiting", "lock")
-
-    #: the longest a ``take`` waits before it runs its ``check`` again (seconds)
-    recheck_interval: ClassVar[float] = 1.0
-
-    def __init__(self, lock: threading.Lock | None = None) -> None:
-        self.lock = lock if lock is not None else threading.Lock()
-        self._ready = threading.Condition(self.lock)
-        self._items: deque[Delivery] = deque()
-        self._waiting = 0
-        self._closed = False
-
-    def __enter__(self) -> DeliveryBuffer:
-        self.lock.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.lock.release()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` was called."""
-        return self._closed
-
-    def put(self, delivery: Delivery) -> None:
-        """Append ``delivery`` (dropped if closed) and wake a waiting ``take``."""
-        if self._closed:
-            return
-        self._items.append(delivery)
-        if self._waiting:
-            self._ready.notify()
-
-    def put_front(self, delivery: Delivery) -> None:
-        """Prepend ``delivery``, to be taken before the others (dropped if closed)."""
-        if self._closed:
-            return
-        self._items.appendleft(delivery)
-        if self._waiting:
-            self._ready.notify()
-
-    def take(
-        self, max_messages: int, timeout: float, check: Callable[[], object] | None = None
-    ) -> list[Delivery]:
-        """Remove and return up to ``max_messages`` deliveries, waiting up to ``timeout`` s.
-
-        Returns at once what is buffered; ``[]`` when closed (also when closed while
-        waiting) or when ``timeout`` passed with nothing buffered. While the buffer is empty
-        it calls ``check()`` before each wait and waits at most :attr:`recheck_interval` at a
-        time, so ``check`` can end the wait by raising (e.g. ``BrokerUnavailable`` once the
-        connection is lost beyond recovery); the exception propagates.
-        """
-        items = self._items
-        deadline: float | None = None
-        while True:
-            if self._closed:
-                return []
-            if items:
-                if max_messages >= len(items):
-                    out = list(items)
-                    items.clear()
-                    return out
-                return [items.popleft() for _ in range(max_messages)]
-            if check is not None:
-                check()
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + timeout
-            remaining = deadline - now
-            if remaining <= 0:
-                return []
-            self._waiting += 1
-            try:
-                self._ready.wait(min(remaining, self.recheck_interval))
-            finally:
-                self._waiting -= 1
-
-    def clear(self) -> list[Delivery]:
-        """Drop and return what is buffered; wake every waiting ``take``."""
-        out = list(self._items)
-        self._items.clear()
-        self._ready.notify_all()
-        return out
-
-    def close(self) -> list[Delivery]:
-        """Like :meth:`clear`, and from now on ``take`` returns ``[]``. Idempotent."""
-        self._closed = True
-        return self.clear()
 
 
 class Subscription(ABC):
@@ -430,93 +317,21 @@ class Backend(ABC):
         self.close()
 
 
-# --------------------------------------------------------------------------- options
+# --------------------------------------------------------------------------- re-exports
 
-Opts = TypeVar("Opts")
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def parse_options(
-    options_type: type[Opts],
-    url: BusURL,
-    options: Mapping[str, Any],
-    *,
-    backend: str,
-    url_fields: Mapping[str, Any] | None = None,
-) -> Opts:
-    """Build the dataclass ``options_type`` from URL query strings and keyword options.
-
-    Keywords win over the URL query; ``url_fields`` (values taken from the URL itself, such as
-    the user name) are applied first. Strings are converted to each field's annotated type
-    (bool, int, float, str, ``Literal`` choices, their ``| None`` forms). An unknown key raises
-    :class:`UnknownOption` naming the valid ones (and the nearest match); a bad value raises
-    :class:`ConfigurationError` naming the option, never echoing a secret field's value.
-    """
-    if not dataclasses.is_dataclass(options_type):
-        raise TypeError(f"{options_type!r} is not a dataclass")
-    hints = typing.get_type_hints(options_type)
-    fields = {f.name: f for f in dataclasses.fields(options_type) if f.init}
-    values: dict[str, Any] = dict(url_fields or {})
-    for source, items in (("URL option", url.query), ("option", options)):
-        after_secret = False
-        for name, raw in items.items():
-            if (name not in fields or name.startswith("_")) and after_secret:
-                raise UnknownOption(
-                    f"unknown {source} after the secret option of the {backend} URL (its name "
-                    "is not shown: it may be part of the secret; percent-encode & and = in a "
-                    "secret, %26 and %3D)"
-                )
-            if name not in fields or name.startswith("_"):
-                valid = ", ".join(sorted(n for n in fields if not n.startswith("_")))
-                close = difflib.get_close_matches(name, list(fields), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise UnknownOption(
-                    f"unknown {source} {name!r} for the {backend} backend{hint}; "
-                    f"valid options: {valid}"
-                )
-            secret = not fields[name].repr or secrets.is_secret_option(name)
-            after_secret = after_secret or (secret and source == "URL option")
-            values[name] = _convert(name, raw, hints[name], backend=backend, secret=secret)
-    return options_type(**values)
+_MOVED = {
+    "DeliveryBuffer": "msgbus.backendkit.buffer",
+    "parse_options": "msgbus.backendkit.options",
+    "PendingFuture": "msgbus.futures",
+    "ResolvedFuture": "msgbus.futures",
+    "settle_future": "msgbus.futures",
+}
+"""Helpers that moved to :mod:`msgbus.backendkit`, still importable from here."""
 
 
-def _convert(name: str, raw: Any, hint: Any, *, backend: str, secret: bool) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        empty = raw is None or (isinstance(raw, str) and raw.lower() in ("", "none", "null"))
-        if empty and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    shown = "<hidden>" if secret else repr(raw)
-    if origin is typing.Literal:
-        value = raw.lower() if isinstance(raw, str) else raw
-        if value not in args:
-            choices = ", ".join(repr(a) for a in args)
-            raise ConfigurationError(
-                f"{backend} option {name!r} must be one of {choices}, not {shown}"
-            )
-        return value
-    if hint is bool:
-        if isinstance(raw, bool):
-            return raw
-        if isinstance(raw, str) and raw.lower() in _TRUE | _FALSE:
-            return raw.lower() in _TRUE
-        raise ConfigurationError(f"{backend} option {name!r} must be true or false, not {shown}")
-    if hint in (int, float):
-        if isinstance(raw, bool):
-            raise ConfigurationError(f"{backend} option {name!r} must be a number, not {shown}")
-        try:
-            return hint(raw)
-        except (TypeError, ValueError):
-            kind = "an integer" if hint is int else "a number"
-            raise ConfigurationError(
-                f"{backend} option {name!r} must be {kind}, not {shown}"
-            ) from None
-    if hint is str:
-        if not isinstance(raw, str):
-            raise ConfigurationError(f"{backend} option {name!r} must be a string, not {shown}")
-        return raw
-    return raw
+def __getattr__(name: str) -> Any:
+    """Import a name of :data:`_MOVED` on first use (lazily: the toolkit imports this module)."""
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

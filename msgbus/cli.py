@@ -8,6 +8,7 @@
     msgbus broker start kafka|rabbitmq|activemq|redis [--port N]   (test brokers)
     msgbus bench run|report ...                                    (comparison benchmark)
     msgbus dlq list|show|redrive|purge URL TOPIC ...               (dead-letter operations)
+    msgbus NAME ...    any other subcommand: the entry-point group ``msgbus.commands``
 
 Exit status: 0 on success, 1 on any failure (printed as one line, ``msgbus: error: ...``,
 without any password, with the ``pip install`` hint when an extra is missing), 2 for bad
@@ -35,6 +36,7 @@ from typing import Any, TextIO
 
 import msgbus
 from msgbus import secrets
+from msgbus.commands import available_commands, load_command
 from msgbus.errors import MsgBusError
 
 __all__ = ["main"]
@@ -67,6 +69,15 @@ MEMORY_WARNING = (
     "(msgbus broker start rabbitmq|kafka|activemq|redis)"
 )
 """Printed by ``publish`` and ``consume`` on a ``memory://`` URL."""
+
+_OWN = ("publish", "consume")
+"""Subcommands of this module; the others come from the ``msgbus.commands`` entry points."""
+
+_COMMAND_HELP = {
+    "broker": "run a real broker for development (see: msgbus broker -h)",
+    "bench": "the broker comparison benchmark (see: msgbus bench -h)",
+    "dlq": "list, show, redrive, purge dead letters (see: msgbus dlq -h)",
+}
 
 _EXTRAS = {
     "hdrh": "bench",
@@ -288,9 +299,8 @@ def _build_parser() -> argparse.ArgumentParser:
     con.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
     con.add_argument("--metrics-host", default="127.0.0.1", help="its address (127.0.0.1)")
 
-    sub.add_parser("broker", help="run a real broker for development (see: msgbus broker -h)")
-    sub.add_parser("bench", help="the broker comparison benchmark (see: msgbus bench -h)")
-    sub.add_parser("dlq", help="list, show, redrive, purge dead letters (see: msgbus dlq -h)")
+    for name in sorted(available_commands()):
+        sub.add_parser(name, help=_COMMAND_HELP.get(name, f"see: msgbus {name} -h"))
     return parser
 
 
@@ -304,21 +314,12 @@ def main(
     """Run the ``msgbus`` command with ``argv``; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     stdin, stdout, stderr = stdin or sys.stdin, stdout or sys.stdout, stderr or sys.stderr
-    delegated = ("broker", "bench", "dlq")
-    args = None if argv and argv[0] in delegated else _build_parser().parse_args(argv)
+    command = available_commands().get(argv[0]) if argv and argv[0] not in _OWN else None
+    args = None if command is not None else _build_parser().parse_args(argv)
     try:
-        if args is None and argv[0] == "dlq":
-            from msgbus.dlq.cli import main as dlq_main
-
-            return dlq_main(argv[1:], stdin=stdin, stdout=stdout)
-        if args is None and argv[0] == "broker":
-            from msgbus.testing.brokers.cli import main as broker_main
-
-            return broker_main(argv[1:])
-        if args is None:
-            from msgbus.bench.cli import main as bench_main
-
-            return bench_main(argv[1:])
+        if command is not None:
+            return load_command(command)(argv[1:])
+        assert args is not None
         if args.command == "publish":
             return _publish(args, stdin, stderr)
         return _consume(args, stdout, stderr)

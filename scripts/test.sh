@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian machine and run every tox environment.
 #   scripts/test.sh              all environments (lint, memory, kafka, kafka-tansu, rabbitmq,
-#                                activemq, kombu, bench)
+#                                activemq, kombu, stock, bench)
 #   TOX_ENVS=memory scripts/test.sh
 # As root it installs the brokers with apt-get (RabbitMQ, ActiveMQ, Redis), and Java 17 with
 # Maven, which the harness uses to fetch Apache Kafka from Maven Central (once, into
@@ -24,4 +24,4 @@ fi
 python3 -m venv .venv-tox
 .venv-tox/bin/python -m pip install -q --upgrade pip "tox>=4"
 exec .venv-tox/bin/tox run \
-    -e "${TOX_ENVS:-lint,memory,kafka,kafka-tansu,rabbitmq,activemq,kombu,bench}" "$@"
+    -e "${TOX_ENVS:-lint,memory,kafka,kafka-tansu,rabbitmq,activemq,kombu,stock,bench}" "$@"

@@ -126,11 +126,11 @@ def test_pipelined_receipts_thousands_outstanding_all_resolved(url: str, topic: 
         futures = [
             backend.publish(topic, f"{i}".encode(), key=None, headers={}) for i in range(count)
         ]
-        outstanding = len(backend._publisher.pending)
+        outstanding = backend._publisher.window.pending
         assert outstanding > 500, f"receipts were not pipelined ({outstanding} outstanding)"
         backend.flush(TIMEOUT * 2)
         assert all(f.done() and f.exception() is None for f in futures)
-        assert not backend._publisher.pending
+        assert backend._publisher.window.pending == 0
         bodies = sorted(int(d.body) for d in drain(sub, count, TIMEOUT * 2))
         assert bodies == list(range(count))
     finally:
@@ -176,9 +176,9 @@ def test_a_message_the_broker_drops_the_connection_for_fails_after_resends(
     generation = publisher.link.generation
     # ActiveMQ closes the connection (no ERROR, no receipt) on a SEND without destination
     poison = publisher.publish("", b"x", {"persistent": "true"})
-    with pytest.raises(msgbus.PublishError, match="lost 3 times"):
+    with pytest.raises(msgbus.PublishError, match="3 connections in a row"):
         poison.result(TIMEOUT)
-    assert publisher.link.generation >= generation + 3
+    assert publisher.link.generation >= generation + 2  # sent on three connections
     assert backend.publish("amq.poison", b"ok", key=None, headers={}).result(TIMEOUT) is None
 
 

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 import pytest
 
 import msgbus
-from msgbus.backends.kombu import KEY_HEADER, BufferedTCPTransport, KombuBackend
+from msgbus.backends.kombu import KEY_HEADER, KombuBackend
+from msgbus.backends.kombu_fastpath import BufferedTCPTransport
 from msgbus.testing.brokers import pick_free_port
 from msgbus.testing.conformance import BackendConformance, receive_one
 from msgbus.testing.pytest_plugin import require_managed
@@ -539,3 +540,45 @@ def test_ipv6_literal_in_brackets(tmp_path) -> None:  # type: ignore[no-untyped-
             assert [m.payload for m in seen.wait_for(1, TIMEOUT)] == [{"n": 6}]
     finally:
         broker.stop()
+
+
+# --------------------------------------------------------------------------- driver fast path
+
+
+def test_fast_path_falls_back_on_an_unverified_py_amqp_with_one_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import amqp
+
+    from msgbus.backendkit import fastpath
+    from msgbus.backends.kombu import KombuOptions
+
+    monkeypatch.setattr(amqp, "__version__", "9.0.0")
+    monkeypatch.setattr(fastpath, "_logged", set())
+    monkeypatch.delenv(fastpath.ENV_VAR, raising=False)
+    url = BusURL.parse("kombu+amqp://localhost")
+    with caplog.at_level(logging.INFO, logger="msgbus.kombu"):
+        for _ in range(2):
+            backend = KombuBackend(url, KombuOptions(), ["amqp://localhost"])
+            assert backend._fast is None  # the stock path
+    lines = [r for r in caplog.records if "fast path" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "py-amqp 9.0.0 is not a version it was verified on" in lines[0].getMessage()
+
+
+def test_fast_path_is_used_on_amqp_only_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msgbus.backendkit import fastpath
+    from msgbus.backends.kombu import KombuOptions
+
+    def fast(url: str, **options: Any) -> bool:
+        backend = KombuBackend(BusURL.parse(url), KombuOptions(**options), [url[6:]])
+        return backend._fast is not None
+
+    monkeypatch.delenv(fastpath.ENV_VAR, raising=False)
+    assert fast("kombu+amqp://localhost")
+    assert not fast("kombu+redis://localhost")
+    assert not fast("kombu+amqp://localhost", fast_path=False)
+    monkeypatch.setenv(fastpath.ENV_VAR, "off")
+    assert not fast("kombu+amqp://localhost")

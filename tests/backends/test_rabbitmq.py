@@ -959,3 +959,41 @@ def test_msgbus_reads_what_the_cloudevents_sdk_sends(url: str, topic: str) -> No
     assert msg.timestamp == when.timestamp()
     attrs = cloudevents.attributes(msg.headers)
     assert attrs["type"] == "com.example.made" and attrs["source"] == "/sdk"
+
+
+# --------------------------------------------------------------------------- driver fast path
+
+
+def test_fast_path_falls_back_on_an_unverified_pika_with_one_log_line(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import pika
+
+    from msgbus.backendkit import fastpath
+
+    monkeypatch.setattr(pika, "__version__", "9.0.0")
+    monkeypatch.setattr(fastpath, "_logged", set())
+    monkeypatch.delenv(fastpath.ENV_VAR, raising=False)
+    from msgbus.backends.rabbitmq import RabbitMQOptions
+
+    with caplog.at_level(logging.INFO, logger="msgbus.rabbitmq"):
+        for _ in range(2):
+            backend = RabbitMQBackend(BusURL.parse("amqp://localhost"), RabbitMQOptions())
+            assert backend._fast is None  # the stock path
+    lines = [r for r in caplog.records if "fast path" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "pika 9.0.0 is not a version it was verified on" in lines[0].getMessage()
+
+
+def test_fast_path_is_used_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msgbus.backendkit import fastpath
+    from msgbus.backends.rabbitmq import RabbitMQOptions
+
+    url = BusURL.parse("amqp://localhost")
+    monkeypatch.delenv(fastpath.ENV_VAR, raising=False)
+    assert RabbitMQBackend(url, RabbitMQOptions())._fast is not None
+    assert RabbitMQBackend(url, RabbitMQOptions(fast_path=False))._fast is None
+    monkeypatch.setenv(fastpath.ENV_VAR, "0")
+    assert RabbitMQBackend(url, RabbitMQOptions())._fast is None

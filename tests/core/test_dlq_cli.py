@@ -11,6 +11,7 @@ import pytest
 
 import msgbus
 from msgbus.cli import main
+from msgbus.dlq.cli import main as dlq_main
 from msgbus.testing.recorder import Recorder
 
 
@@ -36,9 +37,10 @@ def dead(tmp_path: object) -> tuple[str, str]:
 
 
 def run(*argv: str, stdin: str = "") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = main(["dlq", *argv, "--idle", "0.1"], stdin=io.StringIO(stdin), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
+    """``msgbus dlq ARGV`` (its module's main, given stdin/stdout) -> (status, out, err)."""
+    out = io.StringIO()
+    code = dlq_main([*argv, "--idle", "0.1"], stdin=io.StringIO(stdin), stdout=out)
+    return code, out.getvalue(), ""
 
 
 def test_list_as_table_and_json(dead: tuple[str, str]) -> None:
@@ -94,10 +96,15 @@ def test_purge_asks_first(dead: tuple[str, str]) -> None:
     assert (code, out) == (0, "purged: 2\n")
 
 
-def test_dead_letter_topic_is_refused_with_a_clear_error(dead: tuple[str, str]) -> None:
+def test_msgbus_dlq_is_a_subcommand_and_errors_are_one_line(
+    dead: tuple[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     url, topic = dead
-    code, _, err = run("show", url, topic + ".dlq")
-    assert code == 1 and "original topic, not its dead-letter topic" in err
+    assert main(["dlq", "list", url, topic, "--idle", "0.1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["count"] == 3
+    err = io.StringIO()
+    assert main(["dlq", "show", url, topic + ".dlq"], stderr=err) == 1
+    assert "original topic, not its dead-letter topic" in err.getvalue()
 
 
 def test_bad_usage_exits_2() -> None:
