@@ -232,7 +232,9 @@ class DeadLetterConformance:
                 msgbus.dlq.redrive(bus, topic, idle=self.dlq_idle)
                 return {m.id for m in fixed.messages} == set(ids)
 
-            wait_until(redriven_all, self.timeout, "every dead letter redriven after the kill")
+            # kombu on Redis restores a dead reader's messages in a sweep after the
+            # visibility timeout, whose timing varies: a wider bound than other waits
+            wait_until(redriven_all, 2 * self.timeout, "every dead letter redriven after the kill")
             assert msgbus.dlq.show(bus, topic, idle=self.dlq_idle) == []
             # at worst the two republished before the kill whose removal had not reached
             # the broker come twice
