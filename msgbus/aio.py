@@ -31,7 +31,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -243,6 +243,28 @@ class AsyncBus:
         if resolver is None or resolver.loop is not loop:
             resolver = self._resolver = _Resolver(loop)
         return resolver.bridge(future)
+
+    def publish_many(
+        self,
+        topic: str,
+        payloads: Iterable[Any],
+        *,
+        key: str | None = None,
+        keys: Sequence[str | None] | None = None,
+        headers: Mapping[str, str] | None = None,
+        codec: str | None = None,
+    ) -> list[asyncio.Future[None]]:
+        """:meth:`msgbus.Bus.publish_many` on the bus's loop: one asyncio future per message,
+        in order (``await asyncio.gather(*futures)``); the messages are handed to the backend
+        before this returns, and bad input raises at once, sending nothing."""
+        futures = self.bus.publish_many(
+            topic, payloads, key=key, keys=keys, headers=headers, codec=codec
+        )
+        resolver = self._resolver
+        loop = asyncio.get_running_loop()
+        if resolver is None or resolver.loop is not loop:
+            resolver = self._resolver = _Resolver(loop)
+        return [resolver.bridge(future) for future in futures]
 
     async def flush(self, timeout: float | None = None) -> None:
         """Return once every message published so far is confirmed (``TimeoutError`` if not)."""

@@ -19,29 +19,16 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from msgbus.errors import NotSupported
+from msgbus.errors import BusClosed, MsgBusError, NotSupported
 
 if TYPE_CHECKING:
-    from msgbus.backendkit.buffer import DeliveryBuffer
-    from msgbus.backendkit.options import parse_options
-    from msgbus.futures import PendingFuture, ResolvedFuture, settle_future
     from msgbus.url import BusURL
 
-__all__ = [
-    "Backend",
-    "Delivery",
-    "DeliveryBuffer",
-    "Features",
-    "PendingFuture",
-    "ResolvedFuture",
-    "Subscription",
-    "parse_options",
-    "settle_future",
-]
+__all__ = ["Backend", "Delivery", "Features", "Subscription"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +186,29 @@ class Backend(ABC):
         :class:`~msgbus.MessageTooLarge` at once for oversized bodies. Thread-safe.
         """
 
+    def publish_many(
+        self, topic: str, messages: Sequence[tuple[bytes, str | None, Mapping[str, str]]]
+    ) -> list[Future[None]]:
+        """Send each ``(body, key, headers)`` of ``messages`` to ``topic``, in order.
+
+        Returns one future per message, in the same order, each with :meth:`publish`'s
+        contract. A message refused at once (oversized, ...) gets a failed future and the
+        others are still sent, so a partial failure says which; :class:`~msgbus.BusClosed`
+        raises. The default is a loop over :meth:`publish`; backends override it where the
+        driver can do better (librdkafka's queue). Thread-safe.
+        """
+        from msgbus.futures import ResolvedFuture
+
+        futures: list[Future[None]] = []
+        for body, key, headers in messages:
+            try:
+                futures.append(self.publish(topic, body, key=key, headers=headers))
+            except BusClosed:
+                raise
+            except MsgBusError as exc:
+                futures.append(ResolvedFuture(exception=exc))
+        return futures
+
     @abstractmethod
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every publish so far has resolved; raise ``TimeoutError`` if not in time."""
@@ -326,7 +336,8 @@ _MOVED = {
     "ResolvedFuture": "msgbus.futures",
     "settle_future": "msgbus.futures",
 }
-"""Helpers that moved to :mod:`msgbus.backendkit`, still importable from here."""
+"""Helpers that moved to :mod:`msgbus.backendkit`, still importable from here (not in
+``__all__``: new code imports them from the toolkit)."""
 
 
 def __getattr__(name: str) -> Any:

@@ -38,14 +38,12 @@ BUILTIN_BACKENDS: dict[str, str] = {
 """The built-in schemes, also declared as entry points in pyproject.toml."""
 
 BUILTIN_EXTRAS: dict[str, str] = {
-    "kafka": "kafka",
-    "amqp": "rabbitmq",
-    "amqps": "rabbitmq",
-    "stomp": "activemq",
-    "stomp+ssl": "activemq",
-    "activemq": "activemq",
-    "kombu": "kombu",
+    scheme: target.partition(":")[0].rpartition(".")[2]
+    for scheme, target in BUILTIN_BACKENDS.items()
+    if scheme != "memory"
 }
+"""The pip extra of each built-in scheme: the name of its backend module (``rabbitmq`` for
+``amqp``), which is also the backend's ``extra`` attribute; derived, not a second list."""
 
 _lock = threading.Lock()
 _registered: dict[str, str | type[Backend]] = {}

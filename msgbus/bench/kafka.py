@@ -1,7 +1,11 @@
 """Kafka benchmark: msgbus on Kafka next to plain kafka-python, in one run on one broker.
 
 ``python -m msgbus.bench.kafka [--url kafka://HOST:PORT] [--messages N] [--repeats R]
-[--rate 1000] [--seconds 10] [--api sync|aio]``
+[--rate 1000] [--seconds 10] [--api sync|aio] [--driver kafka-python|confluent|both]``
+
+``--driver`` picks the Kafka driver measured: its raw client next to msgbus on it
+(``confluent``: raw confluent-kafka, msgbus with ``driver=confluent``, and msgbus's
+``publish_many``; ``both``: every row of both drivers, in one run, with their ratios).
 
 ``--api aio`` runs :mod:`msgbus.bench.kafka_aio` instead: ``msgbus.aio`` next to raw aiokafka
 (and the blocking msgbus) in one run.
@@ -74,6 +78,9 @@ BATCH_SIZE = KafkaOptions.batch_size
 
 OPTIONS: dict[str, Any] = {}
 """Keyword options for ``msgbus.connect`` (the backend defaults; filled by ``main``)."""
+
+FILL_OPTIONS: dict[str, Any] = {}
+"""Options of the bus that fills the consume runs' topics (the fastest driver installed)."""
 
 Result = tuple[float, float]
 """One throughput run: messages per second, process CPU microseconds per message."""
@@ -177,10 +184,10 @@ def _resolve(future: Future[None], outcome: Any) -> None:
         future.set_result(None)
 
 
-def msgbus_produce(url: str, messages: int) -> Result:
+def msgbus_produce(url: str, messages: int, options: dict[str, Any] | None = None) -> Result:
     """``bus.publish`` of ``messages`` JSON payloads, until all confirmed."""
     topic = _new_topic(url)
-    bus = msgbus.connect(url, **OPTIONS)
+    bus = msgbus.connect(url, **(OPTIONS if options is None else options))
     try:
         bus.publish(topic, {}).result(30)
         payload = _payload()
@@ -199,7 +206,7 @@ def msgbus_produce(url: str, messages: int) -> Result:
 def _filled_topic(url: str, messages: int) -> str:
     """A fresh topic holding ``messages`` msgbus-published JSON messages."""
     topic = _new_topic(url)
-    bus = msgbus.connect(url, **OPTIONS)
+    bus = msgbus.connect(url, **FILL_OPTIONS)
     try:
         payload = _payload()
         for _ in range(messages):
@@ -247,10 +254,10 @@ def raw_consume(url: str, messages: int) -> Result:
         consumer.close(autocommit=False)
 
 
-def msgbus_consume(url: str, messages: int) -> Result:
+def msgbus_consume(url: str, messages: int, options: dict[str, Any] | None = None) -> Result:
     """A msgbus subscriber (one worker, acknowledging each) handling ``messages`` messages."""
     topic = _filled_topic(url, messages)
-    bus = msgbus.connect(url, **OPTIONS)
+    bus = msgbus.connect(url, **(OPTIONS if options is None else options))
     done = threading.Event()
     count = 0
     clock: _Clock | None = None
@@ -337,7 +344,9 @@ def raw_latency(url: str, rate: float, seconds: float) -> list[float]:
     return latencies
 
 
-def msgbus_latency(url: str, rate: float, seconds: float) -> list[float]:
+def msgbus_latency(
+    url: str, rate: float, seconds: float, options: dict[str, Any] | None = None
+) -> list[float]:
     """End-to-end latencies (ms) of msgbus publish → handler at ``rate`` msg/s."""
     topic = _new_topic(url)
     count = int(rate * seconds)
@@ -353,7 +362,7 @@ def msgbus_latency(url: str, rate: float, seconds: float) -> list[float]:
         if len(latencies) >= count:
             done.set()
 
-    bus = msgbus.connect(url, **OPTIONS)
+    bus = msgbus.connect(url, **(OPTIONS if options is None else options))
     try:
         bus.subscribe(topic, handle, group=f"bus-{uuid.uuid4().hex[:8]}")
         bus.start()
@@ -391,6 +400,66 @@ def _rate(runs: list[Result]) -> float:
     return statistics.median(rate for rate, _ in runs)
 
 
+def _measurements(driver: str) -> list[tuple[str, str, Callable[[str, int], Result]]]:
+    """(label, key, function) of the throughput rows of ``--driver``."""
+    rows: list[tuple[str, str, Callable[[str, int], Result]]] = []
+    if driver in ("confluent", "both"):
+        from msgbus.bench import kafka_confluent as ck
+
+        confluent = {**OPTIONS, "driver": "confluent"}
+        rows += [
+            ("produce  raw confluent-kafka", "cp", ck.raw_produce),
+            ("produce  raw confluent + same headers", "ch", ck.raw_produce_with_headers),
+            ("produce  msgbus on confluent", "mcp", lambda u, n: msgbus_produce(u, n, confluent)),
+            (
+                "produce  msgbus on confluent, publish_many",
+                "mcb",
+                lambda u, n: msgbus_produce_many(u, n, confluent),
+            ),
+        ]
+    if driver in ("kafka-python", "both"):
+        rows += [
+            ("produce  raw kafka-python", "rp", raw_produce),
+            ("produce  raw + same headers", "rh", raw_produce_with_headers),
+            ("produce  raw + headers + Future", "rf", raw_produce_with_futures),
+            ("produce  msgbus on kafka-python", "mp", msgbus_produce),
+        ]
+    if driver in ("confluent", "both"):
+        from msgbus.bench import kafka_confluent as ck
+
+        confluent = {**OPTIONS, "driver": "confluent"}
+        rows += [
+            ("consume  raw confluent-kafka", "cc", ck.raw_consume),
+            ("consume  msgbus on confluent", "mcc", lambda u, n: msgbus_consume(u, n, confluent)),
+        ]
+    if driver in ("kafka-python", "both"):
+        rows += [
+            ("consume  raw kafka-python", "rc", raw_consume),
+            ("consume  msgbus on kafka-python", "mc", msgbus_consume),
+        ]
+    return rows
+
+
+def msgbus_produce_many(url: str, messages: int, options: dict[str, Any] | None = None) -> Result:
+    """``bus.publish_many`` of ``messages`` JSON payloads in batches of 1,000, until all
+    confirmed."""
+    topic = _new_topic(url)
+    bus = msgbus.connect(url, **(OPTIONS if options is None else options))
+    try:
+        bus.publish(topic, {}).result(30)
+        payload = _payload()
+        clock = _Clock()
+        done = 0
+        while done < messages:
+            batch = min(1000, messages - done)
+            bus.publish_many(topic, [payload] * batch)
+            done += batch
+        bus.flush(120)
+        return clock.result(messages)
+    finally:
+        bus.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run every measurement once against one broker and print figures and ratios."""
     parser = argparse.ArgumentParser(prog="python -m msgbus.bench.kafka", description=__doc__)
@@ -411,7 +480,15 @@ def main(argv: list[str] | None = None) -> None:
         default="sync",
         help="sync: msgbus next to kafka-python; aio: msgbus.aio next to aiokafka",
     )
+    parser.add_argument(
+        "--driver",
+        choices=("kafka-python", "confluent", "both"),
+        default="kafka-python",
+        help="which Kafka driver's rows (msgbus and the raw client) to run",
+    )
     args = parser.parse_args(argv)
+    if args.driver != "kafka-python":
+        FILL_OPTIONS["driver"] = "confluent"
 
     broker = None
     url = args.url
@@ -423,6 +500,7 @@ def main(argv: list[str] | None = None) -> None:
         description = broker.description
     else:
         description = f"the broker at {url} (given by URL; check which product it is)"
+    latencies: dict[str, list[float]] = {}
     try:
         print(f"broker: {description}")
         if args.api == "aio":
@@ -437,49 +515,92 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"{args.messages:,} messages of ~200 bytes JSON, acks=all, {PARTITIONS} partitions, "
             f"producers' batch_size {BATCH_SIZE:,}, {args.repeats} alternating runs "
-            "(median, min-max)\n"
+            f"(median, min-max); drivers: {args.driver}\n"
         )
-        measurements = (
-            ("produce  raw kafka-python", "rp", raw_produce),
-            ("produce  raw + same headers", "rh", raw_produce_with_headers),
-            ("produce  raw + headers + Future", "rf", raw_produce_with_futures),
-            ("produce  msgbus", "mp", msgbus_produce),
-            ("consume  raw kafka-python", "rc", raw_consume),
-            ("consume  msgbus", "mc", msgbus_consume),
-        )
+        measurements = _measurements(args.driver)
         results: dict[str, list[Result]] = {key: [] for _, key, _ in measurements}
         for _ in range(args.repeats):
             for _, key, measure in measurements:
                 results[key].append(measure(url, args.messages))
-        raw_lat = raw_latency(url, args.rate, args.seconds)
-        bus_lat = msgbus_latency(url, args.rate, args.seconds)
+        if args.driver in ("confluent", "both"):
+            from msgbus.bench import kafka_confluent as ck
+
+            latencies["raw confluent-kafka"] = ck.raw_latency(url, args.rate, args.seconds)
+            latencies["msgbus on confluent"] = msgbus_latency(
+                url, args.rate, args.seconds, {**OPTIONS, "driver": "confluent"}
+            )
+        if args.driver in ("kafka-python", "both"):
+            latencies["raw kafka-python"] = raw_latency(url, args.rate, args.seconds)
+            latencies["msgbus on kafka-python"] = msgbus_latency(url, args.rate, args.seconds)
     finally:
         if broker is not None:
             broker.close()
+    _report(args, measurements, results, latencies)
 
-    produce_ratio = _rate(results["mp"]) / _rate(results["rp"])
-    consume_ratio = _rate(results["mc"]) / _rate(results["rc"])
-    rp50, rp99 = _percentile(raw_lat, 0.50), _percentile(raw_lat, 0.99)
-    mp50, mp99 = _percentile(bus_lat, 0.50), _percentile(bus_lat, 0.99)
+
+def _report(
+    args: argparse.Namespace,
+    measurements: list[tuple[str, str, Callable[[str, int], Result]]],
+    results: dict[str, list[Result]],
+    latencies: dict[str, list[float]],
+) -> None:
     ok = {True: "ok", False: "MISSED"}
     for label, key, _ in measurements:
-        print(f"{label:32s} {_row(results[key])}")
-    print(
-        f"latency at {args.rate:,.0f} msg/s for {args.seconds:g}s: raw p50 {rp50:.2f} ms, "
-        f"p99 {rp99:.2f} ms ({len(raw_lat):,} samples); msgbus p50 {mp50:.2f} ms, "
-        f"p99 {mp99:.2f} ms ({len(bus_lat):,} samples)\n"
-    )
-    print(
-        f"produce ratio msgbus/raw {produce_ratio:.2f} (target >= 0.90: {ok[produce_ratio >= 0.9]})"
-    )
-    print(
-        f"consume ratio msgbus/raw {consume_ratio:.2f} (target >= 0.90: {ok[consume_ratio >= 0.9]})"
-    )
-    headers_ratio = _rate(results["mp"]) / _rate(results["rh"])
-    futures_ratio = _rate(results["mp"]) / _rate(results["rf"])
-    print(f"produce ratio msgbus/(raw + same headers) {headers_ratio:.2f} (reference)")
-    print(f"produce ratio msgbus/(raw + headers + Future) {futures_ratio:.2f} (reference)")
-    print(f"p99 msgbus/raw {mp99 / rp99:.2f} (target <= 1.00: {ok[mp99 <= rp99]})")
+        print(f"{label:42s} {_row(results[key])}")
+    print(f"\nlatency at {args.rate:,.0f} msg/s for {args.seconds:g}s:")
+    p99 = {}
+    for name, values in latencies.items():
+        p99[name] = _percentile(values, 0.99)
+        print(
+            f"  {name:24s} p50 {_percentile(values, 0.5):7.2f} ms  p99 {p99[name]:7.2f} ms"
+            f"  ({len(values):,} samples)"
+        )
+    print()
+
+    def ratio(label: str, a: str, b: str, target: str = "", passed: bool | None = None) -> None:
+        value = _rate(results[a]) / _rate(results[b])
+        goal = f" (target {target}: {ok[bool(passed if passed is not None else True)]})"
+        print(f"{label} {value:.2f}{goal if target else ''}")
+
+    if "cp" in results:
+        mcp, mcb, mcc = _rate(results["mcp"]), _rate(results["mcb"]), _rate(results["mcc"])
+        print(
+            f"msgbus on confluent publishes {mcp:,.0f} msg/s "
+            f"(target >= 150,000: {ok[mcp >= 150_000]})"
+        )
+        print(
+            f"msgbus on confluent consumes {mcc:,.0f} msg/s "
+            f"(target >= 100,000: {ok[mcc >= 100_000]})"
+        )
+        ratio("produce msgbus/raw (confluent)", "mcp", "cp")
+        ratio("produce msgbus/(raw + same headers) (confluent)", "mcp", "ch")
+        ratio(
+            "produce publish_many/(raw + same headers) (confluent)",
+            "mcb",
+            "ch",
+            ">= 0.5",
+            mcb / _rate(results["ch"]) >= 0.5,
+        )
+        ratio("consume msgbus/raw (confluent)", "mcc", "cc")
+        cp99, mp99 = p99["raw confluent-kafka"], p99["msgbus on confluent"]
+        print(
+            f"p99 msgbus/raw (confluent) {mp99 / cp99:.2f} "
+            f"(target <= 1.1: {ok[mp99 <= 1.1 * cp99]})"
+        )
+    if "rp" in results:
+        ratio("produce msgbus/raw (kafka-python)", "mp", "rp")
+        ratio("produce msgbus/(raw + same headers) (kafka-python)", "mp", "rh")
+        ratio("produce msgbus/(raw + headers + Future) (kafka-python)", "mp", "rf")
+        ratio("consume msgbus/raw (kafka-python)", "mc", "rc")
+        rp99, mp99 = p99["raw kafka-python"], p99["msgbus on kafka-python"]
+        print(
+            f"p99 msgbus/raw (kafka-python) {mp99 / rp99:.2f} "
+            f"(target <= 1.1: {ok[mp99 <= 1.1 * rp99]})"
+        )
+    if "cp" in results and "rp" in results:
+        four = _rate(results["mcp"]) >= 4 * _rate(results["mp"])
+        ratio("produce msgbus on confluent / msgbus on kafka-python", "mcp", "mp", ">= 4", four)
+        ratio("consume msgbus on confluent / msgbus on kafka-python", "mcc", "mc")
 
 
 if __name__ == "__main__":

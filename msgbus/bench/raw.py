@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from msgbus.bench.clients import Done, Handler, Receiver, Sender
+from msgbus.bench.interface import Done, Handler, Receiver, Sender
 from msgbus.url import BusURL
 
 __all__ = ["open_receiver", "open_sender", "prepare"]
@@ -63,7 +63,7 @@ def prepare(kind: str, url: str, options: dict[str, Any], topics: Sequence[str])
 
 
 def open_sender(kind: str, url: str, options: dict[str, Any]) -> Sender:
-    """A raw :class:`~msgbus.bench.clients.Sender` for ``kind`` (ValueError if none)."""
+    """A raw :class:`~msgbus.bench.interface.Sender` for ``kind`` (ValueError if none)."""
     if kind == "kafka":
         return _KafkaSender(url)
     if kind == "rabbitmq":
@@ -83,7 +83,7 @@ def open_receiver(
     *,
     prefetch: int,
 ) -> Receiver:
-    """A raw :class:`~msgbus.bench.clients.Receiver` for ``kind`` (ValueError if none)."""
+    """A raw :class:`~msgbus.bench.interface.Receiver` for ``kind`` (ValueError if none)."""
     if kind == "kafka":
         return _KafkaReceiver(url, topics, group, handler)
     if kind == "rabbitmq":

@@ -11,6 +11,7 @@ concurrency bound, per-key lanes and cancellation. A handler with blocking work 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
@@ -106,6 +107,28 @@ class BlockingAsyncBus:
 
         self._loop.call(begin())
         return result
+
+    def publish_many(self, topic: str, payloads: Any, **options: Any) -> list[Future[None]]:
+        """``AsyncBus.publish_many`` on the loop; bad input raises here, the rest in the
+        futures (one per message)."""
+        results: list[Future[None]] = []
+
+        def forward(result: Future[None], pending: asyncio.Future[None]) -> None:
+            if pending.cancelled():
+                result.cancel()
+            elif (error := pending.exception()) is not None:
+                result.set_exception(error)
+            else:
+                result.set_result(None)
+
+        async def begin() -> None:
+            for pending in self.aio.publish_many(topic, payloads, **options):
+                result: Future[None] = Future()
+                results.append(result)
+                pending.add_done_callback(functools.partial(forward, result))
+
+        self._loop.call(begin())
+        return results
 
     def flush(self, timeout: float | None = None) -> None:
         """``await AsyncBus.flush(timeout)``."""

@@ -54,6 +54,7 @@ from msgbus.testing.recorder import Recorder, drain, wait_until
 
 __all__ = ["BackendConformance"]
 
+
 _STUCK_MEMBER = """
 import json, sys, threading
 import msgbus
@@ -344,6 +345,24 @@ class BackendConformance(DeadLetterConformance, ObservabilityConformance):
         assert rec_payloads(late.wait_for(1, self.timeout)) == ["after"]
         warm.wait_for(2, self.timeout)
         assert rec_payloads(late.messages) == ["after"]
+
+    def test_replay_flag_is_honoured(self, connect: Connect, topic: str, group: str) -> None:
+        """``features.replay``: a new group with ``from_beginning`` gets what was published
+        before it; without the flag, asking for it is a ConfigurationError."""
+        backend = connect().backend
+        if not backend.features.replay:
+            with pytest.raises(msgbus.ConfigurationError):
+                backend.subscribe(topic, group, prefetch=10, from_beginning=True)
+            return
+        for i in range(5):
+            backend.publish(topic, str(i).encode(), key=None, headers={})
+        backend.flush(self.timeout)
+        sub = backend.subscribe(topic, group, prefetch=10, from_beginning=True)
+        try:
+            got = drain(sub, 5, self.timeout)
+            assert sorted(int(d.body) for d in got) == list(range(5))
+        finally:
+            sub.close()
 
     # ------------------------------------------------------------------ order
 
@@ -661,6 +680,37 @@ class BackendConformance(DeadLetterConformance, ObservabilityConformance):
         assert sorted(rec_payloads(rec.wait_for(300, self.timeout))) == list(range(300))
         with pytest.raises(msgbus.BusClosed):
             writer.publish(topic, "late")
+
+    def test_publish_many_gives_one_future_per_message(
+        self, connect: Connect, topic: str, group: str
+    ) -> None:
+        """``publish_many``: one future per message, in order; every message arrives (in
+        key order where the backend keeps it); bad input raises and sends nothing; a message
+        the backend refuses gets a failed future while the rest are sent."""
+        bus = connect()
+        rec = Recorder()
+        bus.subscribe(topic, rec, group=group)
+        bus.start()
+        with pytest.raises(msgbus.SerializationError):
+            bus.publish_many(topic, [1, {"bad": object()}, 3])  # nothing of it is sent
+        futures = bus.publish_many(topic, list(range(60)), keys=[f"k{i % 3}" for i in range(60)])
+        assert len(futures) == 60
+        for future in futures:
+            future.result(self.timeout)
+        got = rec.wait_for(60, self.timeout)
+        assert sorted(rec_payloads(got)) == list(range(60))
+        if self.features_of(bus).per_key_order:
+            for k in range(3):
+                mine = [m.payload for m in got if m.key == f"k{k}"]
+                assert mine == sorted(mine)
+        limit = self.features_of(bus).max_message_bytes
+        if limit is not None:
+            mixed = bus.publish_many(topic, [b"a", b"x" * (limit + 1), b"c"])
+            assert mixed[1].exception(self.timeout).__class__ is msgbus.MessageTooLarge
+            mixed[0].result(self.timeout)
+            mixed[2].result(self.timeout)
+            more = rec.wait_for(62, self.timeout)[60:]
+            assert sorted(m.payload for m in more) == [b"a", b"c"]
 
     def test_close_while_blocked_in_receive_returns_promptly(
         self, connect: Connect, topic: str, group: str

@@ -40,7 +40,8 @@ FAST = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
 
 class TestKafkaConformance(BackendConformance):
-    """Every conformance test, on the session's Kafka (Apache Kafka, or tansu)."""
+    """Every conformance test, on the session's Kafka (Apache Kafka, or tansu), through the
+    default driver (kafka-python)."""
 
     options = FAST
     dlq_idle = 1.5  # quiet seconds that end a read of the dead-letter store (fetch rounds)
@@ -53,6 +54,29 @@ class TestKafkaConformance(BackendConformance):
     def restartable_broker(self, kafka_persistent_broker: Any) -> Any:
         require_managed(kafka_persistent_broker)
         return kafka_persistent_broker
+
+
+class TestKafkaConformanceConfluent(TestKafkaConformance):
+    """The same suite through the confluent-kafka (librdkafka) driver."""
+
+    options = {**FAST, "driver": "confluent"}
+
+
+# --------------------------------------------------------------------------- drivers
+
+DRIVERS = ("kafka-python", "confluent")
+
+
+@pytest.fixture(params=DRIVERS)
+def driver(request: pytest.FixtureRequest) -> str:
+    """Every test below runs once per driver."""
+    return str(request.param)
+
+
+@pytest.fixture
+def opts(driver: str) -> dict[str, Any]:
+    """Options of every backend and bus a test makes: short group timeouts, the driver."""
+    return {**FAST, "driver": driver}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -69,18 +93,18 @@ def group() -> str:
 
 
 @pytest.fixture
-def backend(kafka_broker: Any) -> Iterator[KafkaBackend]:
-    be = KafkaBackend.from_url(BusURL.parse(kafka_broker.url), **FAST)
+def backend(kafka_broker: Any, opts: dict[str, Any]) -> Iterator[KafkaBackend]:
+    be = KafkaBackend.from_url(BusURL.parse(kafka_broker.url), **opts)
     yield be
     be.close(timeout=5)
 
 
 @pytest.fixture
-def buses(kafka_broker: Any) -> Iterator[Callable[..., msgbus.Bus]]:
+def buses(kafka_broker: Any, opts: dict[str, Any]) -> Iterator[Callable[..., msgbus.Bus]]:
     made: list[msgbus.Bus] = []
 
     def make(url: str | None = None, **options: Any) -> msgbus.Bus:
-        bus = msgbus.connect(url or kafka_broker.url, **{**FAST, **options})
+        bus = msgbus.connect(url or kafka_broker.url, **{**opts, **options})
         made.append(bus)
         return bus
 
@@ -197,7 +221,9 @@ def test_every_group_of_a_fresh_topic_gets_what_follows_start(
         bus.close(timeout=5)
 
 
-def test_topic_created_by_someone_else_a_moment_ago(kafka_broker: Any) -> None:
+def test_topic_created_by_someone_else_a_moment_ago(
+    opts: dict[str, Any], kafka_broker: Any
+) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
 
     fresh = f"ext.{uuid.uuid4().hex[:10]}"
@@ -206,7 +232,7 @@ def test_topic_created_by_someone_else_a_moment_ago(kafka_broker: Any) -> None:
         admin.create_topics([NewTopic(fresh, 4, 1)])
     finally:
         admin.close()
-    bus = msgbus.connect(kafka_broker.url, auto_create=False, **FAST)  # no waiting by msgbus
+    bus = msgbus.connect(kafka_broker.url, auto_create=False, **opts)  # no waiting by msgbus
     try:
         rec = Recorder()
         bus.subscribe(fresh, rec, group="g")
@@ -280,6 +306,28 @@ def test_commit_stops_at_the_first_unsettled_offset(
         )
     finally:
         second.close()
+
+
+def test_consumer_lag_counts_what_the_group_has_not_acknowledged(
+    backend: KafkaBackend, topic: str, group: str
+) -> None:
+    assert backend.reports_consumer_lag
+    sub = backend.subscribe(topic, group, prefetch=100)
+    try:
+        assert backend.consumer_lag(topic, group) == 0
+        for i in range(10):
+            backend.publish(topic, b"%d" % i, key="one-partition", headers={})
+        backend.flush(TIMEOUT)
+        got = receive_n(sub, 10)
+        for delivery in got[:4]:
+            delivery.ack()
+        wait_until(lambda: backend.consumer_lag(topic, group) == 6, TIMEOUT, "lag 6")
+        for delivery in got[4:]:
+            delivery.ack()
+        wait_until(lambda: backend.consumer_lag(topic, group) == 0, TIMEOUT, "lag 0")
+    finally:
+        sub.close()
+    assert backend.consumer_lag(f"never.{uuid.uuid4().hex[:8]}", group) is None
 
 
 def test_nack_requeue_keeps_the_offset_uncommitted(
@@ -366,7 +414,7 @@ def test_rebalance_with_two_members_loses_nothing(
 
 @pytest.mark.slow
 def test_broker_restart_mid_stream_loses_nothing_acknowledged(
-    kafka_persistent_broker: Any, topic: str, group: str
+    opts: dict[str, Any], kafka_persistent_broker: Any, topic: str, group: str
 ) -> None:
     from msgbus.testing.pytest_plugin import require_managed
 
@@ -378,8 +426,8 @@ def test_broker_restart_mid_stream_loses_nothing_acknowledged(
         )
     url = kafka_persistent_broker.url
     rec = Recorder()
-    consumer = msgbus.connect(url, **FAST)
-    producer = msgbus.connect(url, **FAST)
+    consumer = msgbus.connect(url, **opts)
+    producer = msgbus.connect(url, **opts)
     try:
         consumer.subscribe(topic, rec, group=group, concurrency=2)
         consumer.start()
@@ -418,14 +466,14 @@ def test_broker_restart_mid_stream_loses_nothing_acknowledged(
 
 
 def test_broker_restart_keeps_an_acknowledged_burst(
-    kafka_persistent_broker: Any, topic: str, group: str
+    opts: dict[str, Any], kafka_persistent_broker: Any, topic: str, group: str
 ) -> None:
     from msgbus.testing.pytest_plugin import require_managed
 
     require_managed(kafka_persistent_broker)
     url = kafka_persistent_broker.url
-    producer = msgbus.connect(url, **FAST)
-    consumer = msgbus.connect(url, **FAST)
+    producer = msgbus.connect(url, **opts)
+    consumer = msgbus.connect(url, **opts)
     try:
         consumer.subscribe(topic, Recorder(), group=group)
         consumer.start()  # the group exists and starts at the (empty) end
@@ -437,7 +485,7 @@ def test_broker_restart_keeps_an_acknowledged_burst(
         kafka_persistent_broker.kill()  # a crash right after the acknowledgements
         kafka_persistent_broker.start()
         rec = Recorder()
-        consumer = msgbus.connect(url, **FAST)
+        consumer = msgbus.connect(url, **opts)
         consumer.subscribe(topic, rec, group=group)
         consumer.start()
         assert sorted(m.payload for m in rec.wait_for(500, 60)) == list(range(500))
@@ -458,7 +506,9 @@ def tls_kafka(kafka_tls_broker: Any) -> Any:
     "listener",
     ["ssl", "sasl_plaintext/plain", "sasl_plaintext/scram-sha-256", "sasl_ssl/scram-sha-512"],
 )
-def test_tls_and_sasl_listeners_round_trip(tls_kafka: Any, listener: str, topic: str) -> None:
+def test_tls_and_sasl_listeners_round_trip(
+    opts: dict[str, Any], tls_kafka: Any, listener: str, topic: str
+) -> None:
     protocol, _, mechanism = listener.partition("/")
     if protocol == "ssl":
         url = tls_kafka.tls_url
@@ -466,7 +516,7 @@ def test_tls_and_sasl_listeners_round_trip(tls_kafka: Any, listener: str, topic:
         url = tls_kafka.sasl_url(mechanism)
     else:
         url = tls_kafka.sasl_ssl_url(mechanism)
-    bus = msgbus.connect(url, **FAST)
+    bus = msgbus.connect(url, **opts)
     try:
         rec = Recorder()
         bus.subscribe(topic, rec, group="g")
@@ -479,7 +529,7 @@ def test_tls_and_sasl_listeners_round_trip(tls_kafka: Any, listener: str, topic:
 
 
 def test_wrong_sasl_password_fails_clearly_without_the_password(
-    tls_kafka: Any, caplog: pytest.LogCaptureFixture
+    opts: dict[str, Any], tls_kafka: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Apache Kafka closes the connection on a failed SCRAM exchange and kafka-python 3.0
     # reports that as a bootstrap timeout, so the error says to check the credentials
@@ -489,94 +539,165 @@ def test_wrong_sasl_password_fails_clearly_without_the_password(
     )
     caplog.set_level(logging.DEBUG)
     with pytest.raises((msgbus.AuthenticationError, msgbus.BrokerUnavailable)) as info:
-        msgbus.connect(url + "&connect_timeout_ms=4000", **FAST)
+        msgbus.connect(url + "&connect_timeout_ms=4000", **opts)
     text = str(info.value)
     assert "password" in text and "msgbus:***@" in text
     assert wrong not in text and wrong not in caplog.text
 
 
-def test_tls_with_an_unknown_ca_is_refused(tls_kafka: Any, tmp_path: Any) -> None:
+def test_tls_with_an_unknown_ca_is_refused(
+    opts: dict[str, Any], tls_kafka: Any, tmp_path: Any
+) -> None:
     from msgbus.testing.brokers.tls import make_tls_files
 
     other_ca = make_tls_files(tmp_path / "other").ca
     url = tls_kafka.tls_url.split("&ssl_cafile=")[0] + f"&ssl_cafile={other_ca}"
     with pytest.raises(msgbus.BrokerUnavailable):
-        msgbus.connect(url + "&connect_timeout_ms=3000", **FAST)
+        msgbus.connect(url + "&connect_timeout_ms=3000", **opts)
 
 
 # --------------------------------------------------------------------------- interop
 
 
+PLAIN_CLIENTS = ("kafka-python", "confluent-kafka")
+
+
+def plain_produce(kind: str, url: str, topic: str, value: bytes, key: bytes, headers: Any) -> None:
+    """Send one record with a plain client of ``kind`` (acks=all) and wait for its ack."""
+    if kind == "kafka-python":
+        producer = KafkaProducer(bootstrap_servers=bootstrap(url), acks="all")
+        try:
+            producer.send(topic, value, key=key, headers=headers)
+            producer.flush(TIMEOUT)
+        finally:
+            producer.close()
+        return
+    import confluent_kafka
+
+    plain = confluent_kafka.Producer({"bootstrap.servers": bootstrap(url), "acks": "all"})
+    reports: list[Any] = []
+    plain.produce(topic, value, key, headers=headers, on_delivery=lambda e, m: reports.append(e))
+    assert plain.flush(TIMEOUT) == 0 and reports == [None]
+
+
+def plain_consume_one(kind: str, url: str, topic: str) -> tuple[bytes, bytes, dict[str, bytes]]:
+    """The first record of ``topic`` read by a plain client of ``kind``: body, key, headers."""
+    deadline = time.monotonic() + TIMEOUT
+    if kind == "kafka-python":
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap(url),
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+        )
+        try:
+            records: list[Any] = []
+            while not records and time.monotonic() < deadline:
+                for batch in consumer.poll(timeout_ms=500).values():
+                    records.extend(batch)
+        finally:
+            consumer.close(autocommit=False)
+        (record,) = records
+        return record.value, record.key, dict(record.headers)
+    import confluent_kafka
+
+    plain = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": bootstrap(url),
+            "group.id": f"plain-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        plain.subscribe([topic])
+        while time.monotonic() < deadline:
+            message = plain.poll(0.5)
+            if message is not None and message.error() is None:
+                return message.value(), message.key(), dict(message.headers() or [])
+    finally:
+        plain.close()
+    raise AssertionError(f"{kind} read nothing from {topic} in {TIMEOUT}s")
+
+
+@pytest.mark.parametrize("plain", PLAIN_CLIENTS)
 def test_plain_producer_message_arrives_as_bytes(
-    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str, group: str
+    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str, group: str, plain: str
 ) -> None:
     bus = buses()
     rec = Recorder()
     bus.subscribe(topic, rec, group=group)
     bus.start()
-    plain = KafkaProducer(bootstrap_servers=bootstrap(kafka_broker.url), acks="all")
-    try:
-        plain.send(topic, b'{"from": "plain"}', key=b"p1", headers=[("trace", b"t-1")])
-        plain.flush(TIMEOUT)
-    finally:
-        plain.close()
+    headers = [("trace", b"t-1"), ("utf8", "ü".encode())]
+    plain_produce(plain, kafka_broker.url, topic, b'{"from": "plain"}', b"p1", headers)
     (msg,) = rec.wait_for(1, TIMEOUT)
     assert msg.payload == b'{"from": "plain"}' and msg.content_type is None
-    assert msg.key == "p1" and msg.headers["trace"] == "t-1"
+    assert msg.key == "p1" and msg.headers["trace"] == "t-1" and msg.headers["utf8"] == "ü"
     assert msg.id  # the broker's coordinates stand in for a message id
     assert time.time() - 60 < msg.timestamp <= time.time() + 5  # the record's timestamp
 
 
+@pytest.mark.parametrize("plain", PLAIN_CLIENTS)
 def test_msgbus_message_is_readable_by_a_plain_consumer(
-    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str
+    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str, plain: str
 ) -> None:
     bus = buses()
-    bus.publish(topic, {"id": 7}, key="7", headers={"tenant": "a"}, message_id="mid-7").result(
-        TIMEOUT
-    )
-    plain = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap(kafka_broker.url),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-    )
-    try:
-        records: list[Any] = []
-        deadline = time.monotonic() + TIMEOUT
-        while not records and time.monotonic() < deadline:
-            for batch in plain.poll(timeout_ms=500).values():
-                records.extend(batch)
-    finally:
-        plain.close(autocommit=False)
-    (record,) = records
-    assert json.loads(record.value) == {"id": 7}  # the body is the payload alone
-    assert record.key == b"7"
-    headers = dict(record.headers)
-    assert headers[CONTENT_TYPE] == b"application/json"
-    assert headers[MESSAGE_ID] == b"mid-7"
-    assert headers["tenant"] == b"a"
+    bus.publish(
+        topic, {"id": 7}, key="7", headers={"tenant": "a", "x": "ü"}, message_id="mid-7"
+    ).result(TIMEOUT)
+    value, key, headers = plain_consume_one(plain, kafka_broker.url, topic)
+    assert json.loads(value) == {"id": 7}  # the body is the payload alone
+    assert key == b"7"
+    assert headers == {
+        CONTENT_TYPE: b"application/json",
+        MESSAGE_ID: b"mid-7",
+        "tenant": b"a",
+        "x": "ü".encode(),
+    }
+
+
+@pytest.mark.parametrize("reader", DRIVERS)
+def test_message_published_by_one_driver_reads_the_same_on_the_other(
+    buses: Callable[..., msgbus.Bus], driver: str, reader: str, topic: str
+) -> None:
+    sent_at = time.time()
+    rec = Recorder()
+    consumer = buses(driver=reader)
+    consumer.subscribe(topic, rec, group="x")
+    consumer.start()
+    headers = {"tenant": "a/ü", "empty": ""}
+    buses().publish(
+        topic, {"n": 1}, key="k-ü", headers=headers, message_id="m-1", correlation_id="c-1"
+    ).result(TIMEOUT)
+    (msg,) = rec.wait_for(1, TIMEOUT)
+    assert (msg.payload, msg.key, msg.id, msg.correlation_id) == ({"n": 1}, "k-ü", "m-1", "c-1")
+    assert {k: msg.headers[k] for k in headers} == headers
+    assert msg.content_type == "application/json"
+    assert sent_at - 1 <= msg.timestamp <= time.time() + 1
 
 
 # --------------------------------------------------------------------------- errors
 
 
-def test_unreachable_broker_fails_fast_and_clearly() -> None:
+def test_unreachable_broker_fails_fast_and_clearly(driver: str) -> None:
     port = pick_free_port()
     started = time.monotonic()
     with pytest.raises(msgbus.BrokerUnavailable) as info:
-        msgbus.connect(f"kafka://127.0.0.1:{port}?connect_timeout_ms=1500")
+        msgbus.connect(f"kafka://127.0.0.1:{port}?connect_timeout_ms=1500", driver=driver)
     assert time.monotonic() - started < 10
     assert f"127.0.0.1:{port}" in str(info.value)
 
 
-def test_connect_timeout_in_seconds_as_on_every_backend() -> None:
+def test_connect_timeout_in_seconds_as_on_every_backend(driver: str) -> None:
     """``connect_timeout`` (s) is the name every backend shares; ``connect_timeout_ms`` stays
     as its alias. The error says how long it waited and shows no secret option."""
     port = pick_free_port()
     started = time.monotonic()
     with pytest.raises(msgbus.BrokerUnavailable) as info:
-        msgbus.connect(f"kafka://u:p@127.0.0.1:{port}?connect_timeout=1.5&password=Zq9-s3cret")
+        msgbus.connect(
+            f"kafka://u:p@127.0.0.1:{port}?connect_timeout=1.5&password=Zq9-s3cret", driver=driver
+        )
     assert time.monotonic() - started < 10
     assert "within 1500 ms" in str(info.value) and "Zq9-s3cret" not in str(info.value)
     assert KafkaOptions(connect_timeout=2).connect_timeout_ms == 2000
@@ -596,14 +717,27 @@ def test_unknown_option_lists_the_valid_ones(kafka_broker: Any) -> None:
         msgbus.connect(kafka_broker.url, partitions=0)
     with pytest.raises(msgbus.ConfigurationError, match="compression"):
         msgbus.connect(kafka_broker.url, compression="brotli")
+    with pytest.raises(msgbus.ConfigurationError, match="driver"):
+        msgbus.connect(kafka_broker.url + "?driver=librdkafka")
 
 
-def test_password_never_shown(caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_driver_package_names_the_extra(
+    kafka_broker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "confluent_kafka", None)  # import fails as if absent
+    monkeypatch.delitem(sys.modules, "msgbus.backends.kafka.confluent", raising=False)
+    with pytest.raises(msgbus.BackendNotInstalled, match=r"msgbus\[kafka-confluent\]"):
+        msgbus.connect(kafka_broker.url + "?driver=confluent")
+
+
+def test_password_never_shown(driver: str, caplog: pytest.LogCaptureFixture) -> None:
     secret = "pa55-W0rd-" + uuid.uuid4().hex[:6]
     url = f"kafka://alice:{secret}@127.0.0.1:{pick_free_port()}?connect_timeout_ms=1000"
     caplog.set_level(logging.DEBUG)
     with pytest.raises(msgbus.BrokerUnavailable) as info:
-        msgbus.connect(url)
+        msgbus.connect(url, driver=driver)
     assert secret not in str(info.value) and secret not in repr(info.value)
     options = KafkaOptions(username="alice", password=secret)
     assert secret not in repr(options)
@@ -618,8 +752,10 @@ def test_oversized_message_is_refused_at_once(backend: KafkaBackend, topic: str)
     backend.publish(topic, b"x" * 1000, key=None, headers={}).result(TIMEOUT)  # still usable
 
 
-def test_auto_create_false_requires_the_topic(kafka_broker: Any, topic: str) -> None:
-    backend = KafkaBackend.from_url(BusURL.parse(kafka_broker.url), auto_create=False)
+def test_auto_create_false_requires_the_topic(
+    opts: dict[str, Any], kafka_broker: Any, topic: str
+) -> None:
+    backend = KafkaBackend.from_url(BusURL.parse(kafka_broker.url), auto_create=False, **opts)
     try:
         with pytest.raises(msgbus.TopicNotFound):
             backend.publish(topic, b"x", key=None, headers={})

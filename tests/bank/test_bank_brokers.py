@@ -19,6 +19,15 @@ class TestBankOnKafka(BankEndToEnd):
         return kafka_broker.url
 
 
+@pytest.mark.kafka
+class TestBankOnKafkaConfluent(TestBankOnKafka):
+    """The same, through the Kafka backend's confluent-kafka (librdkafka) driver."""
+
+    @pytest.fixture
+    def bank_url(self, kafka_broker: Broker) -> str:
+        return kafka_broker.url + "?driver=confluent"
+
+
 @pytest.mark.rabbitmq
 class TestBankOnRabbitMQ(BankEndToEnd):
     """On a private RabbitMQ."""

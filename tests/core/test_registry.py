@@ -25,6 +25,7 @@ def test_unknown_scheme_lists_schemes_and_suggests() -> None:
 def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "kafka", None)  # as if kafka-python were not installed
     monkeypatch.delitem(sys.modules, "msgbus.backends.kafka", raising=False)
+    monkeypatch.delitem(sys.modules, "msgbus.backends.kafka.kafka_python", raising=False)
     monkeypatch.setattr(registry, "_loaded", {})
     with pytest.raises(msgbus.BackendNotInstalled) as info:
         msgbus.connect("kafka://127.0.0.1:9092")
@@ -83,3 +84,20 @@ def test_broken_backend_path_is_a_configuration_error(monkeypatch: pytest.Monkey
     msgbus.register_backend("broken", "no_such_module_anywhere:Backend")
     with pytest.raises(msgbus.ConfigurationError, match="cannot be imported"):
         msgbus.connect("broken://x")
+
+
+def test_builtin_extras_are_the_backends_declared_extras() -> None:
+    import importlib
+
+    from msgbus.registry import BUILTIN_BACKENDS, BUILTIN_EXTRAS
+
+    checked = 0
+    for scheme, target in BUILTIN_BACKENDS.items():
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue  # its driver is not installed in this env; another env checks it
+        assert BUILTIN_EXTRAS.get(scheme, "") == getattr(module, attr).extra, scheme
+        checked += 1
+    assert checked >= 2  # memory and at least the kombu backend (the memory env has kombu)

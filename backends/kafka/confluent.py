@@ -1,0 +1,883 @@
+"""The confluent-kafka (librdkafka) driver of the Kafka backend (``driver=confluent``).
+
+Only the calls into confluent-kafka live here; options, header mapping, topic rules, offset
+and rebalance bookkeeping are shared with the kafka-python driver (``common.py``). See the
+package docstring for features, URL form and options.
+
+Publishing: one ``Producer`` per backend (``acks=all``, idempotent), thread-safe. Its delivery
+reports are served by the backend's own poll thread (``msgbus-kafka-producer``), which calls
+``poll`` all the time, so a publish future resolves as soon as the broker acknowledges, with
+nobody calling ``flush``. ``flush`` waits for librdkafka's queue to drain and for the poll
+thread to finish serving the reports it took.
+
+Consuming: every subscription owns a ``Consumer`` driven by its own thread; librdkafka
+heartbeats on its own threads. ``on_assign``, ``on_revoke`` and ``on_lost`` run on that thread
+inside ``poll``/``consume``: an assignment is positioned (committed offset, else the start of
+a new group, committed at once) before it is assigned; a revoke stops handing out records of
+those partitions, waits up to ``revoke_timeout_ms`` for their in-flight handlers, commits
+synchronously and lets them go; lost partitions are dropped without a commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_INVALID,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from msgbus.backend import (
+    Delivery,
+    PendingFuture,
+    ResolvedFuture,
+    Subscription,
+    settle_future,
+)
+from msgbus.errors import (
+    AuthenticationError,
+    BrokerUnavailable,
+    BusClosed,
+    ConfigurationError,
+    MessageTooLarge,
+    MsgBusError,
+    PublishError,
+    TopicNotFound,
+)
+from msgbus.message import TIMESTAMP
+from msgbus.url import BusURL
+
+from .common import (
+    HEADROOM,
+    POLL_MS,
+    KafkaBackend,
+    KafkaOptions,
+    KafkaSubscriptionBase,
+    PartitionState,
+    topic_configs,
+)
+
+__all__ = ["ConfluentKafkaBackend", "translate_error"]
+
+log = logging.getLogger("msgbus.kafka")
+driver_log = logging.getLogger("msgbus.kafka.librdkafka")
+
+Key = tuple[str, int]
+"""A partition as the shared bookkeeping keys it: (topic, partition)."""
+
+# --------------------------------------------------------------------------- errors
+
+_SIZE = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+}
+_AUTH = {
+    KafkaError._AUTHENTICATION,
+    KafkaError.SASL_AUTHENTICATION_FAILED,
+    KafkaError.UNSUPPORTED_SASL_MECHANISM,
+    KafkaError.ILLEGAL_SASL_STATE,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+}
+_UNKNOWN_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}
+_UNAVAILABLE = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TIMED_OUT_QUEUE,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError._SSL,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+}
+
+
+_STALE = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError._UNKNOWN_PARTITION,
+}
+"""Errors of a request sent on stale metadata: refresh it and retry."""
+
+
+def translate_error(exc: BaseException | KafkaError, where: str) -> MsgBusError:
+    """Map a confluent-kafka exception (or a ``KafkaError``) to the msgbus error tree.
+
+    Size errors become :class:`MessageTooLarge`, authentication and authorization failures
+    :class:`AuthenticationError`, connection trouble and timeouts :class:`BrokerUnavailable`,
+    unknown topics :class:`TopicNotFound`, anything else :class:`PublishError`. msgbus errors
+    pass through unchanged. librdkafka's texts never contain the SASL password.
+    """
+    if isinstance(exc, MsgBusError):
+        return exc
+    error = exc
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        error = exc.args[0]
+    if isinstance(error, KafkaError):
+        code = error.code()
+        text = f"{where}: {error.name()}: {error.str()}"
+        if code in _SIZE:
+            return MessageTooLarge(text)
+        if code in _AUTH:
+            return AuthenticationError(text)
+        if code in _UNKNOWN_TOPIC:
+            return TopicNotFound(text)
+        if code in _UNAVAILABLE:
+            return BrokerUnavailable(text)
+        return PublishError(text)
+    text = f"{where}: {type(exc).__name__}: {exc}"
+    if isinstance(exc, BufferError | ConnectionError | OSError):
+        return BrokerUnavailable(text)
+    return PublishError(text)
+
+
+class _ErrorLog:
+    """librdkafka's ``error_cb``: logs, and remembers the last authentication failure."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.auth_failure: KafkaError | None = None
+        self.last: KafkaError | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        self.last = error
+        if error.code() in _AUTH:
+            self.auth_failure = error
+        level = logging.ERROR if error.fatal() else logging.INFO
+        log.log(level, "%s: librdkafka: %s: %s", self.what, error.name(), error.str())
+
+
+# --------------------------------------------------------------------------- backend
+
+
+class ConfluentKafkaBackend(KafkaBackend):
+    """Kafka through confluent-kafka (see the package docstring for features, URL, options).
+
+    ``publish`` and ``flush`` are thread-safe (one shared producer, its reports served by a
+    poll thread). Each subscription has its own consumer and consumer thread. After ``close``
+    every method raises :class:`~msgbus.BusClosed`.
+    """
+
+    driver_name = "confluent"
+    extra = "kafka-confluent"
+
+    def __init__(
+        self, url: BusURL, options: KafkaOptions, producer: Producer, errors: _ErrorLog
+    ) -> None:
+        """Use :meth:`from_url`; this only wires parts that are already connected."""
+        super().__init__(url, options)
+        self._producer = producer
+        self._errors = errors
+        self._admin: AdminClient | None = None
+        self._probe: Consumer | None = None
+        self._polling = True
+        self._rounds = 0
+        self._round_done = threading.Condition()
+        self._poller = threading.Thread(target=self._serve, name="msgbus-kafka-producer")
+        self._poller.daemon = True
+        self._poller.start()
+
+    @classmethod
+    def _connect(cls, url: BusURL, options: KafkaOptions) -> ConfluentKafkaBackend:
+        opts = options
+        where = f"Kafka at {url.render()}"
+        errors = _ErrorLog(where)
+        config = cls._client_config(url, opts, errors)
+        config.update(
+            {
+                "acks": "all",
+                "enable.idempotence": opts.idempotent,
+                "linger.ms": opts.linger_ms,
+                "batch.size": opts.batch_size,
+                "compression.type": opts.compression,
+                "message.max.bytes": opts.max_message_bytes + HEADROOM,
+                "delivery.timeout.ms": opts.delivery_timeout_ms,
+                "request.timeout.ms": opts.request_timeout_ms,
+            }
+        )
+        try:
+            producer = Producer(config)
+        except KafkaException as exc:
+            raise ConfigurationError(f"{where}: {exc.args[0].str()}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
+        try:
+            producer.list_topics(timeout=opts.connect_timeout_ms / 1000)
+        except KafkaException as exc:
+            producer.poll(0)  # serves error_cb: was it the credentials?
+            auth = errors.auth_failure
+            if auth is not None:
+                raise AuthenticationError(
+                    f"{where} refused the credentials (check the user name and password): "
+                    f"{auth.str()}"
+                ) from None
+            hint = (
+                "; check the user name and password too"
+                if opts.effective_security_protocol.startswith("SASL")
+                else ""
+            )
+            last = errors.last.str() if errors.last is not None else exc.args[0].str()
+            raise BrokerUnavailable(
+                f"{where} did not answer within {opts.connect_timeout_ms} ms "
+                f"(connect_timeout_ms): {last}{hint}"
+            ) from None
+        return cls(url, opts, producer, errors)
+
+    @staticmethod
+    def _client_config(url: BusURL, opts: KafkaOptions, errors: _ErrorLog) -> dict[str, Any]:
+        from .common import bootstrap_servers
+
+        config = opts.librdkafka_config(bootstrap_servers(url))
+        config["error_cb"] = errors
+        config["logger"] = driver_log
+        return config
+
+    def _config(self) -> dict[str, Any]:
+        return self._client_config(self.url, self.options, self._errors)
+
+    def _translate(self, exc: BaseException, where: str) -> MsgBusError:
+        return translate_error(exc, where)
+
+    # ------------------------------------------------------------------ poll thread
+
+    def _serve(self) -> None:
+        """The poll thread: serve delivery reports (resolving publish futures) until closed."""
+        poll = self._producer.poll
+        timeout = POLL_MS / 1000
+        while self._polling:
+            try:
+                poll(timeout)
+            except Exception as exc:  # a callback must not end the thread
+                log.error("%r: serving delivery reports: %s", self, exc)
+            with self._round_done:
+                self._rounds += 1
+                self._round_done.notify_all()
+
+    # ------------------------------------------------------------------ topics
+
+    def _admin_client(self) -> AdminClient:
+        """The lazily created admin client (call with ``_topics_lock`` held)."""
+        if self._admin is None:
+            self._admin = AdminClient(self._config())
+        return self._admin
+
+    def _topic_exists(self, topic: str) -> bool:
+        metadata = self._admin_client().list_topics(timeout=self.options.request_timeout_ms / 1000)
+        return topic in metadata.topics
+
+    def _leaderless(self, topic: str) -> tuple[int, list[int]]:
+        metadata = self._admin_client().list_topics(
+            topic=topic, timeout=self.options.request_timeout_ms / 1000
+        )
+        info = metadata.topics.get(topic)
+        if info is None or info.error is not None:
+            return 0, []
+        leaderless = sorted(
+            p.id for p in info.partitions.values() if p.error is not None or p.leader < 0
+        )
+        return len(info.partitions), leaderless
+
+    def _create_topic(self, topic: str) -> None:
+        opts, admin = self.options, self._admin_client()
+        timeout = opts.request_timeout_ms / 1000
+
+        def create(configs: dict[str, str]) -> None:
+            new = NewTopic(
+                topic,
+                num_partitions=opts.partitions,
+                replication_factor=opts.replication_factor,
+                config=configs,
+            )
+            admin.create_topics([new], request_timeout=timeout)[topic].result(timeout + 1)
+
+        try:
+            create(topic_configs(opts))
+        except KafkaException as exc:
+            code = exc.args[0].code()
+            if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                return
+            if code not in (KafkaError.INVALID_CONFIG, KafkaError.POLICY_VIOLATION):
+                raise
+            log.info("creating topic %s with max.message.bytes failed (%s); plain", topic, exc)
+            try:
+                create({})
+            except KafkaException as again:
+                if again.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+                return
+        log.debug("created Kafka topic %s (%d partitions)", topic, opts.partitions)
+
+    def _partition_key(self, topic: str, partition: int) -> Any:
+        return (topic, partition)
+
+    def _group_offsets(self, group_id: str, keys: list[Any]) -> dict[Any, int | None]:
+        request = ConsumerGroupTopicPartitions(group_id, [TopicPartition(t, p) for t, p in keys])
+        timeout = self.options.request_timeout_ms / 1000
+        futures = self._admin_client().list_consumer_group_offsets(
+            [request], request_timeout=timeout
+        )
+        answer = futures[group_id].result(timeout + 1)
+        out: dict[Any, int | None] = {key: None for key in keys}
+        for tp in answer.topic_partitions or []:
+            if tp.error is None and tp.offset >= 0:
+                out[(tp.topic, tp.partition)] = tp.offset
+        return out
+
+    # ------------------------------------------------------------------ new groups
+
+    def _probe_consumer(self) -> Consumer:
+        """The group-less consumer ``start_offsets`` uses (call with ``_probe_lock`` held)."""
+        if self._probe is None:
+            config = self._config()
+            config.update(
+                {
+                    "group.id": f"msgbus-probe-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                    "enable.auto.offset.store": False,
+                    "fetch.wait.max.ms": self.options.fetch_max_wait_ms,
+                    "max.partition.fetch.bytes": 1,
+                    "allow.auto.create.topics": False,
+                }
+            )
+            self._probe = Consumer(config)
+        return self._probe
+
+    def _list_offsets(self, tps: list[Any], *, earliest: bool, timeout_ms: int) -> dict[Any, int]:
+        probe = self._probe_consumer()
+        deadline = time.monotonic() + timeout_ms / 1000
+        out = {}
+        for topic, partition in tps:
+            while True:
+                try:
+                    low, high = probe.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=timeout_ms / 1000, cached=False
+                    )
+                    break
+                except KafkaException as exc:
+                    # the probe's metadata of a topic created a moment ago may name no leader,
+                    # or an old one: refresh it and ask again (bounded)
+                    if exc.args[0].code() not in _STALE or time.monotonic() >= deadline:
+                        raise
+                    probe.list_topics(topic, timeout=timeout_ms / 1000)
+            out[(topic, partition)] = low if earliest else high
+        return out
+
+    def _fetch_highwater(self, latest: Mapping[Any, int], timeout_ms: int) -> dict[Any, int]:
+        probe = self._probe_consumer()
+        probe.assign([TopicPartition(t, p, offset) for (t, p), offset in latest.items()])
+        try:
+            deadline = time.monotonic() + timeout_ms / 1000
+            highwater: dict[Any, int] = {}
+            while True:
+                for t, p in latest:
+                    _, high = probe.get_watermark_offsets(TopicPartition(t, p), cached=True)
+                    if high >= 0:
+                        highwater[(t, p)] = high
+                if len(highwater) == len(latest):
+                    return highwater
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"no Fetch response carried the high watermarks within {timeout_ms} ms"
+                    )
+                probe.consume(1, 0.05)  # fetches; the response carries the high watermark
+        finally:
+            probe.unassign()
+
+    # ------------------------------------------------------------------ publishing
+
+    def publish(
+        self, topic: str, body: bytes, *, key: str | None, headers: Mapping[str, str]
+    ) -> Future[None]:
+        """Send one record (key = partition key, headers = record headers); thread-safe.
+
+        The future resolves when every in-sync replica holds the record (``acks=all``), or
+        fails with :class:`~msgbus.BrokerUnavailable` (not acknowledged within
+        ``delivery_timeout_ms``), :class:`~msgbus.MessageTooLarge` or
+        :class:`~msgbus.PublishError`. Raises at once :class:`~msgbus.MessageTooLarge` for a
+        body above ``max_message_bytes``, :class:`~msgbus.TopicNotFound` (``auto_create`` off),
+        :class:`~msgbus.BrokerUnavailable` (librdkafka's queue stayed full for
+        ``delivery_timeout_ms``) and :class:`~msgbus.BusClosed`.
+        """
+        if self._closed or len(body) > self._max_body or topic not in self._known_topics:
+            self._check_publish(topic, body)
+        return self._produce(topic, body, key, headers)
+
+    def publish_many(
+        self, topic: str, messages: Sequence[tuple[bytes, str | None, Mapping[str, str]]]
+    ) -> list[Future[None]]:
+        """Queue every ``(body, key, headers)`` in librdkafka's producer queue, in order; one
+        future per message (see :meth:`msgbus.backend.Backend.publish_many`). The topic is
+        checked once; a message refused at once gets a failed future, the rest are sent."""
+        if self._closed or topic not in self._known_topics:
+            self._check_publish(topic, b"")
+        produce, limit = self._produce, self._max_body
+        futures: list[Future[None]] = []
+        for body, key, headers in messages:
+            try:
+                if len(body) > limit:
+                    raise MessageTooLarge(
+                        f"message of {len(body)} bytes exceeds max_message_bytes={limit}"
+                    )
+                futures.append(produce(topic, body, key, headers))
+            except BusClosed:
+                raise
+            except MsgBusError as exc:
+                futures.append(ResolvedFuture(exception=exc))
+        return futures
+
+    def _produce(
+        self, topic: str, body: bytes, key: str | None, headers: Mapping[str, str]
+    ) -> Future[None]:
+        """Hand one checked record to librdkafka; its future resolves from the report."""
+        stamp = headers.get(TIMESTAMP)
+        timestamp_ms = 0  # librdkafka: now
+        if stamp is not None and stamp.isdigit():
+            # the publish time travels as the record's own timestamp, not as a header
+            timestamp_ms = int(stamp)
+        # values as bytes: librdkafka would cut a str value at its first NUL character
+        wire = [(name, value.encode()) for name, value in headers.items() if name != TIMESTAMP]
+        if "\x00" in "".join(headers):  # names go to librdkafka as C strings
+            raise ConfigurationError(
+                "a header name holds a NUL character, which librdkafka cannot send"
+            )
+        future = _PublishFuture(topic)
+        try:
+            self._producer.produce(
+                topic, body, key, headers=wire, timestamp=timestamp_ms, on_delivery=future.reported
+            )
+        except BufferError:
+            self._produce_when_room(topic, body, key, wire, timestamp_ms, future)
+        except Exception as exc:
+            raise translate_error(exc, f"publishing to Kafka topic {topic!r}") from exc
+        return future
+
+    def _produce_when_room(
+        self,
+        topic: str,
+        body: bytes,
+        key: str | None,
+        wire: list[tuple[str, bytes]],
+        timestamp_ms: int,
+        future: _PublishFuture,
+    ) -> None:
+        """librdkafka's queue is full: wait for room (bounded by ``delivery_timeout_ms``)."""
+        deadline = time.monotonic() + self.options.delivery_timeout_ms / 1000
+        while True:
+            if self._closed:
+                raise BusClosed("the Kafka backend is closed")
+            with self._round_done:  # the poll thread drains the queue; wait for a round
+                self._round_done.wait(POLL_MS / 1000)
+            try:
+                self._producer.produce(
+                    topic,
+                    body,
+                    key,
+                    headers=wire,
+                    timestamp=timestamp_ms,
+                    on_delivery=future.reported,
+                )
+                return
+            except BufferError as exc:
+                if time.monotonic() >= deadline:
+                    raise BrokerUnavailable(
+                        f"publishing to Kafka topic {topic!r}: librdkafka's queue stayed full "
+                        f"for {self.options.delivery_timeout_ms} ms"
+                    ) from exc
+            except Exception as exc:
+                raise translate_error(exc, f"publishing to Kafka topic {topic!r}") from exc
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every publish so far has resolved; ``TimeoutError`` if not in time."""
+        if self._closed:
+            raise BusClosed("the Kafka backend is closed")
+        self._flush(timeout)
+
+    def _flush(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        left = self._producer.flush(-1 if timeout is None else timeout)
+        if left:
+            raise TimeoutError(f"{left} Kafka publishes not confirmed within {timeout}s")
+        # the queue is empty; the poll thread may still be running the callbacks of reports it
+        # took: the end of its current round means they ran
+        if not self._poller.is_alive():
+            return
+        with self._round_done:
+            start = self._rounds
+            while self._rounds == start and self._poller.is_alive():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"Kafka publishes not confirmed within {timeout}s")
+                self._round_done.wait(remaining)
+
+    # ------------------------------------------------------------------ subscribing
+
+    def subscribe(
+        self, topic: str, group: str | None, *, prefetch: int, from_beginning: bool = False
+    ) -> Subscription:
+        """Join ``group`` on ``topic`` and return once its partitions are positioned.
+
+        Creates the topic if needed (or raises :class:`~msgbus.TopicNotFound`). ``group=None``
+        gives a private, group-less member owning every partition. Raises
+        :class:`~msgbus.BrokerUnavailable` if the group is not joined within
+        ``subscribe_timeout_ms``. Thread-safe.
+        """
+        self._check_subscribe(topic, prefetch)
+        return self._start_subscription(
+            _ConfluentSubscription(self, topic, group, prefetch, from_beginning)
+        )
+
+    def consumer_config(self, group_id: str | None) -> dict[str, Any]:
+        """librdkafka settings of a subscription's consumer (``group_id`` None: private)."""
+        opts = self.options
+        config = self._config()
+        config.update(
+            {
+                "group.id": group_id or f"msgbus-private-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": opts.auto_offset_reset,
+                "session.timeout.ms": opts.session_timeout_ms,
+                "heartbeat.interval.ms": opts.heartbeat_interval_ms,
+                "fetch.wait.max.ms": opts.fetch_max_wait_ms,
+                "max.poll.interval.ms": max(60000, 2 * opts.revoke_timeout_ms + 10000),
+                "max.partition.fetch.bytes": max(1024 * 1024, opts.max_message_bytes + HEADROOM),
+                "allow.auto.create.topics": False,
+            }
+        )
+        return config
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush publishes (up to ``timeout``), close subscriptions, producer and clients.
+
+        Idempotent. Unsettled deliveries of the subscriptions go back to their groups.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._close_subscriptions():
+            return
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            self._flush(remaining)
+        except TimeoutError:
+            log.error("Kafka backend closed with publishes not yet confirmed")
+        self._polling = False
+        self._poller.join(POLL_MS / 1000 + 5)
+        self._producer.poll(0)  # the last reports, if the flush ran out of time
+        with self._probe_lock:
+            if self._probe is not None:
+                try:
+                    self._probe.close()
+                except Exception as exc:
+                    log.debug("closing the probe consumer: %s", exc)
+                self._probe = None
+        with self._topics_lock:
+            self._admin = None
+
+
+class _PublishFuture(PendingFuture):
+    """The future ``publish`` returns, resolved from its delivery report (poll thread)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self._topic = topic
+
+    def reported(self, error: KafkaError | None, message: Message) -> None:
+        """librdkafka's delivery report: acknowledged, or failed with ``error``."""
+        if error is None:
+            settle_future(self, None)
+        else:
+            settle_future(
+                self, translate_error(error, f"publishing to Kafka topic {self._topic!r}")
+            )
+
+
+# --------------------------------------------------------------------------- consuming
+
+
+class _ConfluentSubscription(KafkaSubscriptionBase):
+    """A member of ``group`` on ``topic`` (see the package docstring).
+
+    One thread (``msgbus-kafka ...``) owns the ``Consumer``: it polls, runs the rebalance
+    callbacks, commits. ``receive`` only takes deliveries from its buffer, so any thread may
+    call it; ``ack``/``nack`` (any thread) only update offset bookkeeping under a lock.
+    """
+
+    _backend: ConfluentKafkaBackend
+
+    def __init__(
+        self,
+        backend: ConfluentKafkaBackend,
+        topic: str,
+        group: str | None,
+        prefetch: int,
+        from_beginning: bool,
+    ) -> None:
+        super().__init__(backend, topic, group, prefetch, from_beginning)
+        self._consumer: Consumer | None = None
+
+    def start(self) -> None:
+        """Create the consumer, join and position; return when ready (or raise)."""
+        backend, opts = self._backend, self._options
+        where = f"subscribing to Kafka topic {self.topic!r}"
+        group_id = None if self.group is None else opts.group_id(self.group, self.topic)
+        config = backend.consumer_config(group_id)
+        config["on_commit"] = self._on_committed
+        try:
+            consumer = Consumer(config)
+            self._consumer = consumer
+            if self.group is None:
+                self._assign_all(consumer)
+            else:
+                consumer.subscribe(
+                    [self.topic],
+                    on_assign=self._on_assign,
+                    on_revoke=self._on_revoke,
+                    on_lost=self._on_lost,
+                )
+        except MsgBusError:
+            raise
+        except Exception as exc:
+            raise translate_error(exc, where) from exc
+        self._start_thread(where)
+
+    def _assign_all(self, consumer: Consumer) -> None:
+        """Private member: own every partition, positioned at the start (no group)."""
+        count = self._backend._partition_counts.get(self.topic)
+        if not count:
+            raise TopicNotFound(f"Kafka topic {self.topic!r} has no partitions")
+        keys = [(self.topic, p) for p in range(count)]
+        starts = self._backend.start_offsets(keys, earliest=self._earliest)
+        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in keys])
+        for key in keys:
+            self._states[key] = PartitionState(key, key[1], starts[key], starts[key])
+        self._ready = True
+
+    # ------------------------------------------------------------------ consumer thread
+
+    def _step(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        self._commit(consumer, sync=False)
+        self._poll(consumer)
+
+    def _poll(self, consumer: Consumer) -> None:
+        with self._lock:
+            room = self._room()
+        if room <= 0:
+            # Window full. Pausing would make librdkafka drop what it prefetched (and fetch
+            # it again on resume), so the consumer is only paused once a whole window waits
+            # beyond it; until then one record per round is taken while callbacks
+            # (rebalances, commits) are served, and receive() keeps to the window.
+            if -room >= self._prefetch and not self._flow_paused:
+                self._flow_paused = True
+                consumer.pause(consumer.assignment())
+            self._wait_for_space()
+            messages = consumer.consume(1, 0)
+        else:
+            if self._flow_paused:
+                self._flow_paused = False
+                consumer.resume(consumer.assignment())
+            # consume(n, t) waits until n messages or t has passed; poll returns on the first
+            messages = consumer.consume(room, 0)
+            if not messages:
+                first = consumer.poll(POLL_MS / 1000)
+                if first is None:
+                    return
+                messages = [first]
+                if room > 1:
+                    messages.extend(consumer.consume(room - 1, 0))
+        if messages:
+            self._ingest(messages)
+
+    def _ingest(self, messages: list[Message]) -> None:
+        settle = self._settle
+        added = 0
+        with self._lock:
+            states, append = self._states, self._buffer.append
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.fatal() or error.code() in _AUTH:
+                        raise KafkaException(error)
+                    if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                        raise KafkaException(error)
+                    log.info("%r: %s", self, error.str())
+                    continue
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                state = states.get((topic, partition))
+                if state is None or state.dead or offset < state.next_offset:
+                    continue  # revoked, or already handed out
+                state.order.append(offset)  # = state.add(offset), inlined (hot loop)
+                state.next_offset = offset + 1
+                # = record_headers(...), inlined (hot loop)
+                raw_headers = message.headers()
+                headers: dict[str, str] = (
+                    {
+                        name: value.decode("utf-8", "replace") if value else ""
+                        for name, value in raw_headers
+                    }
+                    if raw_headers
+                    else {}
+                )
+                kind, stamp = message.timestamp()
+                if kind != TIMESTAMP_NOT_AVAILABLE and stamp >= 0 and TIMESTAMP not in headers:
+                    headers[TIMESTAMP] = str(stamp)
+                key = message.key()
+                value = message.value()
+                append(
+                    Delivery(
+                        topic,
+                        value if value is not None else b"",
+                        headers,
+                        key.decode("utf-8", "replace") if key is not None else None,
+                        settle,
+                        native_id=f"{topic}/{partition}/{offset}",
+                        token=(state, offset),
+                    )
+                )
+                added += 1
+            if added:
+                self._cond.notify_all()
+
+    def _commit(self, consumer: Consumer, *, sync: bool) -> None:
+        """Commit the commit points of partitions whose settled offsets moved on."""
+        points = self._take_commits()
+        if not points:
+            return
+        offsets = [TopicPartition(t, p, point) for (t, p), point in points.items()]
+        if sync:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        else:
+            consumer.commit(offsets=offsets, asynchronous=True)
+
+    def _on_committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            log.info("%r: offset commit failed (%s); it is retried with the next one", self, error)
+            self._commit_failed([(tp.topic, tp.partition) for tp in partitions])
+
+    # ------------------------------------------------------------------ rebalance callbacks
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Position the assigned partitions (committed offset, else the start of a new
+        group, committed at once), then assign them. Consumer thread, inside ``poll``."""
+        try:
+            self._position(consumer, partitions)
+        except Exception as exc:
+            error = translate_error(exc, f"joining group {self.group!r} on {self.topic!r}")
+            log.warning("%r: positioning the assignment failed: %s", self, error)
+            if isinstance(error, AuthenticationError | TopicNotFound):
+                self._fail(error)
+            raise
+
+    def _position(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        timeout = self._options.request_timeout_ms / 1000
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in (consumer.committed(partitions, timeout=timeout) if partitions else [])
+        }
+        fresh = [k for k in keys if committed.get(k, OFFSET_INVALID) < 0]
+        starts = self._backend.start_offsets(fresh, earliest=self._earliest)
+        stored = False
+        if starts:
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in starts.items()],
+                    asynchronous=False,
+                )
+                stored = True
+            except KafkaException as exc:  # the next commit stores it
+                log.info("%r: could not store start offsets yet: %s", self, exc)
+        positioned = []
+        with self._cond:
+            for key in keys:
+                if key in starts:
+                    start = starts[key]
+                    state = PartitionState(key, key[1], start, start if stored else None)
+                    if not stored:
+                        self._dirty.add(state)
+                else:
+                    start = committed[key]
+                    state = PartitionState(key, key[1], start, start)
+                self._states[key] = state
+                positioned.append(TopicPartition(key[0], key[1], start))
+        consumer.assign(positioned)
+        if self._flow_paused and positioned:
+            consumer.pause(positioned)
+        with self._cond:
+            self._ready = True
+            self._cond.notify_all()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._release(consumer, partitions, lost=False)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._release(consumer, partitions, lost=True)
+
+    def _release(self, consumer: Consumer, partitions: list[TopicPartition], *, lost: bool) -> None:
+        """Stop handing out records of ``partitions``, wait up to ``revoke_timeout_ms`` for
+        their in-flight deliveries, commit (unless ``lost``), let them go."""
+        states, wait = self._revoke_begin(
+            [(tp.topic, tp.partition) for tp in partitions], lost=lost
+        )
+        if states:
+            deadline = time.monotonic() + wait
+            with self._space:
+                self._space_waiting = True
+                while self._revoke_busy_locked(states):
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._space.wait(min(remaining, 0.05))  # settles notify; recheck requeues
+                self._space_waiting = False
+            points = self._revoke_finish(states, wait)
+            if points and not lost:
+                try:
+                    consumer.commit(
+                        offsets=[TopicPartition(t, p, o) for (t, p), o in points.items()],
+                        asynchronous=False,
+                    )
+                except KafkaException as exc:
+                    log.warning(
+                        "%r: commit on rebalance failed (%s); expect redeliveries", self, exc
+                    )
+        try:
+            consumer.unassign()
+        except KafkaException as exc:
+            log.debug("%r: unassign: %s", self, exc)
+
+    @staticmethod
+    def _revoke_busy_locked(states: list[PartitionState]) -> bool:
+        return any(state.inflight for state in states)
+
+    # ------------------------------------------------------------------ closing
+
+    def _commit_now(self) -> None:
+        if self._consumer is not None:
+            self._commit(self._consumer, sync=True)
+
+    def _close_consumer(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
