@@ -155,6 +155,8 @@ DEFAULT_PORT = 61613
 DEFAULT_SSL_PORT = 61612
 TOPIC_PREFIX = "VirtualTopic."
 RENAMED_PREFIX = "msgbus-h-"
+SCHEDULED_DELAY = "AMQ_SCHEDULED_DELAY"
+"""ActiveMQ's header for a delivery delay in milliseconds (needs the broker's scheduler)."""
 MARKER_HEADER = "msgbus-marker"
 """Header of the empty message each group subscription sends to its own queue (see on_up)."""
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -1105,6 +1107,56 @@ class ActiveMQBackend(Backend):
         :class:`~msgbus.PublishError` (ERROR frame) or :class:`~msgbus.BrokerUnavailable`.
         Thread-safe.
         """
+        return self._send(topic, body, key, headers, None)
+
+    def publish_delayed(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """:meth:`publish` with ``AMQ_SCHEDULED_DELAY`` (milliseconds): ActiveMQ's scheduler
+        (``schedulerSupport="true"`` on the broker, as in the test harness) keeps the message
+        until then, persistently. A broker without the scheduler delivers it at once."""
+        return self._send(topic, body, key, headers, {SCHEDULED_DELAY: str(round(delay * 1000))})
+
+    durable_retries = True
+
+    def publish_retry(
+        self,
+        topic: str,
+        group: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """Send to ``group``'s own queue with ``AMQ_SCHEDULED_DELAY`` (the scheduler keeps it
+        persistently until due): ``retry_mode="durable"``."""
+        _check_name("group", group)
+        return self._send(
+            topic,
+            body,
+            key,
+            headers,
+            {SCHEDULED_DELAY: str(round(delay * 1000))},
+            destination=group_destination(topic, group),
+        )
+
+    def _send(
+        self,
+        topic: str,
+        body: bytes,
+        key: str | None,
+        headers: Mapping[str, str],
+        extra: dict[str, str] | None,
+        *,
+        destination: str | None = None,
+    ) -> Future[None]:
         check_publish(
             "ActiveMQ",
             closed=self._closed,
@@ -1116,7 +1168,10 @@ class ActiveMQBackend(Backend):
         wire = wire_headers(headers, key)
         if self.options.persistent:
             wire["persistent"] = "true"
-        return self._publisher.publish(topic_destination(topic), bytes(body), wire)
+        if extra:
+            wire.update(extra)
+        target = destination or topic_destination(topic)
+        return self._publisher.publish(target, bytes(body), wire)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every publish so far is confirmed or failed; TimeoutError if not."""
@@ -1148,6 +1203,16 @@ class ActiveMQBackend(Backend):
             sub.close()
             raise BusClosed("the ActiveMQ backend is closed")
         return sub
+
+    def browse(self, topic: str, group: str, *, prefetch: int) -> Subscription:
+        """Browse ``group``'s queue without consuming (see :mod:`.activemq_browse`)."""
+        from msgbus.backends.activemq_browse import QueueBrowser
+
+        if self._closed:
+            raise BusClosed("the ActiveMQ backend is closed")
+        browser = QueueBrowser(self, topic, group, prefetch)
+        browser.link.open()
+        return browser
 
     def forget(self, sub: _ActiveMQSubscription) -> None:
         """Drop a closed subscription from the backend's set (called by the subscription)."""

@@ -117,6 +117,7 @@ from msgbus.backendkit import (
 )
 from msgbus.backendkit.amqp import from_amqp, to_amqp
 from msgbus.backendkit.fastpath import load_fast_path
+from msgbus.deadletters import store_queue_name
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
@@ -245,8 +246,8 @@ class _KombuSubscription(Subscription):
         self.group = group
         self.backend = backend
         self.prefetch = max(1, prefetch)
-        if group is not None:
-            name = f"{topic}.{group}"
+        if group is not None:  # the dead-letter store's queue is <t>.dlq itself
+            name = store_queue_name(topic, group) or f"{topic}.{group}"
         else:
             name = f"{topic}.private-{uuid.uuid4().hex[:12]}"
         self.queue = Queue(

@@ -376,5 +376,10 @@ class MemoryBackend(Backend):
         """Messages waiting in ``group``'s queue (see :meth:`Backend.consumer_lag`)."""
         return self.broker.backlog(topic, group)
 
+    def topics(self) -> list[str]:
+        """Every topic that has (or had) a group on this broker."""
+        with self.broker.lock:
+            return sorted(self.broker.topics)
+
     def describe(self) -> str:
         return f"memory broker {self.broker.name or '(default)'!r} (in-process)"

@@ -137,6 +137,7 @@ from msgbus.backendkit import (
 )
 from msgbus.backendkit.amqp import SHORTSTR, from_amqp, to_amqp
 from msgbus.backendkit.fastpath import load_fast_path
+from msgbus.deadletters import store_queue_name
 from msgbus.envelope import new_message_id
 from msgbus.errors import (
     AuthenticationError,
@@ -188,8 +189,9 @@ class RabbitMQOptions:
 
 
 def group_queue(topic: str, group: str) -> str:
-    """The durable queue of consumer group ``group`` on ``topic``: ``<topic>.<group>``."""
-    return f"{topic}.{group}"
+    """The durable queue of consumer group ``group`` on ``topic``: ``<topic>.<group>``; the
+    dead-letter store (group ``msgbus-dlq`` of ``<t>.dlq``) is the queue ``<t>.dlq``."""
+    return store_queue_name(topic, group) or f"{topic}.{group}"
 
 
 # --------------------------------------------------------------------------- headers
@@ -262,10 +264,18 @@ def _reason(exc: BaseException | None) -> str:
 class _Entry(Outgoing):
     """One publish on its way: queued, then on the wire until confirmed."""
 
-    __slots__ = ("body", "first_nack", "props", "returned", "routing_key")
+    __slots__ = ("body", "first_nack", "mandatory", "props", "returned", "routing_key")
 
-    def __init__(self, future: Future[None], routing_key: str, body: bytes, props: Any) -> None:
+    def __init__(
+        self,
+        future: Future[None],
+        routing_key: str,
+        body: bytes,
+        props: Any,
+        mandatory: bool = False,
+    ) -> None:
         super().__init__(future)
+        self.mandatory = mandatory
         self.routing_key = routing_key
         self.body = body
         self.props = props
@@ -945,14 +955,20 @@ class RabbitMQBackend(Backend):
 
     def _publish_batch(self, channel: Any, batch: deque[_Entry]) -> None:
         exchange = self.options.exchange
-        mandatory = self.options.mandatory
+        mandatory = self.options.mandatory  # or per message (dead letters, retries)
         window = self._window
         record = window.record
         tags = self._tags
         publish = channel.basic_publish
         for index, entry in enumerate(batch):
             try:
-                publish(exchange, entry.routing_key, entry.body, entry.props, mandatory)
+                publish(
+                    exchange,
+                    entry.routing_key,
+                    entry.body,
+                    entry.props,
+                    mandatory or entry.mandatory,
+                )
             except Exception as exc:
                 rest = list(itertools.islice(batch, index, None))
                 if isinstance(exc, pika.exceptions.AMQPError):
@@ -1025,10 +1041,23 @@ class RabbitMQBackend(Backend):
 
     # ---------------------------------------------------------------- SPI
 
-    def publish(
+    def publish_routed(
         self, topic: str, body: bytes, *, key: str | None, headers: Mapping[str, str]
     ) -> Future[None]:
+        """:meth:`publish` with ``mandatory`` set: an unroutable message fails its future."""
+        return self.publish(topic, body, key=key, headers=headers, mandatory=True)
+
+    def publish(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        mandatory: bool | None = None,
+    ) -> Future[None]:
         """Queue ``body`` for the I/O thread; the future resolves on the broker's confirm.
+        ``mandatory`` (None: the option of that name) fails it if no queue took it.
 
         A full window (``max_in_flight``) and an outage behave as
         :mod:`msgbus.backendkit.window` says. Raises :class:`~msgbus.MessageTooLarge`,
@@ -1048,7 +1077,13 @@ class RabbitMQBackend(Backend):
             raise ConfigurationError(f"invalid RabbitMQ routing key (topic) {topic[:40]!r}")
         props = _properties(with_message_id(headers), key, self._delivery_mode)
         future: Future[None] = PendingFuture()  # no Condition unless someone waits
-        entry = _Entry(future, topic, body if type(body) is bytes else bytes(body), props)
+        entry = _Entry(
+            future,
+            topic,
+            body if type(body) is bytes else bytes(body),
+            props,
+            bool(mandatory),  # None: the option, applied per batch
+        )
         if not self._window.admit(entry, block=not self.on_io_thread()):
             return future
         with self._lock:
@@ -1107,6 +1142,28 @@ class RabbitMQBackend(Backend):
                 ) from None
             raise exc from None
         return sub
+
+    durable_retries = True
+
+    def publish_retry(
+        self,
+        topic: str,
+        group: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """``retry_mode="durable"``: through a delay queue back to the group's queue (see
+        :mod:`.rabbitmq_retry`)."""
+        from msgbus.backends.rabbitmq_retry import RetryQueues
+
+        with self._lock:
+            queues = self.__dict__.setdefault("_retry_queues", RetryQueues(self))
+        return queues.publish(
+            group_queue(topic, group), body, key=key, headers=headers, delay=delay
+        )
 
     def retry_subscription(self, sub: _RabbitSubscription, delay: float) -> None:
         """I/O thread: set ``sub`` up again after ``delay`` seconds (if still wanted)."""

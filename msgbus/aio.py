@@ -288,6 +288,7 @@ class AsyncBus:
         from_beginning: bool = False,
         dead_letter: bool = True,
         handler_timeout: float | None = None,
+        retry_mode: str = "local",
     ) -> Any:
         """Register ``handler`` for ``topic``; usable as ``@bus.subscribe(topic, ...)``.
 
@@ -320,6 +321,7 @@ class AsyncBus:
             "prefetch": prefetch,
             "from_beginning": from_beginning,
             "dead_letter": dead_letter,
+            "retry_mode": retry_mode,
         }
 
         def register(fn: F) -> F:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from msgbus.errors import BusClosed, MsgBusError
+from msgbus.errors import BusClosed, MsgBusError, NotSupported
 
 if TYPE_CHECKING:
     from msgbus.url import BusURL
@@ -234,6 +234,74 @@ class Backend(ABC):
 
         Idempotent.
         """
+
+    def publish_routed(
+        self, topic: str, body: bytes, *, key: str | None, headers: Mapping[str, str]
+    ) -> Future[None]:
+        """Like :meth:`publish`, but the future fails with :class:`~msgbus.PublishError`
+        when no group's storage took the message (AMQP ``mandatory``) instead of the broker
+        dropping it. Used for dead letters (:mod:`msgbus.deadletters`).
+
+        The default is :meth:`publish`: right for backends whose topics keep every message
+        (a log) or that cannot tell; backends that can tell override it.
+        """
+        return self.publish(topic, body, key=key, headers=headers)
+
+    def browse(self, topic: str, group: str, *, prefetch: int) -> Subscription | None:
+        """A subscription that reads ``group``'s waiting messages on ``topic`` without
+        consuming them and ends (``receive`` returns ``[]`` at once) after the snapshot; None
+        (the default) where the broker has no browser. Settling its deliveries does nothing."""
+        return None
+
+    def publish_delayed(
+        self,
+        topic: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """Like :meth:`publish`, but the broker delivers the message ``delay`` seconds from
+        now (the future resolves once the broker holds it). The default raises
+        :class:`~msgbus.NotSupported`: only backends whose broker schedules natively
+        override it."""
+        raise NotSupported(f"{self.describe()} cannot delay a message natively (publish delay=...)")
+
+    durable_retries: ClassVar[bool] = False
+    """True when :meth:`publish_retry` is implemented (``retry_mode="durable"``)."""
+
+    def publish_retry(
+        self,
+        topic: str,
+        group: str,
+        body: bytes,
+        *,
+        key: str | None,
+        headers: Mapping[str, str],
+        delay: float,
+    ) -> Future[None]:
+        """Hand a message of ``topic`` back to the broker for redelivery to ``group`` only,
+        ``delay`` seconds from now; the future resolves once the broker holds it durably.
+        The default raises :class:`~msgbus.NotSupported` (see ``durable_retries``)."""
+        raise NotSupported(f"{self.describe()} has no native delayed redelivery")
+
+    def topics(self) -> list[str] | None:
+        """The topics the broker knows (for tools such as ``msgbus dlq list``), or None (the
+        default) where the broker cannot enumerate them cheaply (AMQP, STOMP)."""
+        return None
+
+    def ensure_group(self, topic: str, group: str) -> None:
+        """Make the durable consumer ``group`` of ``topic`` exist without consuming: messages
+        published after this returns are kept for it until a member reads them.
+
+        The default does nothing where ``features.replay`` (a log keeps every record; the
+        group reads it ``from_beginning``) and otherwise subscribes and closes at once (the
+        durable group queue stays). Raises what :meth:`subscribe` raises.
+        """
+        if self.features.replay:
+            return
+        self.subscribe(topic, group, prefetch=1).close()
 
     def describe(self) -> str:
         """A one-line description for logs and reports; never contains a password."""

@@ -17,16 +17,16 @@ from concurrent.futures import Future
 from types import FrameType
 from typing import Any, TypeVar
 
-from msgbus import secrets
+from msgbus import cloudevents, secrets
 from msgbus.backend import Backend, ResolvedFuture
 from msgbus.consumer import Consumer, Handler, HandlerRunner, SubscriptionSpec
 from msgbus.envelope import check_topic, encode
-from msgbus.errors import BusClosed, ConfigurationError, MsgBusError
+from msgbus.errors import BusClosed, ConfigurationError, MsgBusError, NotSupported
 from msgbus.health import BusHealth, HealthRecord, bus_health
 from msgbus.lag import LagReader
 from msgbus.registry import load_backend
 from msgbus.retry import RetryPolicy
-from msgbus.serialization import get_codec
+from msgbus.serialization import Codec, get_codec
 from msgbus.telemetry import split_options, telemetry_for
 from msgbus.url import BusURL
 
@@ -137,13 +137,17 @@ class Bus:
         correlation_id: str | None = None,
         message_id: str | None = None,
         codec: str | None = None,
+        delay: float | None = None,
     ) -> Future[None]:
         """Serialize ``payload`` and send it to ``topic``; return a future.
 
         The future resolves once the broker holds the message durably (as durable as the
         backend is), or fails with :class:`~msgbus.PublishError` /
         :class:`~msgbus.BrokerUnavailable`. Messages with the same ``key`` keep their order.
-        ``codec`` names a registered codec (default: ``bytes`` for bytes, else ``json``).
+        ``codec`` names a registered codec (default: ``bytes`` for bytes, else ``json``), or
+        is ``"cloudevents"``: a CloudEvent in binary mode (see :mod:`msgbus.cloudevents`).
+        ``delay`` (seconds) schedules the delivery where the broker does so natively
+        (ActiveMQ's scheduler); elsewhere it raises :class:`~msgbus.NotSupported`.
         Raises at once :class:`~msgbus.SerializationError`, :class:`~msgbus.ReservedHeader`,
         :class:`~msgbus.MessageTooLarge`, :class:`~msgbus.ConfigurationError` (bad topic or
         key) or :class:`~msgbus.BusClosed`. Thread-safe.
@@ -153,13 +157,20 @@ class Bus:
         check_topic(topic)
         if key is not None and not isinstance(key, str):
             raise ConfigurationError(f"key must be a str or None, not {type(key).__name__}")
+        as_event = codec == cloudevents.CODEC
         body, wire = encode(
             payload,
-            codec=codec,
+            codec=None if as_event else codec,
             headers=headers,
             correlation_id=correlation_id,
             message_id=message_id,
         )
+        if as_event:
+            cloudevents.bind(wire, topic=topic, prefix=cloudevents.prefix_for(self.backend))
+        if delay is not None:
+            if not isinstance(delay, int | float) or delay < 0:
+                raise ConfigurationError(f"delay must be a number of seconds >= 0, not {delay!r}")
+            return self.backend.publish_delayed(topic, body, key=key, headers=wire, delay=delay)
         return self._send(topic, body, key=key, headers=wire)
 
     def publish_many(
@@ -235,6 +246,7 @@ class Bus:
         from_beginning: bool = False,
         dead_letter: bool = True,
         runner: HandlerRunner | None = None,
+        retry_mode: str = "local",
     ) -> Any:
         """Register ``handler`` for ``topic``; usable as ``@bus.subscribe(topic, ...)``.
 
@@ -246,12 +258,19 @@ class Bus:
           ``<topic>.dlq`` with ``msgbus-dlq-*`` headers and is acknowledged. Raise
           :class:`~msgbus.Reject` to dead-letter at once. ``dead_letter=False`` drops it
           instead.
-        - ``codec``: how to decode bodies that carry no content type (default: leave bytes).
+        - ``codec``: how to decode bodies that carry no content type (default: leave bytes;
+          ``"cloudevents"``: JSON, the CloudEvents default for events without one).
         - ``prefetch``: unacknowledged messages held at once (default 256).
         - ``from_beginning``: a new group starts at the oldest retained message (backends
           with ``features.replay`` only).
         - ``runner``: for facades such as ``msgbus.aio``: the handler runs there instead of
           on worker threads (see :class:`~msgbus.consumer.HandlerRunner`).
+        - ``retry_mode``: ``"local"`` (default) waits out a retry's backoff in this process;
+          ``"durable"`` hands the message back to the broker, which redelivers it to the
+          group after the backoff (:meth:`~msgbus.backend.Backend.publish_retry`), so a long
+          backoff holds no memory and survives a restart of the consumer. Needs a ``group``
+          and a backend that does it natively (ActiveMQ, RabbitMQ); elsewhere
+          :class:`~msgbus.NotSupported`.
 
         If the bus is already started, the subscription starts before this returns.
         Returns the handler (or a decorator when ``handler`` is None).
@@ -266,6 +285,16 @@ class Bus:
         policy = retry or RetryPolicy(
             max_attempts=max_attempts, backoff=backoff, max_backoff=max_backoff
         )
+        if retry_mode not in ("local", "durable"):
+            raise ConfigurationError(f"retry_mode must be 'local' or 'durable', not {retry_mode!r}")
+        if retry_mode == "durable":
+            if group is None:
+                raise ConfigurationError("retry_mode='durable' needs a group")
+            if not self.backend.durable_retries:
+                raise NotSupported(
+                    f"{self.backend.describe()} has no native delayed redelivery: "
+                    "retry_mode='durable' is not supported"
+                )
         fetch_limit = DEFAULT_PREFETCH if prefetch is None else prefetch
         if fetch_limit < 1:
             raise ConfigurationError("prefetch must be at least 1")
@@ -279,11 +308,12 @@ class Bus:
                 group=group,
                 concurrency=concurrency,
                 retry=policy,
-                codec=get_codec(codec) if codec is not None else None,
+                codec=_declared_codec(codec),
                 prefetch=max(fetch_limit, concurrency),
                 from_beginning=from_beginning,
                 dead_letter=dead_letter,
                 runner=runner,
+                retry_mode=retry_mode,
             )
             with self._lock:
                 if self._closed:
@@ -426,3 +456,10 @@ class Bus:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _declared_codec(name: str | None) -> Codec | None:
+    """The codec a subscription declares for bodies without a content type."""
+    if name is None:
+        return None
+    return get_codec("json" if name == cloudevents.CODEC else name)

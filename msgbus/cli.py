@@ -7,6 +7,7 @@
                    [--metrics-port N [--metrics-host H]]   # Prometheus /metrics
     msgbus broker start kafka|rabbitmq|activemq|redis [--port N]   (test brokers)
     msgbus bench run|report ...                                    (comparison benchmark)
+    msgbus dlq list|show|redrive|purge URL TOPIC ...               (dead-letter operations)
     msgbus NAME ...    any other subcommand: the entry-point group ``msgbus.commands``
 
 Exit status: 0 on success, 1 on any failure (printed as one line, ``msgbus: error: ...``,
@@ -75,6 +76,7 @@ _OWN = ("publish", "consume")
 _COMMAND_HELP = {
     "broker": "run a real broker for development (see: msgbus broker -h)",
     "bench": "the broker comparison benchmark (see: msgbus bench -h)",
+    "dlq": "list, show, redrive, purge dead letters (see: msgbus dlq -h)",
 }
 
 _EXTRAS = {

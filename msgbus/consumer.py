@@ -20,10 +20,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from msgbus.backend import Delivery, Subscription
+from msgbus.deadletters import DeadLetterSink
 from msgbus.envelope import decode
 from msgbus.errors import BrokerUnavailable, DecodeError, MsgBusError, Reject
 from msgbus.health import HealthRecord, SubscriptionHealth, subscription_health
 from msgbus.message import (
+    ATTEMPT,
     CONTENT_TYPE,
     DLQ_ATTEMPTS,
     DLQ_CONTENT_TYPE,
@@ -62,7 +64,6 @@ class HandlerRunner(Protocol):
         """Take ``works`` (runnable now, at most ``concurrency`` in flight); must not block."""
 
 
-DEAD_LETTER_SUFFIX = ".dlq"
 DEAD_LETTER_TIMEOUT = 30.0
 
 
@@ -80,6 +81,7 @@ class SubscriptionSpec:
     from_beginning: bool
     dead_letter: bool
     runner: HandlerRunner | None = None
+    retry_mode: str = "local"
 
     @property
     def name(self) -> str:
@@ -96,7 +98,8 @@ class _Work:
         self.delivery = delivery
         self.lane = lane
         self.message: Message | None = None
-        self.attempt = 1
+        again = delivery.headers.get(ATTEMPT)  # redelivered by a durable retry
+        self.attempt = int(again) if again is not None and again.isdigit() else 1
         self.dead_error: BaseException | None = None
         self.error: BaseException | None = None  # of the last attempt, for telemetry
         self.outcome: str | None = None  # of the last attempt: ack, retry, dead_letter, ...
@@ -116,7 +119,7 @@ class Consumer:
         self.backend = backend
         self.spec = spec
         self.telemetry = telemetry
-        self._publish = backend.publish if telemetry is None else telemetry.sender(backend)
+        self._dead_letters = DeadLetterSink(backend)
         self.health_record = HealthRecord()
         self.subscription: Subscription | None = None
         self._cond = threading.Condition()
@@ -443,7 +446,32 @@ class Consumer:
         )
         work.attempt += 1
         work.outcome = "retry"
+        if spec.retry_mode == "durable":  # a fixed delay per level: one broker queue each
+            return self._retry_durably(work, spec.retry.without_jitter().delay(work.attempt - 1))
         return delay
+
+    def _retry_durably(self, work: _Work, delay: float) -> float | None:
+        """Hand the message to the broker for redelivery after ``delay``; ack it once the
+        broker holds it. If that fails, retry locally (return ``delay``)."""
+        delivery = work.delivery
+        headers = dict(delivery.headers)
+        headers[ATTEMPT] = str(work.attempt)
+        spec = self.spec
+        assert spec.group is not None
+        try:
+            self.backend.publish_retry(
+                spec.topic,
+                spec.group,
+                delivery.body,
+                key=delivery.key,
+                headers=headers,
+                delay=delay,
+            ).result(timeout=DEAD_LETTER_TIMEOUT)
+        except Exception as exc:  # not safe with the broker: keep it here
+            log.warning("%s: durable retry failed (%s); retrying locally", spec.name, exc)
+            return delay
+        self._settle(delivery, ack=True)
+        return None
 
     def _dead_letter(self, work: _Work, error: BaseException) -> float | None:
         spec = self.spec
@@ -461,9 +489,9 @@ class Consumer:
         if isinstance(error, DecodeError) and CONTENT_TYPE in headers:
             headers[DLQ_CONTENT_TYPE] = headers[CONTENT_TYPE]
             headers[CONTENT_TYPE] = "application/octet-stream"
-        try:
-            future = self._publish(
-                spec.topic + DEAD_LETTER_SUFFIX, delivery.body, key=delivery.key, headers=headers
+        try:  # the store exists before the first dead letter; the publish must be routed
+            future = self._dead_letters.send(
+                spec.topic, delivery.body, key=delivery.key, headers=headers, publish=self._send
             )
             future.result(timeout=DEAD_LETTER_TIMEOUT)
         except Exception as exc:  # the dead letter is not safe yet: keep the message
@@ -480,6 +508,14 @@ class Consumer:
         work.outcome = "dead_letter"
         self._settle(delivery, ack=True)
         return None
+
+    def _send(self, topic: str, body: bytes, *, key: str | None, headers: dict[str, str]) -> Any:
+        """``backend.publish_routed``, in a send span when telemetry is active."""
+        send = self.backend.publish_routed
+        telemetry = self.telemetry
+        if telemetry is None or not telemetry.active():
+            return send(topic, body, key=key, headers=headers)
+        return telemetry.publish(send, topic, body, key=key, headers=headers)
 
     def _settle(self, delivery: Delivery, *, ack: bool) -> None:
         try:

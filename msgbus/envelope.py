@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from msgbus import cloudevents
 from msgbus.backend import Delivery
 from msgbus.errors import ConfigurationError, ReservedHeader, SerializationError
 from msgbus.message import (
@@ -147,8 +148,13 @@ def decode(delivery: Delivery, declared: Codec | None) -> Message:
         timestamp = int(stamp) / 1000 if stamp else 0.0
     except ValueError:
         timestamp = 0.0
+    message_id = cloudevents.event_id(headers)  # a CloudEvent's id wins (msgbus sets both)
+    if message_id is None:
+        message_id = headers.get(MESSAGE_ID)
+    elif stamp is None:  # a CloudEvent from another producer: its time
+        timestamp = (cloudevents.event_time_ms(headers) or 0) / 1000 or timestamp
     return build_message(
-        headers.get(MESSAGE_ID) or delivery.native_id or "",
+        message_id or delivery.native_id or "",
         delivery.topic,
         payload,
         body,

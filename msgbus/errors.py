@@ -23,6 +23,7 @@ __all__ = [
     "InvalidURL",
     "MessageTooLarge",
     "MsgBusError",
+    "NotSupported",
     "PublishError",
     "Reject",
     "ReservedHeader",
@@ -42,6 +43,10 @@ class MsgBusError(Exception):
 
 class ConfigurationError(MsgBusError, ValueError):
     """The bus was asked for something that cannot be configured; fix the call, not the broker."""
+
+
+class NotSupported(ConfigurationError):
+    """The backend cannot do what was asked natively (e.g. ``publish(..., delay=...)``)."""
 
 
 class InvalidURL(ConfigurationError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "ATTEMPT",
     "CONTENT_TYPE",
     "CORRELATION_ID",
     "DLQ_ATTEMPTS",
@@ -48,6 +49,8 @@ DLQ_ERROR_TYPE = "msgbus-dlq-error-type"
 """On a dead letter: the qualified class name of the last exception."""
 DLQ_ERROR = "msgbus-dlq-error"
 """On a dead letter: the text of the last exception (truncated to 1,000 characters)."""
+ATTEMPT = "msgbus-attempt"
+"""On a message redelivered by a durable retry (``retry_mode="durable"``): its attempt number."""
 DLQ_CONTENT_TYPE = "msgbus-dlq-content-type"
 """On a dead letter that could not be decoded: its original content type (the dead letter
 itself is marked ``application/octet-stream`` so that it can always be read)."""

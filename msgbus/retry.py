@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -36,6 +37,10 @@ class RetryPolicy:
             raise ConfigurationError("multiplier must be at least 1")
         if not 0 <= self.jitter < 1:
             raise ConfigurationError("jitter must be in [0, 1)")
+
+    def without_jitter(self) -> RetryPolicy:
+        """This policy with ``jitter=0`` (a fixed delay per attempt)."""
+        return dataclasses.replace(self, jitter=0.0)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""

@@ -48,6 +48,7 @@ from msgbus.message import (
     MESSAGE_ID,
 )
 from msgbus.testing.aio import BlockingAsyncBus, LoopThread
+from msgbus.testing.deadletters import DeadLetterConformance
 from msgbus.testing.observability import ObservabilityConformance
 from msgbus.testing.recorder import Recorder, drain, wait_until
 
@@ -95,11 +96,13 @@ asyncio.run(main())
 Connect = Callable[..., msgbus.Bus]
 
 
-class BackendConformance(ObservabilityConformance):
+class BackendConformance(DeadLetterConformance, ObservabilityConformance):
     """Reusable conformance tests; subclass with a ``url`` fixture to run them on a backend.
 
     Includes the tracing, metrics and health tests of
-    :class:`~msgbus.testing.observability.ObservabilityConformance`.
+    :class:`~msgbus.testing.observability.ObservabilityConformance` and the dead-letter
+    tests of :class:`~msgbus.testing.deadletters.DeadLetterConformance` (a persistent
+    backend's class overrides its ``restartable_broker`` fixture).
     """
 
     options: ClassVar[dict[str, Any]] = {}
@@ -431,6 +434,64 @@ class BackendConformance(ObservabilityConformance):
         assert letter.headers[DLQ_ATTEMPTS] == "3"
         assert letter.headers[DLQ_ERROR_TYPE] == "builtins.ValueError"
         assert letter.headers[DLQ_ERROR] == "boom 1"
+
+    def test_publish_with_delay_is_scheduled_or_refused(self, url: str, topic: str) -> None:
+        """``publish(..., delay=)`` is delivered no sooner than asked where the broker
+        schedules natively, and refused at once with NotSupported (nothing sent) elsewhere."""
+        arrived: list[float] = []
+        with msgbus.connect(url, **self.options) as bus:
+            rec = Recorder(lambda _msg: arrived.append(time.monotonic()))
+            bus.subscribe(topic, rec, group="delayed")
+            bus.start()
+            sent = time.monotonic()
+            try:
+                future = bus.publish(topic, {"n": 1}, delay=1.0)
+            except msgbus.NotSupported:
+                bus.publish(topic, {"n": 2}).result(self.timeout)
+                assert [m.payload for m in rec.wait_for(1, self.timeout)] == [{"n": 2}]
+                return
+            future.result(self.timeout)
+            (msg,) = rec.wait_for(1, self.timeout)
+        assert msg.payload == {"n": 1}
+        assert arrived[0] - sent >= 0.95, f"delivered after {arrived[0] - sent:.3f}s"
+
+    def test_durable_retry_survives_a_consumer_restart_or_is_refused(
+        self, url: str, topic: str, group: str
+    ) -> None:
+        """``retry_mode="durable"``: a failed attempt goes back to the broker, which
+        redelivers it to the group after the backoff, to a member started after the first one
+        is gone (attempt 2); refused at subscribe with NotSupported where not native."""
+
+        def fail(_msg: msgbus.Message) -> None:
+            raise ValueError("first try")
+
+        first = Recorder(fail)
+        bus = msgbus.connect(url, **self.options)
+        try:
+            try:
+                bus.subscribe(
+                    topic,
+                    first,
+                    group=group,
+                    retry_mode="durable",
+                    retry=msgbus.RetryPolicy(max_attempts=3, backoff=1.0, jitter=0),
+                )
+            except msgbus.NotSupported:
+                return  # refused before anything was subscribed
+            bus.start()
+            sent = time.monotonic()
+            bus.publish(topic, {"n": 1}, message_id="durable-1").result(self.timeout)
+            first.wait_for_attempts(1, self.timeout)
+        finally:
+            bus.close(timeout=self.timeout)  # the retry now waits in the broker, not here
+        assert len(first.attempts) == 1
+        second = Recorder()
+        with msgbus.connect(url, **self.options) as bus:
+            bus.subscribe(topic, second, group=group, retry_mode="durable", backoff=1.0)
+            bus.start()
+            (msg,) = second.wait_for(1, self.timeout)
+        assert msg.id == "durable-1" and msg.attempt == 2 and msg.payload == {"n": 1}
+        assert time.monotonic() - sent >= 0.95
 
     def test_retry_succeeds_without_dead_letter(
         self, connect: Connect, topic: str, group: str

@@ -48,6 +48,11 @@ class TestActiveMQConformance(BackendConformance):
     def url(self, activemq_broker) -> str:  # type: ignore[no-untyped-def]
         return activemq_broker.url
 
+    @pytest.fixture
+    def restartable_broker(self, activemq_broker) -> Any:  # type: ignore[no-untyped-def]
+        require_managed(activemq_broker)
+        return activemq_broker
+
 
 # --------------------------------------------------------------------------- helpers
 
@@ -791,3 +796,36 @@ def test_cli_on_an_unreachable_broker_prints_one_line() -> None:
     (line,) = done.stderr.splitlines()
     assert line.startswith("msgbus: error: could not connect to ActiveMQ at 127.0.0.1:")
     assert "(tried for" in line and "connect_timeout=1s" in line
+
+
+def test_queue_browser_reads_a_snapshot_without_consuming(
+    backend: ActiveMQBackend, topic: str
+) -> None:
+    """``browse`` (used by ``msgbus dlq list/show``) sees the waiting messages, ends after
+    the snapshot, and leaves them in the queue, not marked redelivered."""
+    backend.ensure_group(topic, "g")
+    for n in range(2):
+        backend.publish(topic, f"m{n}".encode(), key=None, headers={}).result(TIMEOUT)
+    browser = backend.browse(topic, "g", prefetch=100)
+    assert browser is not None
+    try:
+        seen: list[bytes] = []
+        while len(seen) < 2:
+            batch = browser.receive(10, TIMEOUT)
+            assert batch, "the browser ended before the snapshot"
+            seen.extend(d.body for d in batch)
+        started = time.monotonic()
+        assert browser.receive(10, TIMEOUT) == []  # browser:end, not a timeout
+        assert time.monotonic() - started < TIMEOUT / 2
+    finally:
+        browser.close()
+    assert seen == [b"m0", b"m1"]
+    sub = backend.subscribe(topic, "g", prefetch=10)
+    try:
+        got = [receive_one(sub, TIMEOUT) for _ in range(2)]
+        assert [d.body for d in got] == [b"m0", b"m1"]
+        assert not any(d.redelivered for d in got)
+        for d in got:
+            d.ack()
+    finally:
+        sub.close()

@@ -29,6 +29,7 @@ from msgbus.message import CONTENT_TYPE, MESSAGE_ID
 from msgbus.testing.brokers import kafka_impl
 from msgbus.testing.brokers.base import pick_free_port
 from msgbus.testing.conformance import BackendConformance, receive_one
+from msgbus.testing.pytest_plugin import require_managed
 from msgbus.testing.recorder import Recorder, wait_until
 from msgbus.url import BusURL
 
@@ -43,10 +44,16 @@ class TestKafkaConformance(BackendConformance):
     default driver (kafka-python)."""
 
     options = FAST
+    dlq_idle = 1.5  # quiet seconds that end a read of the dead-letter store (fetch rounds)
 
     @pytest.fixture
     def url(self, kafka_broker: Any) -> str:
         return kafka_broker.url
+
+    @pytest.fixture
+    def restartable_broker(self, kafka_persistent_broker: Any) -> Any:
+        require_managed(kafka_persistent_broker)
+        return kafka_persistent_broker
 
 
 class TestKafkaConformanceConfluent(TestKafkaConformance):
@@ -765,3 +772,88 @@ def test_closed_backend_refuses_work(backend: KafkaBackend, topic: str) -> None:
         backend.publish(topic, b"x", key=None, headers={})
     with pytest.raises(msgbus.BusClosed):
         backend.subscribe(topic, "g", prefetch=1)
+
+
+# --------------------------------------------------------------------------- CloudEvents
+
+
+def test_cloudevents_sdk_reads_what_msgbus_sends(
+    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str
+) -> None:
+    from cloudevents.core.bindings import kafka as ce_kafka
+
+    bus = buses()
+    bus.publish(
+        topic,
+        {"id": 7},
+        key="7",
+        codec="cloudevents",
+        message_id="ev-7",
+        headers={"ce_type": "com.bank.account.created", "ce_source": "/bank/accounts"},
+    ).result(TIMEOUT)
+    plain = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap(kafka_broker.url),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    try:
+        records: list[Any] = []
+        deadline = time.monotonic() + TIMEOUT
+        while not records and time.monotonic() < deadline:
+            for batch in plain.poll(timeout_ms=500).values():
+                records.extend(batch)
+    finally:
+        plain.close(autocommit=False)
+    (record,) = records
+    event = ce_kafka.from_binary_event(
+        ce_kafka.KafkaMessage(headers=dict(record.headers), key=record.key, value=record.value)
+    )
+    attrs = event.get_attributes()
+    assert attrs["id"] == "ev-7" and attrs["specversion"] == "1.0"
+    assert attrs["type"] == "com.bank.account.created" and attrs["source"] == "/bank/accounts"
+    assert attrs["datacontenttype"] == "application/json"
+    assert abs(attrs["time"].timestamp() - time.time()) < 60
+    assert event.get_data() == {"id": 7}
+
+
+def test_msgbus_reads_what_the_cloudevents_sdk_sends(
+    kafka_broker: Any, buses: Callable[..., msgbus.Bus], topic: str, group: str
+) -> None:
+    import datetime as dt
+
+    from cloudevents.core.bindings import kafka as ce_kafka
+    from cloudevents.core.v1.event import CloudEvent
+
+    from msgbus import cloudevents
+
+    bus = buses()
+    rec = Recorder()
+    bus.subscribe(topic, rec, group=group)
+    bus.start()
+    when = dt.datetime(2026, 5, 4, 3, 2, 1, tzinfo=dt.UTC)
+    event = CloudEvent(
+        attributes={
+            "id": "sdk-1",
+            "type": "com.example.made",
+            "source": "/sdk",
+            "time": when,
+            "datacontenttype": "application/json",
+            "partitionkey": "k1",
+        },
+        data={"made": True},
+    )
+    message = ce_kafka.to_binary_event(event)
+    plain = KafkaProducer(bootstrap_servers=bootstrap(kafka_broker.url), acks="all")
+    try:
+        key = message.key.encode() if isinstance(message.key, str) else message.key
+        plain.send(topic, message.value, key=key, headers=list(message.headers.items()))
+        plain.flush(TIMEOUT)
+    finally:
+        plain.close()
+    (msg,) = rec.wait_for(1, TIMEOUT)
+    assert msg.id == "sdk-1" and msg.payload == {"made": True} and msg.key == "k1"
+    attrs = cloudevents.attributes(msg.headers)
+    assert attrs["type"] == "com.example.made" and attrs["source"] == "/sdk"
+    assert cloudevents.event_time_ms(msg.headers) == int(when.timestamp() * 1000)

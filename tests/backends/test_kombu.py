@@ -25,6 +25,7 @@ from msgbus.backends.kombu_fastpath import BufferedTCPTransport
 from msgbus.testing.brokers import pick_free_port
 from msgbus.testing.conformance import BackendConformance, receive_one
 from msgbus.testing.network_conformance import SECRET, NetworkConformance
+from msgbus.testing.pytest_plugin import require_managed
 from msgbus.testing.recorder import Recorder, drain
 from msgbus.url import BusURL
 
@@ -39,12 +40,25 @@ def kombu_url(url: str) -> str:
 
 
 @pytest.mark.rabbitmq
+class _KombuURLBroker:
+    """The session's RabbitMQ seen through a ``kombu+amqp://`` URL (for restart tests)."""
+
+    def __init__(self, broker: Any) -> None:
+        self.url = kombu_url(broker.url)
+        self.restart = broker.restart
+
+
 class TestKombuAMQPConformance(BackendConformance):
     """Every conformance test on ``kombu+amqp://`` (the session's RabbitMQ)."""
 
     @pytest.fixture
     def url(self, rabbitmq_broker) -> str:  # type: ignore[no-untyped-def]
         return kombu_url(rabbitmq_broker.url)
+
+    @pytest.fixture
+    def restartable_broker(self, rabbitmq_broker) -> Any:  # type: ignore[no-untyped-def]
+        require_managed(rabbitmq_broker)
+        return _KombuURLBroker(rabbitmq_broker)
 
 
 @pytest.mark.rabbitmq

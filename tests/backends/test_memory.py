@@ -13,6 +13,7 @@ class TestMemoryConformance(BackendConformance):
     """Every conformance test, on a fresh named memory broker per test."""
 
     timeout = 10.0
+    dlq_idle = 0.1  # in-process: a read of the dead-letter store ends 0.1 s after the last
 
     @pytest.fixture
     def url(self) -> str:

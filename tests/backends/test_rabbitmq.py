@@ -47,6 +47,11 @@ class TestRabbitMQConformance(BackendConformance):
     def url(self, rabbitmq_broker) -> str:  # type: ignore[no-untyped-def]
         return rabbitmq_broker.url
 
+    @pytest.fixture
+    def restartable_broker(self, rabbitmq_broker) -> Any:  # type: ignore[no-untyped-def]
+        require_managed(rabbitmq_broker)
+        return rabbitmq_broker
+
 
 class TestRabbitMQQuorumConformance(BackendConformance):
     """Every conformance test with quorum group queues."""
@@ -175,6 +180,27 @@ def test_publish_to_a_topic_without_queue_succeeds_unless_mandatory(url: str, to
     finally:
         plain.close(5)
         strict.close(5)
+
+
+def test_publish_routed_fails_unroutable_and_reaches_the_dead_letter_store(
+    backend: RabbitMQBackend, url: str, topic: str
+) -> None:
+    """``publish_routed`` (dead letters) is mandatory on a backend without ``mandatory=true``;
+    ``ensure_group`` of the store declares the durable queue ``<topic>.dlq`` bound to it."""
+    target = topic + ".dlq"
+    lost = backend.publish_routed(target, b"nobody", key=None, headers={})
+    with pytest.raises(msgbus.PublishError, match="unroutable"):
+        lost.result(TIMEOUT)
+    assert backend.publish(target, b"dropped", key=None, headers={}).result(TIMEOUT) is None
+    backend.ensure_group(target, "msgbus-dlq")
+    assert group_queue(target, "msgbus-dlq") == target
+    assert backend.publish_routed(target, b"kept", key=None, headers={}).result(TIMEOUT) is None
+    with blocking(url) as conn:
+        channel = conn.channel()
+        assert channel.queue_declare(target, passive=True).method.message_count == 1
+        _method, _props, body = channel.basic_get(target, auto_ack=True)
+        assert body == b"kept"
+        channel.queue_delete(target)
 
 
 def test_oversized_message_is_refused_before_sending(url: str) -> None:
@@ -807,6 +833,91 @@ def test_consumer_lag_of_a_missing_queue_is_none(url: str) -> None:
     with msgbus.connect(url) as bus:
         assert bus.backend.consumer_lag(f"nope.{uuid.uuid4().hex[:8]}", "g") is None
         bus.publish("lag.check", "x").result(TIMEOUT)  # the connection survived the 404
+
+
+# --------------------------------------------------------------------------- CloudEvents
+
+
+def test_cloudevents_sdk_reads_what_msgbus_sends(url: str, topic: str) -> None:
+    from cloudevents.core.bindings import amqp as ce_amqp
+
+    conn = blocking(url)
+    try:
+        channel = conn.channel()
+        channel.exchange_declare("msgbus", "topic", durable=True)  # as msgbus declares it
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, "msgbus", routing_key=topic)
+        with msgbus.connect(url) as bus:
+            bus.publish(
+                topic,
+                {"id": 7},
+                codec="cloudevents",
+                message_id="ev-7",
+                headers={"ce_type": "com.bank.account.created", "cloudEvents_source": "/bank"},
+            ).result(TIMEOUT)
+        _method, props, body = wait_for_get(channel, queue)
+    finally:
+        conn.close()
+    assert "cloudEvents_type" in props.headers and "ce_type" not in props.headers
+    event = ce_amqp.from_binary_event(
+        ce_amqp.AMQPMessage(
+            properties={"content-type": props.content_type},
+            application_properties=props.headers,
+            application_data=body,
+        )
+    )
+    attrs = event.get_attributes()
+    assert attrs["id"] == "ev-7" and attrs["specversion"] == "1.0"
+    assert attrs["type"] == "com.bank.account.created" and attrs["source"] == "/bank"
+    assert attrs["datacontenttype"] == "application/json"
+    assert abs(attrs["time"].timestamp() - time.time()) < 60
+    assert event.get_data() == {"id": 7}
+
+
+def test_msgbus_reads_what_the_cloudevents_sdk_sends(url: str, topic: str) -> None:
+    import datetime as dt
+
+    from cloudevents.core.bindings import amqp as ce_amqp
+    from cloudevents.core.v1.event import CloudEvent
+
+    from msgbus import cloudevents
+
+    when = dt.datetime(2026, 5, 4, 3, 2, 1, 250000, tzinfo=dt.UTC)
+    event = CloudEvent(
+        attributes={
+            "id": "sdk-1",
+            "type": "com.example.made",
+            "source": "/sdk",
+            "time": when,
+            "datacontenttype": "application/json",
+        },
+        data={"made": True},
+    )
+    message = ce_amqp.to_binary_event(event)  # time: an AMQP timestamp (int milliseconds)
+    rec = Recorder()
+    with msgbus.connect(url) as bus:
+        bus.subscribe(topic, rec, group="from-sdk")
+        bus.start()
+        conn = blocking(url)
+        try:
+            channel = conn.channel()
+            channel.confirm_delivery()
+            channel.basic_publish(
+                "msgbus",
+                topic,
+                message.application_data,
+                pika.BasicProperties(
+                    content_type=message.properties["content-type"],
+                    headers=message.application_properties,
+                ),
+            )
+        finally:
+            conn.close()
+        (msg,) = rec.wait_for(1, TIMEOUT)
+    assert msg.id == "sdk-1" and msg.payload == {"made": True}
+    assert msg.timestamp == when.timestamp()
+    attrs = cloudevents.attributes(msg.headers)
+    assert attrs["type"] == "com.example.made" and attrs["source"] == "/sdk"
 
 
 # --------------------------------------------------------------------------- driver fast path

@@ -83,7 +83,7 @@ _ACTIVEMQ_XML = """\
     <broker xmlns="http://activemq.apache.org/schema/core"
             useJmx="false"
             brokerName="msgbus"
-            schedulerSupport="false"
+            schedulerSupport="true"
             advisorySupport="false"
             dataDirectory="${activemq.data}">
 

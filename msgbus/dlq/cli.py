@@ -1,0 +1,165 @@
+"""``msgbus dlq``: see, redrive and purge dead letters on any backend.
+
+::
+
+    msgbus dlq list URL [TOPIC...] [--json]   (no TOPIC: every one, where the broker can list)
+    msgbus dlq show URL TOPIC [--limit N] [--error-type T] [--json]
+    msgbus dlq redrive URL TOPIC [--to TOPIC] [--error-type T] [--limit N] [--dry-run]
+                       [--max-redrives N]
+    msgbus dlq purge URL TOPIC [--error-type T] [--yes]
+
+TOPIC is always the original topic (``account.created``), never its ``.dlq``. ``show`` and
+``list`` leave the dead letters in place; ``redrive`` removes each only after its republish
+is confirmed; ``purge`` asks for confirmation unless ``--yes``. Every command reads until
+the store has been quiet for ``--idle`` seconds (1). Exit status: 0 on success, 1 on a
+failure (one line, no password), 2 on bad usage or a purge not confirmed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import sys
+from typing import TextIO
+
+from msgbus.dlq import api
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="msgbus dlq", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help_text: str, *, many: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("url", help="the broker URL (msgbus.connect form)")
+        p.add_argument(
+            "topics" if many else "topic",
+            nargs="*" if many else None,
+            help="original topic(s), not their .dlq",
+        )
+        p.add_argument(
+            "--idle", type=float, default=api.DEFAULT_IDLE, help="quiet seconds = end (1)"
+        )
+        p.add_argument("--scan", type=int, default=api.DEFAULT_SCAN, help="read at most N (10000)")
+        return p
+
+    ls = command("list", "dead letters per topic: count, times, error types", many=True)
+    ls.add_argument("--json", action="store_true", help="JSON instead of a table")
+    show = command("show", "the dead letters of a topic, left in place")
+    show.add_argument("--limit", type=int, help="at most N messages")
+    show.add_argument("--error-type", help="only this error type (qualified or class name)")
+    show.add_argument("--json", action="store_true", help="one JSON object per line")
+    red = command("redrive", "republish dead letters to their topic, then remove them")
+    red.add_argument("--to", help="republish to this topic instead of the original")
+    red.add_argument("--error-type", help="only this error type")
+    red.add_argument("--limit", type=int, help="at most N messages")
+    red.add_argument("--dry-run", action="store_true", help="show what would be redriven")
+    red.add_argument(
+        "--max-redrives",
+        type=int,
+        default=api.DEFAULT_MAX_REDRIVES,
+        help="skip messages redriven this many times already (3)",
+    )
+    pur = command("purge", "delete dead letters (asks first)")
+    pur.add_argument("--error-type", help="only this error type")
+    pur.add_argument("--yes", action="store_true", help="do not ask")
+    return parser
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_list(rows: list[api.DeadLetterSummary], out: TextIO) -> None:
+    print(
+        f"{'TOPIC':<30} {'COUNT':>7}  {'OLDEST (UTC)':<19}  {'NEWEST (UTC)':<19}  ERRORS", file=out
+    )
+    for row in rows:
+        count = f"{row.count}" + ("" if row.complete else "+")
+        kinds = ", ".join(f"{k} {n}" for k, n in row.error_types.items()) or "-"
+        print(
+            f"{row.topic:<30} {count:>7}  {_time(row.oldest):<19}  {_time(row.newest):<19}  "
+            f"{kinds}",
+            file=out,
+        )
+
+
+def _print_letter(letter: api.DeadLetter, out: TextIO) -> None:
+    print(
+        f"--- {letter.id}  topic={letter.topic} group={letter.group} "
+        f"attempts={letter.attempts} redriven={letter.redriven}",
+        file=out,
+    )
+    print(f"    error: {letter.error_type}: {letter.error}", file=out)
+    print(f"    key: {letter.key}  content-type: {letter.content_type}", file=out)
+    headers = {k: v for k, v in letter.headers.items() if not k.startswith("msgbus-dlq-")}
+    print(f"    headers: {json.dumps(headers, sort_keys=True)}", file=out)
+    print(f"    body ({len(letter.body)} bytes): {letter.preview()}", file=out)
+
+
+def main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+    """Run ``msgbus dlq`` with ``argv`` (after ``dlq``); return the exit status. Errors of
+    the bus propagate (``msgbus.cli`` prints them)."""
+    import msgbus
+
+    stdin, out = stdin or sys.stdin, stdout or sys.stdout
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=logging.WARNING, format="msgbus: warning: %(message)s")
+    reads = {"idle": args.idle, "scan": args.scan}
+    with msgbus.connect(args.url) as bus:
+        if args.command == "list":
+            rows = api.list_dead_letters(bus, args.topics, **reads)
+            if args.json:
+                print(json.dumps([r.to_json() for r in rows]), file=out)
+            else:
+                _print_list(rows, out)
+            return 0
+        if args.command == "show":
+            letters = api.show(
+                bus, args.topic, limit=args.limit, error_type=args.error_type, **reads
+            )
+            for letter in letters:
+                if args.json:
+                    print(json.dumps(letter.to_json()), file=out)
+                else:
+                    _print_letter(letter, out)
+            if not args.json:
+                print(f"{len(letters)} dead letter(s) of {args.topic}", file=out)
+            return 0
+        if args.command == "redrive":
+            report = api.redrive(
+                bus,
+                args.topic,
+                to=args.to,
+                error_type=args.error_type,
+                limit=args.limit,
+                dry_run=args.dry_run,
+                max_redrives=args.max_redrives,
+                **reads,
+            )
+            verb = "would redrive" if report.dry_run else "redriven"
+            print(
+                f"{verb}: {len(report.redriven)}, skipped (max redrives): "
+                f"{len(report.skipped)}, not matching: {report.unmatched}",
+                file=out,
+            )
+            return 0
+        if not args.yes:
+            which = f" of type {args.error_type}" if args.error_type else ""
+            print(f"delete the dead letters{which} of {args.topic}? [y/N] ", end="", file=out)
+            out.flush()
+            if stdin.readline().strip().lower() not in ("y", "yes"):
+                print("not purged", file=out)
+                return 2
+        removed = api.purge(bus, args.topic, error_type=args.error_type, **reads)
+        print(f"purged: {removed}", file=out)
+        return 0
