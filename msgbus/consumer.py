@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from msgbus import secrets
 from msgbus.backend import Delivery, Subscription
 from msgbus.deadletters import DeadLetterSink
 from msgbus.envelope import decode
@@ -485,7 +486,9 @@ class Consumer:
         headers[DLQ_GROUP] = spec.group or ""
         headers[DLQ_ATTEMPTS] = str(work.attempt if work.message is not None else 0)
         headers[DLQ_ERROR_TYPE] = f"{type(error).__module__}.{type(error).__qualname__}"
-        headers[DLQ_ERROR] = str(error)[:1000].replace("\x00", "\\0")  # NUL breaks STOMP
+        # kept in the broker and shown by `msgbus dlq show`: no remembered secret in it;
+        # NUL breaks STOMP headers
+        headers[DLQ_ERROR] = secrets.mask(str(error))[:1000].replace("\x00", "\\0")
         if isinstance(error, DecodeError) and CONTENT_TYPE in headers:
             headers[DLQ_CONTENT_TYPE] = headers[CONTENT_TYPE]
             headers[CONTENT_TYPE] = "application/octet-stream"

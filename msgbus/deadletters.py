@@ -109,4 +109,14 @@ class DeadLetterSink:
         the send, e.g. in a trace span. The future resolves once the broker holds it."""
         self.ensure(topic)
         send = publish if publish is not None else self._backend.publish_routed
-        return send(dead_letter_topic(topic), body, key=key, headers=dict(headers))
+        target = dead_letter_topic(topic)
+        future = send(target, body, key=key, headers=dict(headers))
+        future.add_done_callback(lambda done: self._forget_on_failure(target, done))
+        return future
+
+    def _forget_on_failure(self, target: str, done: Future[None]) -> None:
+        # the store may be gone (deleted by an operator, a classic queue lost with its node):
+        # the next dead letter declares it again instead of failing unroutable forever
+        if not done.cancelled() and done.exception() is not None:
+            with self._lock:
+                self._ready.discard(target)

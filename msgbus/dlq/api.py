@@ -370,7 +370,11 @@ def _republish(
     if letter.id is not None:
         headers.setdefault(MESSAGE_ID, letter.id)
     headers[REDRIVEN] = str(letter.redriven + 1)
-    future: Future[None] = backend.publish(target, letter.body, key=letter.key, headers=headers)
+    # routed: a broker that confirms a message no queue took (RabbitMQ) must fail it here,
+    # or the dead letter below would go for a message that went nowhere
+    future: Future[None] = backend.publish_routed(
+        target, letter.body, key=letter.key, headers=headers
+    )
     future.result(timeout)  # confirmed: only now may the dead letter go
     delivery.ack()
 

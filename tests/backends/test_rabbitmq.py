@@ -203,6 +203,50 @@ def test_publish_routed_fails_unroutable_and_reaches_the_dead_letter_store(
         channel.queue_delete(target)
 
 
+def test_redrive_to_a_topic_no_queue_takes_keeps_the_dead_letter(url: str, topic: str) -> None:
+    """RabbitMQ confirms a message no queue took: a redrive there must fail, not remove the
+    dead letter for a republish that went nowhere."""
+
+    def always_fails(msg: msgbus.Message) -> None:
+        raise ConnectionError("smtp down")
+
+    failing = Recorder(always_fails)
+    with msgbus.connect(url) as bus:
+        bus.subscribe(topic, failing, group="svc", max_attempts=1)
+        bus.start()
+        bus.publish(topic, {"n": 1}, message_id="lost-1").result(TIMEOUT)
+        failing.wait_for_attempts(1, TIMEOUT)
+    with msgbus.connect(url) as bus:
+        with pytest.raises(msgbus.PublishError, match="unroutable"):
+            msgbus.dlq.redrive(bus, topic, to=f"{topic}.nowhere", idle=0.5)
+        assert [m.id for m in msgbus.dlq.show(bus, topic, idle=0.5)] == ["lost-1"]
+
+
+def test_dead_letter_store_deleted_by_an_operator_is_declared_again(url: str, topic: str) -> None:
+    """A dead letter that comes back unroutable (its queue was deleted) makes the next try
+    declare the store again instead of failing the same way forever."""
+    store = f"{topic}.dlq"
+
+    def always_fails(msg: msgbus.Message) -> None:
+        raise ConnectionError("smtp down")
+
+    def stored(conn: pika.BlockingConnection) -> int | None:
+        try:  # looked at with plain pika: msgbus.dlq would declare the store itself
+            return conn.channel().queue_declare(store, passive=True).method.message_count
+        except pika.exceptions.ChannelClosedByBroker:  # 404: no such queue
+            return None
+
+    failing = Recorder(always_fails)
+    with msgbus.connect(url) as bus, blocking(url) as conn:
+        bus.subscribe(topic, failing, group="svc", max_attempts=1)
+        bus.start()
+        bus.publish(topic, {"n": 1}, message_id="first").result(TIMEOUT)
+        wait_until(lambda: stored(conn) == 1, TIMEOUT, "the first dead letter stored")
+        conn.channel().queue_delete(store)
+        bus.publish(topic, {"n": 2}, message_id="second").result(TIMEOUT)
+        wait_until(lambda: stored(conn) == 1, TIMEOUT, "the second one in a store declared again")
+
+
 def test_oversized_message_is_refused_before_sending(url: str) -> None:
     backend = RabbitMQBackend.from_url(BusURL.parse(url), max_message_bytes=1000)
     try:

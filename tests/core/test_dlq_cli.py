@@ -116,3 +116,26 @@ def test_list_without_topics_lists_every_dead_letter_topic(dead: tuple[str, str]
     code, out, _ = run("list", url, "--json")
     assert code == 0
     assert [(row["topic"], row["count"]) for row in json.loads(out)] == [("mail", 3)]
+
+
+def test_dead_letter_error_text_hides_remembered_secrets() -> None:
+    """The error text is kept in the broker and printed by ``msgbus dlq show``."""
+    from msgbus import secrets
+
+    secrets.remember("Dlq-S3cret!")
+
+    def leaks(msg: msgbus.Message) -> None:
+        raise ConnectionError("login as bank:Dlq-S3cret! refused")
+
+    url = f"memory://dlqmask-{uuid.uuid4().hex[:8]}"
+    failing = Recorder(leaks)
+    with msgbus.connect(url) as bus:
+        bus.subscribe("mail", failing, group="svc", max_attempts=1)
+        bus.start()
+        bus.publish("mail", {"n": 1})
+        failing.wait_for_attempts(1, 10)
+    code, out, _ = run("show", url, "mail", "--json")
+    assert code == 0
+    (line,) = out.splitlines()  # one JSON object per dead letter
+    assert "Dlq-S3cret!" not in out
+    assert json.loads(line)["error"] == "login as bank:*** refused"
