@@ -111,6 +111,11 @@ _UNAVAILABLE = {
 }
 
 
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
+"""Reports of records purged by ``close``: still unconfirmed when the backend closed."""
+PURGE_REPORTS_TIMEOUT = 1.0
+"""Seconds ``close`` waits for librdkafka to report the records it purged."""
+
 _STALE = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
@@ -137,6 +142,8 @@ def translate_error(exc: BaseException | KafkaError, where: str) -> MsgBusError:
     if isinstance(error, KafkaError):
         code = error.code()
         text = f"{where}: {error.name()}: {error.str()}"
+        if code in _PURGED:
+            return BusClosed(f"{where}: the backend closed before the broker confirmed it")
         if code in _SIZE:
             return MessageTooLarge(text)
         if code in _AUTH:
@@ -584,7 +591,11 @@ class ConfluentKafkaBackend(KafkaBackend):
             log.error("Kafka backend closed with publishes not yet confirmed")
         self._polling = False
         self._poller.join(POLL_MS / 1000 + 5)
-        self._producer.poll(0)  # the last reports, if the flush ran out of time
+        # what librdkafka still holds (the flush ran out of time, or a publish raced the close)
+        # fails now with BusClosed instead of leaving its future pending for ever; flush serves
+        # the purge reports
+        self._producer.purge(in_queue=True, in_flight=True)
+        self._producer.flush(PURGE_REPORTS_TIMEOUT)
         with self._probe_lock:
             if self._probe is not None:
                 try:

@@ -119,6 +119,7 @@ class KafkaPythonBackend(KafkaBackend):
         """Use :meth:`from_url`; this only wires parts that are already connected."""
         super().__init__(url, options)
         self._producer = producer
+        self._unconfirmed: set[_PublishFuture] = set()  # failed by close if still pending
         self._admin: KafkaAdminClient | None = None
         self._probe: KafkaConsumer | None = None
 
@@ -295,7 +296,7 @@ class KafkaPythonBackend(KafkaBackend):
             raise BusClosed("the Kafka backend is closed") from None
         except Exception as exc:
             raise translate_error(exc, f"publishing to Kafka topic {topic!r}") from exc
-        future = _PublishFuture(topic)
+        future = _PublishFuture(topic, self._unconfirmed)
         sent.add_callback(future.acked)
         sent.add_errback(future.failed)
         return future
@@ -367,6 +368,10 @@ class KafkaPythonBackend(KafkaBackend):
             self._producer.close(timeout=remaining if deadline is not None else None)
         except Exception as exc:  # closing must not raise driver errors
             log.warning("closing the Kafka producer: %s", exc)
+        # kafka-python leaves the futures of records it never got an answer for pending when
+        # the broker is down: they fail now (the broker may still hold some: at-least-once)
+        for future in list(self._unconfirmed):
+            future.closed_unconfirmed()
         with self._probe_lock:
             if self._probe is not None:
                 _quietly_close(self._probe)
@@ -384,17 +389,32 @@ class _PublishFuture(PendingFuture):
     bound methods are the callbacks (cheaper per record than ``add_both`` with arguments).
     """
 
-    def __init__(self, topic: str) -> None:
+    def __init__(self, topic: str, unconfirmed: set[_PublishFuture]) -> None:
         super().__init__()
         self._topic = topic
+        self._unconfirmed = unconfirmed
+        unconfirmed.add(self)
 
     def acked(self, metadata: Any) -> None:
         """Every in-sync replica holds the record."""
+        self._unconfirmed.discard(self)
         settle_future(self, None)
 
     def failed(self, error: BaseException) -> None:
         """The broker refused the record, or did not acknowledge it in time."""
+        self._unconfirmed.discard(self)
         settle_future(self, translate_error(error, f"publishing to Kafka topic {self._topic!r}"))
+
+    def closed_unconfirmed(self) -> None:
+        """The backend closed before the broker answered for the record."""
+        self._unconfirmed.discard(self)
+        settle_future(
+            self,
+            BusClosed(
+                f"publishing to Kafka topic {self._topic!r}: "
+                "the backend closed before the broker confirmed it"
+            ),
+        )
 
 
 def _quietly_close(client: Any) -> None:

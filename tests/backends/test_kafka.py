@@ -494,6 +494,27 @@ def test_broker_restart_keeps_an_acknowledged_burst(
         consumer.close(timeout=10)
 
 
+def test_close_with_the_broker_down_fails_every_unconfirmed_publish(
+    opts: dict[str, Any], kafka_persistent_broker: Any, topic: str
+) -> None:
+    """A publish still unconfirmed when the bus closes fails; none is left pending."""
+    from msgbus.testing.pytest_plugin import require_managed
+
+    require_managed(kafka_persistent_broker)
+    bus = msgbus.connect(kafka_persistent_broker.url, **opts)
+    try:
+        bus.publish(topic, -1).result(TIMEOUT)  # topic, metadata and connection in place
+        kafka_persistent_broker.kill()
+        futures = [bus.publish(topic, i) for i in range(20)]
+        bus.close(timeout=2)
+        for future in futures:
+            # resolved by the close: a future still pending raises TimeoutError here
+            assert isinstance(future.exception(timeout=10), msgbus.MsgBusError)
+    finally:
+        bus.close(timeout=1)
+        kafka_persistent_broker.start()
+
+
 # --------------------------------------------------------------------------- TLS and SASL
 
 
