@@ -1021,8 +1021,16 @@ class RabbitMQBackend(Backend):
             self._window.requeue(again)
             return
         log.warning("RabbitMQ: %d publish(es) nacked; resending on a new channel", len(again))
-        self._publish_lost(None)  # the rest of the channel's unconfirmed: queued again first
-        self._window.requeue(again)  # the nacked ones are older: in front of them
+        # the channel's other unconfirmed publishes go again too, without counting a loss:
+        # this channel is recycled on purpose (MAX_LOSSES counts connections that died, and a
+        # leader election recycles it every second until reconnect_timeout)
+        for entry in self._window.in_flight():
+            entry.returned = None
+        rest = self._window.drop_in_flight()
+        self._pub_channel = None
+        with self._lock:
+            self._publishing = False
+        self._window.requeue(again + rest)  # the nacked ones are older: in front
         channel.close()  # not ours any more: its close callback reopens one in 1 s
 
     def _on_return(self, _channel: Any, method: Any, props: Any, body: bytes) -> None:
