@@ -9,6 +9,12 @@ straight into the group's queue ``t.g`` (other groups are not involved). Every m
 queue has the same TTL, so they expire in order at the head; RabbitMQ expires per-message
 TTLs only at the head, which is why the delay is fixed per queue, not per message. The
 consumer computes delays without jitter, so each retry level maps to one queue.
+
+With ``queue_type=quorum`` the delay queue is a quorum queue with the ``at-least-once``
+dead-letter strategy (RabbitMQ 3.10+): the move into the group's queue is confirmed inside
+the broker. A classic delay queue moves expired messages at most once (the broker drops one
+whose target queue is unavailable at that moment) — acceptable for classic groups, which live
+on one node anyway.
 """
 
 from __future__ import annotations
@@ -73,6 +79,17 @@ class RetryQueues:
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": target,
         }
+        if backend.options.queue_type == "quorum":
+            # a classic queue dead-letters at most once (no confirm, removed at once) and lives
+            # on one node: for quorum groups the delay queue is a quorum queue whose expired
+            # messages move at least once (RabbitMQ 3.10+, needs reject-publish overflow)
+            arguments.update(
+                {
+                    "x-queue-type": "quorum",
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                }
+            )
 
         def run() -> None:
             conn = backend.connection()

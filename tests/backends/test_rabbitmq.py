@@ -247,6 +247,45 @@ def test_dead_letter_store_deleted_by_an_operator_is_declared_again(url: str, to
         wait_until(lambda: stored(conn) == 1, TIMEOUT, "the second one in a store declared again")
 
 
+def test_durable_retry_of_a_quorum_group_waits_in_a_quorum_queue(url: str, topic: str) -> None:
+    """The delay queue of a quorum group is itself a quorum queue (replicated, expired
+    messages moved at least once), and the retry arrives through it."""
+
+    def fail_first(msg: msgbus.Message) -> None:
+        if msg.attempt == 1:
+            raise ValueError("first try")
+
+    rec = Recorder(fail_first)
+    with msgbus.connect(url, queue_type="quorum") as bus:
+        bus.subscribe(
+            topic,
+            rec,
+            group="g",
+            retry_mode="durable",
+            retry=msgbus.RetryPolicy(max_attempts=3, backoff=0.2, jitter=0),
+        )
+        bus.start()
+        bus.publish(topic, {"n": 1}).result(TIMEOUT)
+        rec.wait_for_attempts(2, TIMEOUT)
+    delay_queue = f"{topic}.g.retry.200"
+    with blocking(url) as conn:
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="x-queue-type"):
+            # declaring it as a classic queue is refused: it exists as a quorum queue
+            conn.channel().queue_declare(
+                delay_queue,
+                durable=True,
+                arguments={
+                    "x-message-ttl": 200,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": f"{topic}.g",
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                    "x-queue-type": "classic",
+                },
+            )
+        conn.channel().queue_delete(delay_queue)
+
+
 def test_oversized_message_is_refused_before_sending(url: str) -> None:
     backend = RabbitMQBackend.from_url(BusURL.parse(url), max_message_bytes=1000)
     try:
