@@ -129,3 +129,16 @@ def test_proxy_forwards_delays_partitions_and_resets(echo_port: int) -> None:
             _roundtrip(proxy.port, b"no")
         proxy.heal()
         assert _roundtrip(proxy.port, b"back") == b"back"
+
+
+def test_proxy_on_a_taken_port_raises_and_leaves_no_socket(echo_port: int) -> None:
+    import gc
+    import warnings
+
+    proxy = FaultProxy(echo_port, port=echo_port)  # the echo server holds that port
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(OSError):
+            proxy.start()
+        gc.collect()  # an unclosed listener would warn when collected
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]

@@ -72,9 +72,13 @@ class FaultProxy:
     def start(self) -> Self:
         """Listen and start the accept thread; returns self."""
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((HOST, self.port))
-        listener.listen(64)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((HOST, self.port))
+            listener.listen(64)
+        except OSError:
+            listener.close()  # the port is taken: no socket left behind
+            raise
         self._listener = listener
         threading.Thread(target=self._accept_loop, daemon=True, name="fault-proxy").start()
         return self
