@@ -286,6 +286,22 @@ class Backend(ABC):
         The default raises :class:`~msgbus.NotSupported` (see ``durable_retries``)."""
         raise NotSupported(f"{self.describe()} has no native delayed redelivery")
 
+    def subscribe_retrying(
+        self,
+        topic: str,
+        group: str,
+        *,
+        prefetch: int,
+        from_beginning: bool = False,
+        levels: int,
+    ) -> Subscription:
+        """:meth:`subscribe` for a ``retry_mode="durable"`` group whose retries may come back
+        through ``levels`` retry levels of :meth:`publish_retry`. The default is
+        :meth:`subscribe`: right where the broker redelivers a retry into the group's own
+        queue; a backend whose retries wait elsewhere (Kafka's retry topics) also consumes
+        those here and hands them out as deliveries of ``topic``."""
+        return self.subscribe(topic, group, prefetch=prefetch, from_beginning=from_beginning)
+
     def topics(self) -> list[str] | None:
         """The topics the broker knows (for tools such as ``msgbus dlq list``), or None (the
         default) where the broker cannot enumerate them cheaply (AMQP, STOMP)."""

@@ -33,6 +33,8 @@ from msgbus.errors import (
 from msgbus.message import TIMESTAMP
 from msgbus.url import BusURL
 
+from . import retry
+
 __all__ = [
     "DRIVERS",
     "HEADROOM",
@@ -860,6 +862,12 @@ class KafkaBackend(Backend):
             self.end_offsets_reliable = False
         elif self.end_offsets_reliable is None and any(highwater[tp] > 0 for tp in highwater):
             self.end_offsets_reliable = True
+
+    # ------------------------------------------------------------------ durable retries
+
+    durable_retries = True  # retry topics <topic>.retry.<n>: see retry.py
+    publish_retry = retry.publish_retry
+    subscribe_retrying = retry.subscribe_retrying
 
     # ------------------------------------------------------------------ lag
 
