@@ -33,7 +33,7 @@ from msgbus.errors import (
 from msgbus.message import TIMESTAMP
 from msgbus.url import BusURL
 
-from . import retry
+from . import listing, retry
 
 __all__ = [
     "DRIVERS",
@@ -868,6 +868,7 @@ class KafkaBackend(Backend):
     durable_retries = True  # retry topics <topic>.retry.<n>: see retry.py
     publish_retry = retry.publish_retry
     subscribe_retrying = retry.subscribe_retrying
+    topics = listing.list_topics  # for `msgbus dlq list` without topics
 
     # ------------------------------------------------------------------ lag
 

@@ -32,6 +32,7 @@ but two redrives of one topic at once may both republish a message.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -65,6 +66,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterSummary",
     "RedriveReport",
+    "dead_letter_topics",
     "list_dead_letters",
     "purge",
     "redrive",
@@ -268,21 +270,41 @@ def show(
     return out
 
 
+def dead_letter_topics(bus: Any, *, match: str | None = None) -> list[str]:
+    """The original topics that have a dead-letter store on the broker (sorted), those whose
+    name matches the shell pattern ``match`` only (``account.*``).
+
+    Asks the backend (:meth:`~msgbus.backend.Backend.topics`: Kafka's topic list, the
+    queues kombu's Redis or SQL transport keeps, the memory broker's topics). Raises
+    :class:`~msgbus.ConfigurationError` naming the fix where the broker cannot tell
+    (AMQP, STOMP: name the topics), and the backend's errors."""
+    backend = _backend(bus)
+    known = backend.topics()
+    if known is None:
+        raise ConfigurationError(
+            f"{backend.describe()} cannot list its queues or topics: name the topics to list "
+            "(msgbus dlq list URL TOPIC...)"
+        )
+    names = {original_topic(t) for t in known if t.endswith(DEAD_LETTER_SUFFIX) and t != ".dlq"}
+    return sorted(t for t in names if match is None or fnmatch.fnmatchcase(t, match))
+
+
 def list_dead_letters(
-    bus: Any, topics: list[str], *, idle: float = DEFAULT_IDLE, scan: int = DEFAULT_SCAN
+    bus: Any,
+    topics: list[str],
+    *,
+    match: str | None = None,
+    idle: float = DEFAULT_IDLE,
+    scan: int = DEFAULT_SCAN,
 ) -> list[DeadLetterSummary]:
     """A :class:`DeadLetterSummary` per topic of ``topics`` (original topics), read
-    without removing anything. Empty ``topics``: every topic with a dead-letter store, where
-    the backend can list topics (:meth:`~msgbus.backend.Backend.topics`), else
-    :class:`~msgbus.ConfigurationError`. Raises the backend's errors."""
+    without removing anything. Empty ``topics``: every topic with a dead-letter store
+    (:func:`dead_letter_topics`, matching ``match``). Each topic is one read of its store
+    (on Kafka a join of the ``msgbus-dlq`` group: about ``idle`` s each). Raises the
+    backend's errors."""
     backend = _backend(bus)
     if not topics:
-        known = backend.topics()
-        if known is None:
-            raise ConfigurationError(
-                f"{backend.describe()} cannot list its topics: name the topics to list"
-            )
-        topics = [original_topic(t) for t in known if t.endswith(DEAD_LETTER_SUFFIX)]
+        topics = dead_letter_topics(backend, match=match)
     out = []
     for topic in topics:
         stamps: list[int] = []

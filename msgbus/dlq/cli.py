@@ -2,7 +2,8 @@
 
 ::
 
-    msgbus dlq list URL [TOPIC...] [--json]   (no TOPIC: every one, where the broker can list)
+    msgbus dlq list URL [TOPIC...] [--match GLOB] [--json]
+                       (no TOPIC: every one, where the broker can list them)
     msgbus dlq show URL TOPIC [--limit N] [--error-type T] [--json]
     msgbus dlq redrive URL TOPIC [--to TOPIC] [--error-type T] [--limit N] [--dry-run]
                        [--max-redrives N]
@@ -49,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = command("list", "dead letters per topic: count, times, error types", many=True)
     ls.add_argument("--json", action="store_true", help="JSON instead of a table")
+    ls.add_argument("--match", help="without TOPIC: only topics matching this shell pattern")
     show = command("show", "the dead letters of a topic, left in place")
     show.add_argument("--limit", type=int, help="at most N messages")
     show.add_argument("--error-type", help="only this error type (qualified or class name)")
@@ -117,7 +119,7 @@ def main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None 
     reads = {"idle": args.idle, "scan": args.scan}
     with msgbus.connect(args.url) as bus:
         if args.command == "list":
-            rows = api.list_dead_letters(bus, args.topics, **reads)
+            rows = api.list_dead_letters(bus, args.topics, match=args.match, **reads)
             if args.json:
                 print(json.dumps([r.to_json() for r in rows]), file=out)
             else:
