@@ -404,6 +404,28 @@ class _KombuSubscription(Subscription):
             self._settle_scheduled = True
         self.backend.call_soon(self.flush_settles)
 
+    def confirm_settled(self, timeout: float) -> bool:
+        """Settle what is queued on the I/O thread; over AMQP then a synchronous passive
+        ``queue.declare`` on the same channel (answered after the acks before it). A
+        virtual transport (Redis, SQL) applies an ack as it sends it."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self.flush_settles()
+                channel = self.channel
+                if channel is not None and not hasattr(channel, "qos"):  # py-amqp, not virtual
+                    channel.queue_declare(queue=self.queue.name, passive=True)
+            except Exception as exc:  # the connection is going: the broker redelivers
+                log.debug("kombu: confirming acks on %s failed: %s", self.queue.name, exc)
+                return
+            if channel is not None:
+                done.set()
+
+        if not self.backend.call_soon(run) or not done.wait(timeout):
+            raise BrokerUnavailable(f"kombu: acks on queue {self.queue.name!r} not confirmed")
+        return True
+
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
         """Up to ``max_messages`` deliveries within ``timeout`` s ([] on timeout or close).
 

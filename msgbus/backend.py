@@ -144,6 +144,14 @@ class Subscription(ABC):
         """
         return None
 
+    def confirm_settled(self, timeout: float) -> bool:
+        """Block until the broker has applied every ``ack``/``nack`` of this subscription so
+        far (a process killed after this returns True does not get them again); True then.
+        False (the default) where the backend cannot tell. Raises
+        :class:`~msgbus.BrokerUnavailable` when not confirmed within ``timeout`` seconds.
+        Used by :func:`msgbus.dlq.redrive` to remove one dead letter at a time."""
+        return False
+
     def __iter__(self) -> Iterator[Delivery]:
         """Yield deliveries one at a time until the subscription is closed."""
         while not self.closed:

@@ -33,7 +33,7 @@ from msgbus.errors import (
 from msgbus.message import TIMESTAMP
 from msgbus.url import BusURL
 
-from . import listing, retry
+from . import commits, listing, retry
 
 __all__ = [
     "DRIVERS",
@@ -521,6 +521,10 @@ class KafkaSubscriptionBase(Subscription):
                     self._cond.wait(remaining)
                 finally:
                     self._receivers -= 1
+
+    def confirm_settled(self, timeout: float) -> bool:
+        """Wait until the broker holds the commits of what was settled (see commits.py)."""
+        return commits.confirm_committed(self, timeout)
 
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         state, offset = delivery.token

@@ -17,10 +17,14 @@ SPI like any group:
   messages they leave the same way, on ActiveMQ too: redelivered there.)
 - *removing* (``redrive``, ``purge``): a message is acknowledged — on Kafka, the store
   group commits past it — only after what replaces it is confirmed (the republish of a
-  redrive). A redrive killed half-way loses nothing: what was not acknowledged is still in
-  the store (at worst one message, republished but not yet acknowledged, is sent again; on
-  Kafka, a message past one that a redrive skipped stays in the store, since a group commits
-  up to its first unsettled record, and is sent again by the next redrive).
+  redrive). A redrive takes one dead letter at a time: republish, wait for the confirm,
+  acknowledge, wait until the broker confirms the acknowledgement
+  (:meth:`~msgbus.backend.Subscription.confirm_settled`: a channel round trip on AMQP, a
+  receipt on STOMP, the group's committed offset on Kafka), then the next. A redrive killed
+  at any moment loses nothing and sends at most one message twice (the one republished
+  whose removal was not confirmed yet). On Kafka a message past one that a redrive skipped
+  stays in the store, since a group commits up to its first unsettled record, and is sent
+  again by the next redrive.
 - A read ends when the store has handed out nothing for ``idle`` seconds (or ``limit``
   messages matched, or ``scan`` were read). The broker hands out at most ``scan`` messages
   without acknowledgement, so a store larger than ``scan`` is seen in part (``list`` says so).
@@ -375,6 +379,7 @@ def redrive(
                 continue
             if not dry_run:
                 _republish(backend, letter, to or letter.topic, delivery, timeout)
+                sub.confirm_settled(timeout)  # removed for good before the next republish
                 if on_redriven is not None:
                     on_redriven(letter)
             report.redriven.append(letter.id)
