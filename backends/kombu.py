@@ -292,6 +292,11 @@ class _KombuSubscription(Subscription):
                 auto_declare=True,
             )
             consumer.consume()
+            # Redis: unacknowledged messages of a dead member past the visibility timeout
+            # come back now, not at kombu's next throttled sweep (a no-op elsewhere)
+            restore = getattr(getattr(channel, "qos", None), "restore_visible", None)
+            if restore is not None:
+                restore(num=getattr(channel, "unacked_restore_limit", None), interval=1)
         except BaseException:
             _close_quietly(channel)
             raise
@@ -958,6 +963,13 @@ class KombuBackend(Backend):
                 self._lag = QueueDepth(self._new_connection)
             lag = self._lag
         return lag.read(f"{topic}.{group}")
+
+    def topics(self) -> list[str] | None:
+        """The topics bound on the exchange where the transport can tell (Redis, SQL,
+        memory), else None (AMQP): :mod:`msgbus.backends.kombu_topics`."""
+        from msgbus.backends.kombu_topics import bound_topics
+
+        return bound_topics(self._new_connection, self.exchange.name)
 
     def describe(self) -> str:
         """E.g. ``kombu redis transport at redis://127.0.0.1:6379/0``; no password."""
