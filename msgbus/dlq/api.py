@@ -274,20 +274,30 @@ def show(
     return out
 
 
-def dead_letter_topics(bus: Any, *, match: str | None = None) -> list[str]:
+def dead_letter_topics(
+    bus: Any, *, match: str | None = None, management_url: str | None = None
+) -> list[str]:
     """The original topics that have a dead-letter store on the broker (sorted), those whose
     name matches the shell pattern ``match`` only (``account.*``).
 
     Asks the backend (:meth:`~msgbus.backend.Backend.topics`: Kafka's topic list, the
-    queues kombu's Redis or SQL transport keeps, the memory broker's topics). Raises
-    :class:`~msgbus.ConfigurationError` naming the fix where the broker cannot tell
-    (AMQP, STOMP: name the topics), and the backend's errors."""
+    queues kombu's Redis or SQL transport keeps, the memory broker's topics); with
+    ``management_url``, RabbitMQ's management HTTP API instead (the queues of the backend's
+    virtual host: :mod:`msgbus.dlq.management`). Raises :class:`~msgbus.ConfigurationError`
+    naming the fix where the broker cannot tell (AMQP, STOMP: name the topics, or give
+    RabbitMQ's management URL), and the backend's errors."""
     backend = _backend(bus)
-    known = backend.topics()
+    if management_url is not None:
+        from msgbus.dlq.management import management_queues, vhost_of
+
+        known: list[str] | None = management_queues(management_url, vhost_of(backend))
+    else:
+        known = backend.topics()
     if known is None:
         raise ConfigurationError(
             f"{backend.describe()} cannot list its queues or topics: name the topics to list "
-            "(msgbus dlq list URL TOPIC...)"
+            "(msgbus dlq list URL TOPIC...), or on RabbitMQ give its management plugin's URL "
+            "(--management-url http://USER:PASSWORD@HOST:15672)"
         )
     names = {original_topic(t) for t in known if t.endswith(DEAD_LETTER_SUFFIX) and t != ".dlq"}
     return sorted(t for t in names if match is None or fnmatch.fnmatchcase(t, match))
@@ -298,17 +308,19 @@ def list_dead_letters(
     topics: list[str],
     *,
     match: str | None = None,
+    management_url: str | None = None,
     idle: float = DEFAULT_IDLE,
     scan: int = DEFAULT_SCAN,
 ) -> list[DeadLetterSummary]:
     """A :class:`DeadLetterSummary` per topic of ``topics`` (original topics), read
     without removing anything. Empty ``topics``: every topic with a dead-letter store
-    (:func:`dead_letter_topics`, matching ``match``). Each topic is one read of its store
+    (:func:`dead_letter_topics`, matching ``match``, through ``management_url`` on
+    RabbitMQ). Each topic is one read of its store
     (on Kafka a join of the ``msgbus-dlq`` group: about ``idle`` s each). Raises the
     backend's errors."""
     backend = _backend(bus)
     if not topics:
-        topics = dead_letter_topics(backend, match=match)
+        topics = dead_letter_topics(backend, match=match, management_url=management_url)
     out = []
     for topic in topics:
         stamps: list[int] = []

@@ -2,8 +2,9 @@
 
 ::
 
-    msgbus dlq list URL [TOPIC...] [--match GLOB] [--json]
-                       (no TOPIC: every one, where the broker can list them)
+    msgbus dlq list URL [TOPIC...] [--match GLOB] [--management-url URL] [--json]
+                       (no TOPIC: every one, where the broker can list them; RabbitMQ
+                       through its management plugin's HTTP API)
     msgbus dlq show URL TOPIC [--limit N] [--error-type T] [--json]
     msgbus dlq redrive URL TOPIC [--to TOPIC] [--error-type T] [--limit N] [--dry-run]
                        [--max-redrives N]
@@ -51,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     ls = command("list", "dead letters per topic: count, times, error types", many=True)
     ls.add_argument("--json", action="store_true", help="JSON instead of a table")
     ls.add_argument("--match", help="without TOPIC: only topics matching this shell pattern")
+    ls.add_argument(
+        "--management-url",
+        help="without TOPIC on RabbitMQ: its management API, http://USER:PASSWORD@HOST:15672",
+    )
     show = command("show", "the dead letters of a topic, left in place")
     show.add_argument("--limit", type=int, help="at most N messages")
     show.add_argument("--error-type", help="only this error type (qualified or class name)")
@@ -119,7 +124,9 @@ def main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None 
     reads = {"idle": args.idle, "scan": args.scan}
     with msgbus.connect(args.url) as bus:
         if args.command == "list":
-            rows = api.list_dead_letters(bus, args.topics, match=args.match, **reads)
+            rows = api.list_dead_letters(
+                bus, args.topics, match=args.match, management_url=args.management_url, **reads
+            )
             if args.json:
                 print(json.dumps([r.to_json() for r in rows]), file=out)
             else:
