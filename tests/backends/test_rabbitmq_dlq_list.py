@@ -40,7 +40,7 @@ def _dead_letter(url: str, topic: str) -> None:
         failing.wait_for_attempts(1, TIMEOUT)
 
 
-@pytest.mark.parametrize("scheme", ["amqp", "kombu+amqp"])
+@pytest.mark.parametrize("scheme", ["amqp", pytest.param("kombu+amqp", marks=pytest.mark.kombu)])
 def test_list_without_topics_uses_the_management_api(managed_rabbitmq: Any, scheme: str) -> None:
     url = managed_rabbitmq.url.replace("amqp://", f"{scheme}://", 1)
     topic = f"ml.{uuid.uuid4().hex[:10]}"
