@@ -7,7 +7,7 @@
                        through its management plugin's HTTP API)
     msgbus dlq show URL TOPIC [--limit N] [--error-type T] [--json]
     msgbus dlq redrive URL TOPIC [--to TOPIC] [--error-type T] [--limit N] [--dry-run]
-                       [--max-redrives N]
+                       [--max-redrives N] [--window N]
     msgbus dlq purge URL TOPIC [--error-type T] [--yes]
 
 TOPIC is always the original topic (``account.created``), never its ``.dlq``. ``show`` and
@@ -70,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=api.DEFAULT_MAX_REDRIVES,
         help="skip messages redriven this many times already (3)",
+    )
+    red.add_argument(
+        "--window",
+        type=int,
+        default=1,
+        help="confirm removals every N messages: faster, but a crash may resend N (1)",
     )
     pur = command("purge", "delete dead letters (asks first)")
     pur.add_argument("--error-type", help="only this error type")
@@ -153,6 +159,7 @@ def main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None 
                 limit=args.limit,
                 dry_run=args.dry_run,
                 max_redrives=args.max_redrives,
+                window=args.window,
                 **reads,
             )
             verb = "would redrive" if report.dry_run else "redriven"
