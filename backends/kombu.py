@@ -409,6 +409,18 @@ class _KombuSubscription(Subscription):
             self._settle_scheduled = True
         self.backend.call_soon(self.flush_settles)
 
+    def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
+        """Up to ``max_messages`` deliveries within ``timeout`` s ([] on timeout or close).
+
+        Raises BrokerUnavailable while the connection has been down for longer than
+        ``reconnect_timeout``.
+        """
+        with self._lock:
+            return self._buffer.take(max_messages, timeout, self._check_connection)
+
+    def _check_connection(self) -> None:
+        self.backend.outage.check()
+
     def confirm_settled(self, timeout: float) -> bool:
         """Settle what is queued on the I/O thread; over AMQP then a synchronous passive
         ``queue.declare`` on the same channel (answered after the acks before it). A
@@ -430,18 +442,6 @@ class _KombuSubscription(Subscription):
         if not self.backend.call_soon(run) or not done.wait(timeout):
             raise BrokerUnavailable(f"kombu: acks on queue {self.queue.name!r} not confirmed")
         return True
-
-    def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
-        """Up to ``max_messages`` deliveries within ``timeout`` s ([] on timeout or close).
-
-        Raises BrokerUnavailable while the connection has been down for longer than
-        ``reconnect_timeout``.
-        """
-        with self._lock:
-            return self._buffer.take(max_messages, timeout, self._check_connection)
-
-    def _check_connection(self) -> None:
-        self.backend.outage.check()
 
     def close(self) -> None:
         """Cancel the consumer and close its channel (unacknowledged messages go back);
