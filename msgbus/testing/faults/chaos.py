@@ -384,10 +384,9 @@ def run_chaos(
         target.open_proxies()
     workers = _Workers(target, folder, topic, rate)
     started = time.monotonic()
-    say = log
 
-    def log(line: str) -> None:
-        say(f"[{time.monotonic() - started:6.1f}s] {line}")
+    def note(line: str) -> None:
+        log(f"[{time.monotonic() - started:6.1f}s] {line}")
 
     try:
         _prepare_group(target.client_url, topic)
@@ -395,12 +394,12 @@ def run_chaos(
         if not _wait(lambda: all(Path(f"{p}.ready").exists() for p in ready), 120):
             problems.append("the email-service processes did not get ready within 120 s")
             raise _Abort
-        log(f"{consumers} consumers ready; producing {rate:g} accounts/s on {topic}")
+        note(f"{consumers} consumers ready; producing {rate:g} accounts/s on {topic}")
         workers.start_producer()
         if not _wait(lambda: bool(workers.deliveries()), 120):
             problems.append("nothing was delivered within 120 s of the producer's start")
             raise _Abort
-        inject = _Injector(target, workers, hold, log)
+        inject = _Injector(target, workers, hold, note)
         end = time.monotonic() + duration
         step = 0
         while faults:
@@ -413,12 +412,12 @@ def run_chaos(
                 problems.append(f"injecting {kind} failed: {type(exc).__name__}: {exc}")
                 break
             history.fault(name, start_wall, time.time(), from_end=kind == "restart-all")
-            log(f"{name}: injected ({time.time() - start_wall:.1f} s)")
+            note(f"{name}: injected ({time.time() - start_wall:.1f} s)")
             since = time.time() if kind == "restart-all" else start_wall
             recovered = _wait(
                 lambda t=since: _delivered_since(workers, t), recovery_timeout, poll=0.25
             )
-            log(f"{name}: {'recovered' if recovered else 'NOT recovered'}")
+            note(f"{name}: {'recovered' if recovered else 'NOT recovered'}")
             time.sleep(gap)  # the schedule's spacing: normal running between faults
             if (quick and step >= len(faults)) or (not quick and time.monotonic() >= end):
                 break
@@ -432,11 +431,11 @@ def run_chaos(
             code = proc.wait()
         if code != 0:
             problems.append(f"the producer's final drain ended with exit status {code}")
-        log("producer stopped, its outbox drained; waiting for every confirmed delivery")
+        note("producer stopped, its outbox drained; waiting for every confirmed delivery")
         if not _wait(lambda: _missing(workers) == 0, drain_timeout):
-            log(f"{_missing(workers)} confirmed account(s) still undelivered after the drain")
+            note(f"{_missing(workers)} confirmed account(s) still undelivered after the drain")
         history.finish()
-        log("every confirmed account delivered; stopping the consumers")
+        note("every confirmed account delivered; stopping the consumers")
     except _Abort:
         pass
     finally:
@@ -463,7 +462,7 @@ def run_chaos(
     if temp and result.ok:
         shutil.rmtree(folder, ignore_errors=True)
     elif not result.ok:
-        log(f"worker logs kept in {folder}")
+        note(f"worker logs kept in {folder}")
     return result
 
 
