@@ -228,6 +228,18 @@ class _Workers:
             conn.close()
         return [(str(k), float(c), s) for k, c, s in rows]
 
+    def crash_row_pending(self) -> bool:
+        """True when the newest outbox row is the producer's crash account, still unsent
+        (the crash happened between the commit and the publish)."""
+        conn = sqlite3.connect(self.db, timeout=30)
+        try:
+            row = conn.execute(
+                "SELECT payload, sent_at FROM outbox ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+        finally:
+            conn.close()
+        return row is not None and "Chaos Crash" in row[0] and row[1] is None
+
     def stop_all(self, timeout: float = 30.0) -> None:
         """SIGTERM every process still running, SIGKILL those not gone after ``timeout``."""
         procs = [p for p in [self.producer, *self.consumers] if p is not None]
@@ -256,12 +268,21 @@ def _wait(condition: Callable[[], bool], timeout: float, poll: float = 0.2) -> b
 class _Injector:
     """Injects one fault kind on a target; each call returns the fault's name."""
 
-    def __init__(self, target: ChaosTarget, workers: _Workers, hold: float, log: Any) -> None:
+    def __init__(
+        self,
+        target: ChaosTarget,
+        workers: _Workers,
+        hold: float,
+        log: Any,
+        problems: list[str],
+    ) -> None:
         self.target = target
         self.workers = workers
         self.hold = hold
         self.log = log
         self.turn: Counter[str] = Counter()
+        self.problems = problems
+        """Where faults that did not happen as intended are reported (they fail the run)."""
 
     def _next(self, kind: str, size: int) -> int:
         index = self.turn[kind] % size
@@ -297,7 +318,9 @@ class _Injector:
             proc.wait()
             code = None
         if code != -signal.SIGKILL:
-            self.log(f"warning: the producer ended with {code}, not by its own SIGKILL")
+            self.problems.append(f"kill-producer: the producer ended with {code}, not SIGKILL")
+        elif not self.workers.crash_row_pending():
+            self.problems.append("kill-producer: the last committed account was not pending")
         self.workers.start_producer()
         return "kill-producer after-commit"
 
@@ -399,7 +422,7 @@ def run_chaos(
         if not _wait(lambda: bool(workers.deliveries()), 120):
             problems.append("nothing was delivered within 120 s of the producer's start")
             raise _Abort
-        inject = _Injector(target, workers, hold, note)
+        inject = _Injector(target, workers, hold, note, problems)
         end = time.monotonic() + duration
         step = 0
         while faults:

@@ -81,6 +81,12 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None) -> 
         print("msgbus chaos: --duration and --rate must be > 0, --consumers >= 1", file=sys.stderr)
         return 2
 
+    try:  # the workers run the bank example: fail here, not as workers that never start
+        import msgbus.contrib.bank.email_service  # noqa: F401
+    except ImportError as exc:
+        print(f'msgbus chaos: {exc}; pip install "msgbus[bank]"', file=sys.stderr)
+        return 2
+
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
