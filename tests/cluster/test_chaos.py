@@ -5,7 +5,8 @@ producer SIGKILLed between its commit and its publish, a broker node SIGSTOPped 
 proxied connection reset where the broker allows a proxy: not on Kafka) through the command's
 API (:func:`msgbus.testing.faults.chaos.run_chaos`) on the session's cluster, and asserts
 that every check ran, nothing confirmed was lost, every committed account was published
-(the outbox repaired the producer's crash) and the email service sent no mail twice. A node's
+(the outbox repaired the producer's crash) and the email service sent a mail twice only in
+its documented window (an instance killed between the SMTP send and its record). A node's
 SIGKILL is left to ``test_failover.py`` in this same environment (a node restart costs
 20-30 s on the CI machine); the longer schedules in docs/reliability.md include it.
 """
@@ -32,9 +33,11 @@ def _smoke(kind: str, cluster: Any) -> None:
     print(result.table())
     assert result.ok, result.table()
     assert not result.report.lost and result.pending == 0, result.table()
-    assert result.duplicate_mails == 0, result.table()
-    kinds = set(result.by_kind())
-    assert {"kill-consumer", "kill-producer", "pause-node"} <= kinds, result.table()
+    kinds = result.by_kind()
+    assert {"kill-consumer", "kill-producer", "pause-node"} <= set(kinds), result.table()
+    # a second mail only in the email service's documented window: an instance SIGKILLed
+    # between the SMTP send and its record, at most its 4 concurrent sends per kill
+    assert result.duplicate_mails <= 4 * kinds["kill-consumer"]["count"], result.table()
 
 
 @pytest.mark.rabbitmq
