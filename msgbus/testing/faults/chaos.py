@@ -461,6 +461,8 @@ def run_chaos(
         note("every confirmed account delivered; stopping the consumers")
     except _Abort:
         pass
+    except Exception as exc:  # the broker refused the group, say: a failed run, not a crash
+        problems.append(f"the run stopped: {type(exc).__name__}: {exc}")
     finally:
         workers.stop_all()
     _fill(history, workers)
