@@ -455,10 +455,11 @@ def run_chaos(
         if code != 0:
             problems.append(f"the producer's final drain ended with exit status {code}")
         note("producer stopped, its outbox drained; waiting for every confirmed delivery")
-        if not _wait(lambda: _missing(workers) == 0, drain_timeout):
+        if _wait(lambda: _missing(workers) == 0, drain_timeout):
+            note("every confirmed account delivered; stopping the consumers")
+        else:
             note(f"{_missing(workers)} confirmed account(s) still undelivered after the drain")
-        history.finish()
-        note("every confirmed account delivered; stopping the consumers")
+        history.finish()  # drained or timed out: what is missing now counts as lost
     except _Abort:
         pass
     except Exception as exc:  # the broker refused the group, say: a failed run, not a crash
