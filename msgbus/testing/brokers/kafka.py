@@ -97,14 +97,18 @@ class Kafka(KafkaProtocolBroker):
         data_dir: str | os.PathLike[str] | None = None,
         startup_timeout: float | None = None,
         stop_timeout: float | None = None,
+        proxy_port: int | None = None,
     ) -> None:
         """``nodes``: a number above 1 builds the cluster launcher instead.
         ``port``: the PLAINTEXT listener (None: a free port below 32768);
         ``controller_port``: the KRaft controller listener (None: a free port). ``tls``: also
         open SSL, SASL_PLAINTEXT and SASL_SSL listeners. ``version``: the Apache Kafka release
         (None: ``MSGBUS_KAFKA_VERSION`` or the harness default). ``heap``: the JVM's ``-Xmx``.
-        ``partitions``: ``num.partitions`` for auto-created topics. Other parameters: see
-        :class:`BrokerProcess`."""
+        ``partitions``: ``num.partitions`` for auto-created topics. ``proxy_port``: also open
+        a ``CLIENT`` listener (on :attr:`proxied_port`) that the broker advertises as
+        ``127.0.0.1:proxy_port``, where a fault proxy is to forward to it — a Kafka client
+        connects to advertised addresses, so only then does all its traffic cross the proxy
+        (:mod:`msgbus.testing.faults`). Other parameters: see :class:`BrokerProcess`."""
         super().__init__(
             port, data_dir=data_dir, startup_timeout=startup_timeout, stop_timeout=stop_timeout
         )
@@ -113,6 +117,9 @@ class Kafka(KafkaProtocolBroker):
         self.version = version
         self.heap = heap
         self.partitions = partitions
+        self.proxy_port = proxy_port
+        self.proxied_port: int | None = None
+        """The real port of the ``CLIENT`` listener (``proxy_port`` given only)."""
         self.ssl_port: int | None = None
         self.sasl_port: int | None = None
         self.sasl_ssl_port: int | None = None
@@ -187,15 +194,30 @@ class Kafka(KafkaProtocolBroker):
         if self._dist is None:
             self._dist = kafka_libs(self.version)
 
+    @property
+    def proxy_url(self) -> str:
+        """``kafka://127.0.0.1:proxy_port``: the address clients use through the proxy."""
+        if self.proxy_port is None:
+            raise BrokerStartError("this Kafka was started without proxy_port")
+        return f"kafka://{HOST}:{self.proxy_port}"
+
     def _assign_ports(self) -> None:
         self._pick("controller_port")
+        if self.proxy_port is not None:
+            self._pick("proxied_port")
         if self.tls:
             self._pick("ssl_port")
             self._pick("sasl_port")
             self._pick("sasl_ssl_port")
 
     def _extra_ports(self) -> list[int]:
-        ports = [self.controller_port, self.ssl_port, self.sasl_port, self.sasl_ssl_port]
+        ports = [
+            self.controller_port,
+            self.proxied_port,
+            self.ssl_port,
+            self.sasl_port,
+            self.sasl_ssl_port,
+        ]
         return [p for p in ports if p is not None]
 
     def _listeners(self) -> dict[str, int]:
@@ -205,6 +227,9 @@ class Kafka(KafkaProtocolBroker):
             listeners.update(
                 SSL=self.ssl_port, SASL_PLAINTEXT=self.sasl_port, SASL_SSL=self.sasl_ssl_port
             )
+        if self.proxy_port is not None:
+            assert self.proxied_port
+            listeners["CLIENT"] = self.proxied_port
         return listeners
 
     def _properties(self) -> dict[str, str]:
@@ -219,11 +244,17 @@ class Kafka(KafkaProtocolBroker):
                     f"CONTROLLER://{HOST}:{self.controller_port}",
                 ]
             ),
-            "advertised.listeners": ",".join(f"{n}://{HOST}:{p}" for n, p in listeners.items()),
+            "advertised.listeners": ",".join(
+                f"{n}://{HOST}:{self.proxy_port if n == 'CLIENT' else p}"
+                for n, p in listeners.items()
+            ),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": ",".join(
-                [*(f"{n}:{n}" for n in listeners), "CONTROLLER:PLAINTEXT"]
+                [
+                    *(f"{n}:{'PLAINTEXT' if n == 'CLIENT' else n}" for n in listeners),
+                    "CONTROLLER:PLAINTEXT",
+                ]
             ),
             "log.dirs": str(self.data_dir / "log"),
             "num.partitions": str(self.partitions),

@@ -90,11 +90,16 @@ class KafkaCluster(BrokerCluster):
         version: str | None = None,
         startup_timeout: float | None = None,
         stop_timeout: float | None = None,
+        proxy_ports: list[int] | None = None,
     ) -> None:
         """``nodes``: how many nodes (2 or more; three tolerate one loss with
         ``min.insync.replicas=2``); ``port``: node 0's client port (None: free ports).
         ``heap``: each JVM's ``-Xmx``; ``partitions``: ``num.partitions``; ``version``: the
-        Apache Kafka release. Others: see :class:`BrokerCluster` / :class:`BrokerProcess`."""
+        Apache Kafka release. ``proxy_ports``: one per node, each node's advertised client
+        address for a fault proxy (see ``Kafka(proxy_port=)``). Others: see
+        :class:`BrokerCluster` / :class:`BrokerProcess`."""
+        if proxy_ports is not None and len(proxy_ports) != nodes:
+            raise ValueError(f"proxy_ports needs one port per node ({nodes})")
         super().__init__(nodes, data_dir)
         self._controller_ports = [pick_free_port() for _ in range(nodes)]
         voters = ",".join(f"{i + 1}@{HOST}:{p}" for i, p in enumerate(self._controller_ports))
@@ -113,6 +118,7 @@ class KafkaCluster(BrokerCluster):
                 data_dir=self.node_dir(i),
                 startup_timeout=startup_timeout,
                 stop_timeout=stop_timeout,
+                proxy_port=proxy_ports[i] if proxy_ports is not None else None,
             )
             for i in range(nodes)
         ]

@@ -8,9 +8,11 @@ A :class:`ChaosTarget` knows the URL the workload's clients use, the profile it 
   started (:func:`open_target` with ``cluster=`` or ``broker=``); a plain URL has none;
 * network faults (``partition``, ``delay``, ``reset``) put one
   :class:`~msgbus.testing.faults.proxy.FaultProxy` in front of every host of the URL, which
-  must all be on 127.0.0.1. **Not on Kafka**: a Kafka client uses the bootstrap list only to
-  learn the brokers' advertised addresses and then connects to those directly, around the
-  proxy, so a proxy would cut the bootstrap connection and nothing else;
+  must all be on 127.0.0.1. On Kafka a client uses the bootstrap list only to learn the
+  brokers' advertised addresses and then connects to those, so a proxy in front of the
+  bootstrap port alone would be bypassed: a Kafka the harness starts here gets a ``CLIENT``
+  listener per node, advertised at a proxy port (``Kafka(proxy_port=)``), and the proxies
+  forward from there; a Kafka given by URL or started elsewhere gets no network faults;
 * process faults (``kill-consumer``, ``kill-producer``) work everywhere.
 
 The profiles' options are fixed here (:data:`PROFILE_OPTIONS`): on RabbitMQ the group queue
@@ -61,6 +63,7 @@ class _SingleNode:
 
     def __init__(self, broker: Any) -> None:
         self.broker = broker
+        self.nodes = [broker]
 
     @property
     def url(self) -> str:
@@ -136,16 +139,45 @@ class ChaosTarget:
             return "a plain URL has no broker process to act on (use --cluster or --broker)"
         if fault in NETWORK_FAULTS:
             if self.kind == "kafka":
-                return "Kafka clients connect to the advertised broker addresses, around a proxy"
+                if self._kafka_nodes() is None:
+                    return (
+                        "Kafka clients connect to the advertised broker addresses, around a "
+                        "proxy: needs a harness Kafka started with proxy ports (--broker or "
+                        "--cluster)"
+                    )
+                return None
             hosts = BusURL.parse(self.url).hosts
             if not hosts or any(h.host not in _LOCAL or h.port is None for h in hosts):
                 return "network faults need every host on 127.0.0.1 with a port"
         return None
 
+    def _kafka_nodes(self) -> list[Any] | None:
+        """The Kafka node launchers when each advertises a proxy port, else None."""
+        nodes = getattr(self.nodes, "nodes", None)
+        if not nodes or any(getattr(n, "proxy_port", None) is None for n in nodes):
+            return None
+        return list(nodes)
+
     def open_proxies(self) -> None:
-        """Start one proxy per host of the URL and point :attr:`client_url` at them."""
+        """Start one proxy per host of the URL and point :attr:`client_url` at them. On Kafka,
+        one proxy per node, from the port the node advertises to its ``CLIENT`` listener."""
         parsed = BusURL.parse(self.url)
         hosts = []
+        kafka = self._kafka_nodes() if self.kind == "kafka" else None
+        if kafka is not None:
+            for node in kafka:
+                self.proxies.append(FaultProxy(node.proxied_port, port=node.proxy_port).start())
+                hosts.append(type(parsed.hosts[0])("127.0.0.1", node.proxy_port))
+            proxied = BusURL(
+                parsed.scheme,
+                tuple(hosts),
+                parsed.username,
+                parsed.password,
+                parsed.path,
+                parsed.query,
+            )
+            self.client_url = proxied.render(hide_password=False)
+            return
         for host in parsed.hosts:
             assert host.port is not None
             proxy = FaultProxy(host.port).start()
@@ -201,18 +233,20 @@ def open_target(
     assert kind is not None
     if kind not in ("rabbitmq", "kafka", "activemq"):
         raise ValueError(f"unknown broker kind {kind!r}; known: activemq, kafka, rabbitmq")
-    from msgbus.testing.brokers import ActiveMQ, ApacheKafka, RabbitMQ
+    from msgbus.testing.brokers import ActiveMQ, ApacheKafka, RabbitMQ, pick_free_port
 
     launcher: Any = {"rabbitmq": RabbitMQ, "kafka": ApacheKafka, "activemq": ActiveMQ}[kind]
     owned = nodes is None
     if cluster is not None:
         if nodes is None:
-            nodes = launcher(nodes=2 if kind == "activemq" else 3)
+            count = 2 if kind == "activemq" else 3
+            extra = {"proxy_ports": [pick_free_port() for _ in range(count)]}
+            nodes = launcher(nodes=count, **(extra if kind == "kafka" else {}))
             nodes.start()
         profile = "cluster"
     else:
         if nodes is None:
-            nodes = launcher()
+            nodes = launcher(**({"proxy_port": pick_free_port()} if kind == "kafka" else {}))
             nodes.start()
         if not hasattr(nodes, "size"):
             nodes = _SingleNode(nodes)
