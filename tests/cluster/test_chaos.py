@@ -2,8 +2,10 @@
 
 Each test runs the ``smoke`` schedule with ``--quick`` (a consumer process SIGKILLed, the
 producer SIGKILLed between its commit and its publish, a broker node SIGSTOPped for 2 s, every
-proxied connection reset where the broker allows a proxy: not on Kafka) through the command's
-API (:func:`msgbus.testing.faults.chaos.run_chaos`) on the session's cluster, and asserts
+proxied connection reset where the broker allows a proxy: not on the session's Kafka cluster,
+which advertises no proxy ports — the network test below starts a Kafka that does) through
+the command's API (:func:`msgbus.testing.faults.chaos.run_chaos`) on the session's cluster,
+and asserts
 that every check ran, nothing confirmed was lost, every committed account was published
 (the outbox repaired the producer's crash) and the email service sent a mail twice only in
 its documented window (an instance killed between the SMTP send and its record). A node's
@@ -53,3 +55,20 @@ def test_activemq_master_slave_loses_nothing_under_the_smoke_schedule(activemq_c
 @pytest.mark.kafka
 def test_kafka_cluster_loses_nothing_under_the_smoke_schedule(kafka_cluster) -> None:  # type: ignore[no-untyped-def]
     _smoke("kafka", kafka_cluster)
+
+
+@pytest.mark.kafka
+def test_kafka_network_faults_cross_the_proxy_and_lose_nothing() -> None:
+    """A Kafka client connects to the advertised addresses, so the chaos target's Kafka
+    advertises its proxies: a partition, a delay and a reset each show (the fault is seen
+    and recovered from, none skipped) and nothing confirmed is lost."""
+    target = open_target(broker="kafka")
+    try:
+        assert target.supports("partition") is None
+        result = run_chaos(target, schedule="network", quick=True, consumers=2, log=print)
+    finally:
+        target.close()
+    print(result.table())
+    assert result.ok, result.table()
+    assert not result.report.lost and result.pending == 0, result.table()
+    assert {"partition", "delay", "reset"} <= set(result.by_kind()), result.table()
