@@ -66,6 +66,9 @@ URL form
     with bindings kept in the database: see :mod:`msgbus.backends.kombu_sqla`). Several hosts
     (``kombu+amqp://h1,h2/``) become kombu's failover list. Query parameters named ``ssl``,
     ``ssl_*``, ``heartbeat`` and ``login_method`` go to kombu; the others are msgbus options.
+    TLS on AMQP: ``kombu+amqps://host:5671/?ssl_ca_certs=/ca.pem`` (also ``ssl_certfile``,
+    ``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``; the server's host name is
+    checked unless turned off): see :mod:`msgbus.backends.kombu_tls`.
 
 Options (URL query or keyword arguments to ``msgbus.connect``)
     - ``exchange`` (str, ``msgbus``): the exchange every topic lives on.
@@ -77,6 +80,9 @@ Options (URL query or keyword arguments to ``msgbus.connect``)
     - ``poll_interval`` (float s, 0.005): see Threads (the longest wait for broker frames on
       ``kombu+amqp://``, where other threads wake the I/O thread).
     - ``transport_options`` (dict, keyword only): passed to ``kombu.Connection``.
+    - ``ssl_options`` (dict, keyword only): kombu's ``ssl`` argument (on AMQP, py-amqp's
+      names: ``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``, ``server_hostname``),
+      over what the URL's ``ssl_*`` parameters say.
     - ``fast_path`` (bool, true): use the py-amqp fast path where it was verified.
 """
 
@@ -89,7 +95,6 @@ import logging
 import socket
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -97,14 +102,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import kombu
-from kombu import Consumer, Exchange, Queue
+from kombu import Exchange
 from kombu.transport import get_transport_cls
 
-from msgbus.backend import Backend, Delivery, Features, Subscription
+from msgbus.backend import Backend, Features, Subscription
 from msgbus.backendkit import (
     KEY_HEADER,
     Backoff,
-    DeliveryBuffer,
     Outage,
     Outgoing,
     PendingFuture,
@@ -115,10 +119,10 @@ from msgbus.backendkit import (
     settle_future,
     with_message_id,
 )
-from msgbus.backendkit.amqp import from_amqp, to_amqp
+from msgbus.backendkit.amqp import to_amqp
 from msgbus.backendkit.fastpath import load_fast_path
-from msgbus.deadletters import store_queue_name
-from msgbus.envelope import new_message_id
+from msgbus.backends.kombu_subscription import KombuSubscription
+from msgbus.backends.kombu_tls import amqp_ssl
 from msgbus.errors import (
     AuthenticationError,
     BrokerUnavailable,
@@ -126,7 +130,6 @@ from msgbus.errors import (
     ConfigurationError,
     PublishError,
 )
-from msgbus.message import MESSAGE_ID
 from msgbus.url import BusURL
 
 __all__ = [
@@ -158,6 +161,7 @@ class KombuOptions:
     reconnect_timeout: float = 30.0
     poll_interval: float = 0.005
     transport_options: dict[str, Any] | None = None
+    ssl_options: dict[str, Any] | None = None
     fast_path: bool = True
 
 
@@ -231,229 +235,6 @@ class _Entry(Outgoing):
         self.properties = properties
 
 
-# --------------------------------------------------------------------------- subscriptions
-
-
-class _KombuSubscription(Subscription):
-    """A member of a group: a kombu Consumer on its own channel of the backend's connection.
-
-    ``receive`` runs on the consuming thread; ``ack``/``nack`` (any thread) and ``close``
-    (any thread) are queued for the I/O thread.
-    """
-
-    def __init__(self, backend: KombuBackend, topic: str, group: str | None, prefetch: int):
-        self.topic = topic
-        self.group = group
-        self.backend = backend
-        self.prefetch = max(1, prefetch)
-        if group is not None:  # the dead-letter store's queue is <t>.dlq itself
-            name = store_queue_name(topic, group) or f"{topic}.{group}"
-        else:
-            name = f"{topic}.private-{uuid.uuid4().hex[:12]}"
-        self.queue = Queue(
-            name,
-            backend.exchange,
-            routing_key=topic,
-            durable=group is not None,
-            auto_delete=group is None,
-            exclusive=group is None and backend.transport in _AMQP,
-        )
-        self._lock = threading.Lock()
-        self._buffer = DeliveryBuffer(self._lock)
-        self._closed = False
-        self._epoch = -1
-        self._settles: list[tuple[int, Any, bool, bool]] = []
-        self._settle_scheduled = False
-        # I/O-thread state
-        self._requeued: set[str] = set()
-        self.channel: Any = None
-        self.consumer: Any = None
-        self.first_setup: Future[None] = Future()
-        self.closed_event = threading.Event()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    # ---------------------------------------------------------------- I/O thread
-
-    def setup(self, conn: Any, epoch: int) -> None:
-        """I/O thread: declare the queue and start consuming on a new channel."""
-        if self._closed:
-            return
-        channel = conn.channel()
-        try:
-            consumer = Consumer(
-                channel,
-                queues=[self.queue],
-                on_message=self._make_on_message(epoch),
-                no_ack=False,
-                prefetch_count=self.prefetch,
-                auto_declare=True,
-            )
-            consumer.consume()
-        except BaseException:
-            _close_quietly(channel)
-            raise
-        self.channel, self.consumer = channel, consumer
-        with self._lock:
-            self._epoch = epoch
-        settle_future(self.first_setup, None)
-
-    def _make_on_message(self, epoch: int) -> Callable[[Any], None]:
-        topic = self.topic
-        settle = self._settle
-        lock = self._lock
-        buffer = self._buffer
-
-        def on_message(message: Any) -> None:
-            try:
-                headers, key = _delivery_headers(message)
-            except Exception:
-                log.exception("kombu: could not read the headers of a message")
-                headers, key = {}, None
-            body = message.body
-            if isinstance(body, str):  # py-amqp decoded it, or '' for an empty body
-                body = body.encode(message.content_encoding or "utf-8") if body else b""
-            info = message.delivery_info or {}
-            redelivered = bool(info.get("redelivered"))
-            requeued = self._requeued
-            if requeued:
-                message_id = headers.get(MESSAGE_ID)
-                if message_id in requeued:
-                    requeued.discard(message_id)
-                    redelivered = True
-            delivery = Delivery(
-                topic,
-                body,
-                headers,
-                key,
-                settle,
-                redelivered=redelivered,
-                native_id=headers.get(MESSAGE_ID) or new_message_id(),
-                token=(epoch, message),
-            )
-            with lock:
-                if epoch == self._epoch:
-                    buffer.put(delivery)  # dropped once closed
-
-        return on_message
-
-    def lost(self) -> None:
-        """I/O thread: the connection went away; unsettled deliveries are void."""
-        with self._lock:
-            self._epoch = -1
-            self._buffer.clear()
-            self._settles.clear()
-        self.channel = self.consumer = None
-
-    def flush_settles(self) -> None:
-        """I/O thread: ack/reject what other threads settled."""
-        with self._lock:
-            self._settle_scheduled = False
-            settles, self._settles = self._settles, []
-            epoch = self._epoch
-        if settles:
-            with self.backend.coalesced_writes():
-                self._settle_now(settles, epoch)
-
-    def _settle_now(self, settles: list[tuple[int, Any, bool, bool]], epoch: int) -> None:
-        for gen, message, ack, requeue in settles:
-            if gen != epoch or self.channel is None:
-                continue
-            if ack:
-                message.ack()
-            elif requeue:
-                message_id = (message.properties or {}).get("message_id")
-                if message_id and len(self._requeued) < 10_000:
-                    self._requeued.add(message_id)  # memory:// does not flag redeliveries
-                message.requeue()
-            else:
-                message.reject(requeue=False)
-
-    def close_channel(self) -> None:
-        """I/O thread: settle what is queued, cancel, close the channel (messages go back)."""
-        try:
-            self.flush_settles()
-            if self.consumer is not None:
-                self.consumer.cancel()
-        except Exception as exc:
-            log.debug("kombu: cancelling %s failed: %s", self.queue.name, exc)
-        channel = self.channel
-        if channel is not None:
-            if getattr(channel, "do_restore", True) is False:
-                # kombu's memory transport drops unacknowledged messages on close
-                try:
-                    channel.qos.restore_unacked()
-                except Exception as exc:
-                    log.warning("kombu: could not hand back unacknowledged messages: %s", exc)
-            _close_quietly(channel)
-        self.channel = self.consumer = None
-        self.closed_event.set()
-
-    # ---------------------------------------------------------------- any thread
-
-    def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
-        epoch, message = delivery.token
-        with self._lock:
-            if self._closed or epoch != self._epoch:
-                return  # the broker/transport redelivers it
-            self._settles.append((epoch, message, ack, requeue))
-            if self._settle_scheduled:
-                return
-            self._settle_scheduled = True
-        self.backend.call_soon(self.flush_settles)
-
-    def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
-        """Up to ``max_messages`` deliveries within ``timeout`` s ([] on timeout or close).
-
-        Raises BrokerUnavailable while the connection has been down for longer than
-        ``reconnect_timeout``.
-        """
-        with self._lock:
-            return self._buffer.take(max_messages, timeout, self._check_connection)
-
-    def _check_connection(self) -> None:
-        self.backend.outage.check()
-
-    def close(self) -> None:
-        """Cancel the consumer and close its channel (unacknowledged messages go back);
-        wake a blocked ``receive``. Idempotent, any thread; waits up to 5 s."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._buffer.close()
-        self.backend.forget(self)
-        if self.backend.call_soon(self.close_channel) and not self.backend.on_io_thread():
-            self.closed_event.wait(5.0)
-
-    def __repr__(self) -> str:
-        return f"<kombu subscription {self.queue.name!r} prefetch={self.prefetch}>"
-
-
-def _close_quietly(channel: Any) -> None:
-    try:
-        channel.close()
-    except Exception as exc:
-        log.debug("kombu: closing a channel failed: %s", exc)
-
-
-def _delivery_headers(message: Any) -> tuple[dict[str, str], str | None]:
-    """A kombu message's headers and properties → msgbus headers and the key."""
-    props = message.properties or {}
-    return from_amqp(
-        message.headers,
-        message.content_type,
-        props.get("message_id"),
-        props.get("correlation_id"),
-        props.get("timestamp"),
-    )
-
-
-# --------------------------------------------------------------------------- backend
-
-
 class KombuBackend(Backend):
     """Any kombu transport (see the module docstring for features, URL and options).
 
@@ -467,9 +248,13 @@ class KombuBackend(Backend):
     features = transport_features("amqp", KombuOptions.max_message_bytes, True)
     extra = "kombu"
 
-    def __init__(self, url: BusURL, options: KombuOptions, kombu_urls: list[str]) -> None:
-        """Prepare (but do not connect) a backend; use :meth:`from_url` instead."""
+    def __init__(
+        self, url: BusURL, options: KombuOptions, kombu_urls: list[str], *, ssl: Any = None
+    ) -> None:
+        """Prepare (but do not connect) a backend; use :meth:`from_url` instead. ``ssl``:
+        kombu's ``ssl`` argument (None: what the URL says)."""
         self.url = url
+        self._ssl = ssl
         self.options = options
         self.transport = url.driver.partition("+")[0]
         self._kombu_urls = kombu_urls
@@ -500,7 +285,7 @@ class KombuBackend(Backend):
         self._lag: Any = None  # a kombu_lag.QueueDepth, made on the first consumer_lag
         self.reports_consumer_lag = self.transport in LAG_TRANSPORTS
         self._stopping = False
-        self._subscriptions: set[_KombuSubscription] = set()
+        self._subscriptions: set[KombuSubscription] = set()
         # I/O-thread state
         self._conn: Any = None
         self._epoch = 0
@@ -543,8 +328,15 @@ class KombuBackend(Backend):
             "poll_interval",
             backend="kombu",
         )
-        if opts.transport_options is not None and not isinstance(opts.transport_options, dict):
-            raise ConfigurationError("kombu option 'transport_options' must be a dict")
+        for name in ("transport_options", "ssl_options"):
+            if getattr(opts, name) is not None and not isinstance(getattr(opts, name), dict):
+                raise ConfigurationError(f"kombu option {name!r} must be a dict")
+        transport = url.driver.partition("+")[0]
+        ssl_arg: Any = opts.ssl_options
+        if transport in _AMQP:  # kombu's URL parser keeps ssl_* names py-amqp does not take
+            tls_query = {k: v for k, v in passed.items() if k.startswith("ssl")}
+            passed = {k: v for k, v in passed.items() if k not in tls_query}
+            ssl_arg = amqp_ssl(transport, tls_query, opts.ssl_options)
         if url.driver == "filesystem":
             _check_filesystem_folders(opts.transport_options or {})
         for_kombu = url.with_query(**{k: None for k in url.query if k not in passed})
@@ -558,7 +350,7 @@ class KombuBackend(Backend):
             ]
         else:
             urls = [for_kombu.render(hide_password=False, scheme=url.driver)]
-        backend = cls(url, opts, urls)
+        backend = cls(url, opts, urls, ssl=ssl_arg)
         backend._open()
         return backend
 
@@ -593,6 +385,7 @@ class KombuBackend(Backend):
             self._kombu_urls if len(self._kombu_urls) > 1 else self._kombu_urls[0],
             connect_timeout=self.options.connect_timeout,
             transport_options=dict(self.options.transport_options or {}),
+            **({"ssl": self._ssl} if self._ssl is not None else {}),
         )
         if self.transport == "sqla":  # bindings shared between processes: see kombu_sqla
             from msgbus.backends.kombu_sqla import SharedBindingsTransport
@@ -651,7 +444,7 @@ class KombuBackend(Backend):
         settle_future(self._initial, None)
         return True
 
-    def _setup(self, sub: _KombuSubscription) -> None:
+    def _setup(self, sub: KombuSubscription) -> None:
         if sub.closed or sub.channel is not None:
             return
         try:
@@ -825,7 +618,7 @@ class KombuBackend(Backend):
         """True when called on the backend's I/O thread."""
         return threading.current_thread() is self._thread
 
-    def forget(self, sub: _KombuSubscription) -> None:
+    def forget(self, sub: KombuSubscription) -> None:
         """Drop a closed subscription (called by the subscription)."""
         with self._lock:
             self._subscriptions.discard(sub)
@@ -885,7 +678,7 @@ class KombuBackend(Backend):
             raise BusClosed("the kombu backend is closed")
         if from_beginning:
             raise ConfigurationError("kombu queues keep no log: from_beginning is not supported")
-        sub = _KombuSubscription(self, topic, group, prefetch)
+        sub = KombuSubscription(self, topic, group, prefetch, exclusive=self.transport in _AMQP)
         with self._lock:
             self._subscriptions.add(sub)
 
@@ -945,7 +738,7 @@ class KombuBackend(Backend):
         return f"<KombuBackend {self.where}>"
 
 
-def _setup_error(sub: _KombuSubscription, exc: BaseException) -> BaseException:
+def _setup_error(sub: KombuSubscription, exc: BaseException) -> BaseException:
     text = str(exc)
     if "PRECONDITION" in text.upper() or "inequivalent" in text:
         return ConfigurationError(f"the broker refused queue {sub.queue.name!r}: {text}")

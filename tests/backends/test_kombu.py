@@ -63,9 +63,8 @@ class TestKombuAMQPConformance(BackendConformance):
 
 @pytest.mark.rabbitmq
 class TestKombuAMQPNetwork(NetworkConformance):
-    """The network suite on ``kombu+amqp://`` (restarts, credentials, secret masking)."""
-
-    supports_tls = False  # kombu+amqps needs py-amqp's ssl dict: not wired here yet
+    """The network suite on ``kombu+amqp://`` (restarts, TLS over ``kombu+amqps://``,
+    credentials, secret masking)."""
 
     @pytest.fixture
     def broker(self, rabbitmq_broker):  # type: ignore[no-untyped-def]
@@ -83,8 +82,11 @@ class TestKombuAMQPNetwork(NetworkConformance):
         return f"kombu+amqp://guest:wrong-pa55@127.0.0.1:{broker.port}/"
 
     @pytest.fixture
-    def tls(self) -> tuple[str, dict[str, Any]]:
-        return "", {}
+    def tls(self, rabbitmq_tls_broker) -> tuple[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+        """``kombu+amqps://`` to the harness's AMQPS listener, trusting the test CA by the
+        URL's ``ssl_ca_certs`` (the server's host name is checked)."""
+        ca = quote(str(rabbitmq_tls_broker.tls_files.ca), safe="")
+        return f"{kombu_url(rabbitmq_tls_broker.tls_url)}?ssl_ca_certs={ca}", {}
 
     @pytest.fixture
     def secret_urls(self, broker) -> tuple[str, str]:  # type: ignore[no-untyped-def]
