@@ -30,7 +30,8 @@ RENAMED_PREFIX = "msgbus-h-"
 SCHEDULED_DELAY = "AMQ_SCHEDULED_DELAY"
 """ActiveMQ's header for a delivery delay in milliseconds (needs the broker's scheduler)."""
 MARKER_HEADER = "msgbus-marker"
-"""Header of the empty message each group subscription sends to its own queue (see on_up)."""
+"""Header of the empty message each group subscription sends to its own queue (see
+:meth:`msgbus.backends.activemq_subscription.ActiveMQSubscription.on_up`)."""
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 # Header names STOMP or ActiveMQ interpret on SEND or set on MESSAGE; user headers with these

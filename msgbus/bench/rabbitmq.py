@@ -41,7 +41,6 @@ import msgbus
 from msgbus.bench.payload import ACCOUNT_CREATED
 from msgbus.bench.raw.rabbitmq import (
     BODY,
-    EXCHANGE,
     GROUP,
     delete_queue,
     prepare_queue,
@@ -52,7 +51,6 @@ from msgbus.bench.raw.rabbitmq import (
 
 __all__ = [
     "BODY",
-    "EXCHANGE",
     "GROUP",
     "PAYLOAD",
     "delete_queue",

@@ -17,9 +17,9 @@ group), the same durability as msgbus at each profile, one acknowledgement per m
 
 One module per broker holds every piece of that broker's plain client the benchmarks use:
 :mod:`.kafka`, :mod:`.rabbitmq` (also the raw pika measurements of ``python -m
-msgbus.bench.rabbitmq``) and :mod:`.activemq` (also those of ``python -m
-msgbus.bench.activemq``); :mod:`.common` what they share. Only the module of the broker in
-use is imported, when first needed.
+msgbus.bench.rabbitmq``; :mod:`.rabbitmq_aio` its aio-pika ones) and :mod:`.activemq`
+(also those of ``python -m msgbus.bench.activemq``); :mod:`.common` what they share. Only
+the module of the broker in use is imported, when first needed.
 """
 
 from __future__ import annotations
