@@ -16,7 +16,8 @@ Run it with the new tree's interpreter (its venv has the ``all`` extra and the t
    with ``--url``, the order alternating round by round (old first, then new first, ...),
    from a scratch folder outside both trees (so each imports its own install);
 4. the ratio lines each benchmark prints (``msgbus / raw``) are collected; the table gives,
-   per ratio, the median over the rounds of the old and of the new tree and the change.
+   per ratio, the median over the rounds of the old and of the new tree and the change (each
+   run's whole output is kept in ``<workdir>/runs/``).
 
 The issue's bar: every ratio within 5 % (medians of at least 3 alternated rounds). A loaded
 machine makes these figures noisy: give the load average next to them (printed at the end).
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path.home() / ".cache" / "msgbus" / "bench-compare" / args.old
     trees = {"old": old_tree(args.old, workdir), "new": Path(args.new_python)}
     seen: dict[tuple[str, str, str], list[float]] = {}
+    runs = workdir / "runs"  # each run's full output, for the absolute figures
     with brokers(kinds) as urls, tempfile.TemporaryDirectory() as scratch:
         for round_no in range(args.rounds):
             order = ["old", "new"] if round_no % 2 == 0 else ["new", "old"]
@@ -121,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
                 for tree in order:
                     print(f"round {round_no + 1}/{args.rounds} {kind} {tree}", flush=True)
                     output = run_bench(trees[tree], kind, urls[kind], args, scratch)
+                    runs.mkdir(parents=True, exist_ok=True)
+                    (runs / f"{round_no + 1}-{kind}-{tree}.txt").write_text(output)
                     for label, value in ratios(output).items():
                         seen.setdefault((kind, label, tree), []).append(value)
     print(f"\nold = {args.old}, new = {REPO} (medians of {args.rounds} alternated rounds)")
