@@ -89,7 +89,6 @@ Options (URL query or keyword arguments to ``msgbus.connect``)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import socket
@@ -123,6 +122,7 @@ from msgbus.backendkit.amqp import to_amqp
 from msgbus.backendkit.fastpath import load_fast_path
 from msgbus.backends.kombu_subscription import KombuSubscription
 from msgbus.backends.kombu_tls import amqp_ssl
+from msgbus.backends.kombu_url import check_filesystem_folders, kombu_urls
 from msgbus.errors import (
     AuthenticationError,
     BrokerUnavailable,
@@ -141,7 +141,6 @@ __all__ = [
 
 log = logging.getLogger("msgbus.kombu")
 
-_KOMBU_QUERY = ("heartbeat", "login_method", "insist")
 _AMQP = ("amqp", "amqps", "pyamqp")
 LAG_TRANSPORTS = (*_AMQP, "memory", "sqla")
 """Transports whose passive queue declare counts an empty queue as 0 (Redis's does not: an
@@ -179,25 +178,6 @@ def transport_features(transport: str, max_message_bytes: int, persistent: bool)
         cross_process=transport != "memory",
         max_message_bytes=max_message_bytes,
     )
-
-
-def _check_filesystem_folders(transport_options: Mapping[str, Any]) -> None:
-    """kombu's filesystem transport reads and writes folders named by transport options
-    (default ``data_in``/``data_out`` in the working directory); refuse at once, naming the
-    options, when they are not existing folders."""
-    import os
-
-    for name, default in (
-        ("data_folder_in", "data_in"),
-        ("data_folder_out", "data_out"),
-    ):
-        folder = transport_options.get(name, default)
-        if not os.path.isdir(folder):
-            raise ConfigurationError(
-                f"kombu's filesystem transport needs the folder {folder!r} ({name}): create "
-                "it, or pass existing folders, e.g. transport_options={'data_folder_in': D, "
-                "'data_folder_out': D} (D the same for every process)"
-            )
 
 
 def _is_auth_error(exc: BaseException) -> bool:
@@ -316,8 +296,9 @@ class KombuBackend(Backend):
             raise ConfigurationError(
                 f"kombu has no usable transport {url.driver!r}: {exc}"
             ) from None
-        passed = {k: v for k, v in url.query.items() if k.startswith("ssl") or k in _KOMBU_QUERY}
-        ours = url.with_query(**dict.fromkeys(passed))
+        transport = url.driver.partition("+")[0]
+        amqp = transport in _AMQP
+        ours, urls, tls_query = kombu_urls(url, amqp=amqp)
         opts = parse_options(KombuOptions, ours, options, backend="kombu")
         require_positive(
             opts,
@@ -331,25 +312,10 @@ class KombuBackend(Backend):
         for name in ("transport_options", "ssl_options"):
             if getattr(opts, name) is not None and not isinstance(getattr(opts, name), dict):
                 raise ConfigurationError(f"kombu option {name!r} must be a dict")
-        transport = url.driver.partition("+")[0]
-        ssl_arg: Any = opts.ssl_options
-        if transport in _AMQP:  # kombu's URL parser keeps ssl_* names py-amqp does not take
-            tls_query = {k: v for k, v in passed.items() if k.startswith("ssl")}
-            passed = {k: v for k, v in passed.items() if k not in tls_query}
-            ssl_arg = amqp_ssl(transport, tls_query, opts.ssl_options)
+        # kombu's URL parser keeps ssl_* names py-amqp does not take: see kombu_tls
+        ssl_arg = amqp_ssl(transport, tls_query, opts.ssl_options) if amqp else opts.ssl_options
         if url.driver == "filesystem":
-            _check_filesystem_folders(opts.transport_options or {})
-        for_kombu = url.with_query(**{k: None for k in url.query if k not in passed})
-        hosts = for_kombu.hosts or ()
-        if len(hosts) > 1:
-            urls = [
-                dataclasses.replace(for_kombu, hosts=(host,)).render(
-                    hide_password=False, scheme=url.driver
-                )
-                for host in hosts
-            ]
-        else:
-            urls = [for_kombu.render(hide_password=False, scheme=url.driver)]
+            check_filesystem_folders(opts.transport_options or {})
         backend = cls(url, opts, urls, ssl=ssl_arg)
         backend._open()
         return backend
