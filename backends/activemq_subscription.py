@@ -9,6 +9,7 @@ thread, and ACKs/NACKs from any thread.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["ActiveMQSubscription"]
 
 log = logging.getLogger("msgbus.activemq")
+_SYNC_IDS = itertools.count()  # ids of the empty transactions of confirm_settled
 
 
 class ActiveMQSubscription(Subscription, LinkOwner):
@@ -181,6 +183,20 @@ class ActiveMQSubscription(Subscription, LinkOwner):
                 conn.nack(ack_id)
         except (stomp.exception.StompException, OSError) as exc:
             log.debug("ActiveMQ: could not settle a delivery (%s); it will be redelivered", exc)
+
+    def confirm_settled(self, timeout: float) -> bool:
+        """An empty transaction (BEGIN, ABORT with a receipt) after the ACKs: ActiveMQ
+        handles a connection's frames in order, so the RECEIPT comes after the ACKs."""
+        with self._lock:
+            conn = self._conn
+        if conn is None:
+            raise BrokerUnavailable(f"ActiveMQ: acks on {self.destination} not confirmed")
+        tx = f"sync-{self._id}-{next(_SYNC_IDS)}"
+        conn.begin(transaction=tx)
+        self._confirmed(
+            conn, tx, lambda receipt: conn.abort(tx, headers={"receipt": receipt}), "the acks"
+        )
+        return True
 
     def close(self) -> None:
         with self._lock:

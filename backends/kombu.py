@@ -696,6 +696,13 @@ class KombuBackend(Backend):
             lag = self._lag
         return lag.read(f"{topic}.{group}")
 
+    def topics(self) -> list[str] | None:
+        """The topics bound on the exchange where the transport can tell (Redis, SQL,
+        memory), else None (AMQP): :mod:`msgbus.backends.kombu_topics`."""
+        from msgbus.backends.kombu_topics import bound_topics
+
+        return bound_topics(self._new_connection, self.exchange.name)
+
     def describe(self) -> str:
         """E.g. ``kombu redis transport at redis://127.0.0.1:6379/0``; no password."""
         return f"kombu {self.transport} transport at {self.where}"

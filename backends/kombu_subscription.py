@@ -23,6 +23,7 @@ from msgbus.backendkit import DeliveryBuffer, settle_future
 from msgbus.backendkit.amqp import from_amqp
 from msgbus.deadletters import store_queue_name
 from msgbus.envelope import new_message_id
+from msgbus.errors import BrokerUnavailable
 from msgbus.message import MESSAGE_ID
 
 if TYPE_CHECKING:
@@ -101,6 +102,11 @@ class KombuSubscription(Subscription):
                 auto_declare=True,
             )
             consumer.consume()
+            # Redis: unacknowledged messages of a dead member past the visibility timeout
+            # come back now, not at kombu's next throttled sweep (a no-op elsewhere)
+            restore = getattr(getattr(channel, "qos", None), "restore_visible", None)
+            if restore is not None:
+                restore(num=getattr(channel, "unacked_restore_limit", None), interval=1)
         except BaseException:
             close_quietly(channel)
             raise
@@ -224,6 +230,28 @@ class KombuSubscription(Subscription):
 
     def _check_connection(self) -> None:
         self.backend.outage.check()
+
+    def confirm_settled(self, timeout: float) -> bool:
+        """Settle what is queued on the I/O thread; over AMQP then a synchronous passive
+        ``queue.declare`` on the same channel (answered after the acks before it). A
+        virtual transport (Redis, SQL) applies an ack as it sends it."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self.flush_settles()
+                channel = self.channel
+                if channel is not None and not hasattr(channel, "qos"):  # py-amqp, not virtual
+                    channel.queue_declare(queue=self.queue.name, passive=True)
+            except Exception as exc:  # the connection is going: the broker redelivers
+                log.debug("kombu: confirming acks on %s failed: %s", self.queue.name, exc)
+                return
+            if channel is not None:
+                done.set()
+
+        if not self.backend.call_soon(run) or not done.wait(timeout):
+            raise BrokerUnavailable(f"kombu: acks on queue {self.queue.name!r} not confirmed")
+        return True
 
     def close(self) -> None:
         """Cancel the consumer and close its channel (unacknowledged messages go back);

@@ -33,6 +33,8 @@ from msgbus.errors import (
 from msgbus.message import TIMESTAMP
 from msgbus.url import BusURL
 
+from . import commits, listing, retry
+
 __all__ = [
     "DRIVERS",
     "HEADROOM",
@@ -520,6 +522,10 @@ class KafkaSubscriptionBase(Subscription):
                 finally:
                     self._receivers -= 1
 
+    def confirm_settled(self, timeout: float) -> bool:
+        """Wait until the broker holds the commits of what was settled (see commits.py)."""
+        return commits.confirm_committed(self, timeout)
+
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         state, offset = delivery.token
         with self._lock:
@@ -860,6 +866,13 @@ class KafkaBackend(Backend):
             self.end_offsets_reliable = False
         elif self.end_offsets_reliable is None and any(highwater[tp] > 0 for tp in highwater):
             self.end_offsets_reliable = True
+
+    # ------------------------------------------------------------------ durable retries
+
+    durable_retries = True  # retry topics <topic>.retry.<n>: see retry.py
+    publish_retry = retry.publish_retry
+    subscribe_retrying = retry.subscribe_retrying
+    topics = listing.list_topics  # for `msgbus dlq list` without topics
 
     # ------------------------------------------------------------------ lag
 

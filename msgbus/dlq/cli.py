@@ -2,10 +2,12 @@
 
 ::
 
-    msgbus dlq list URL [TOPIC...] [--json]   (no TOPIC: every one, where the broker can list)
+    msgbus dlq list URL [TOPIC...] [--match GLOB] [--management-url URL] [--json]
+                       (no TOPIC: every one, where the broker can list them; RabbitMQ
+                       through its management plugin's HTTP API)
     msgbus dlq show URL TOPIC [--limit N] [--error-type T] [--json]
     msgbus dlq redrive URL TOPIC [--to TOPIC] [--error-type T] [--limit N] [--dry-run]
-                       [--max-redrives N]
+                       [--max-redrives N] [--window N]
     msgbus dlq purge URL TOPIC [--error-type T] [--yes]
 
 TOPIC is always the original topic (``account.created``), never its ``.dlq``. ``show`` and
@@ -49,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = command("list", "dead letters per topic: count, times, error types", many=True)
     ls.add_argument("--json", action="store_true", help="JSON instead of a table")
+    ls.add_argument("--match", help="without TOPIC: only topics matching this shell pattern")
+    ls.add_argument(
+        "--management-url",
+        help="without TOPIC on RabbitMQ: its management API, http://USER:PASSWORD@HOST:15672",
+    )
     show = command("show", "the dead letters of a topic, left in place")
     show.add_argument("--limit", type=int, help="at most N messages")
     show.add_argument("--error-type", help="only this error type (qualified or class name)")
@@ -63,6 +70,12 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=api.DEFAULT_MAX_REDRIVES,
         help="skip messages redriven this many times already (3)",
+    )
+    red.add_argument(
+        "--window",
+        type=int,
+        default=1,
+        help="confirm removals every N messages: faster, but a crash may resend N (1)",
     )
     pur = command("purge", "delete dead letters (asks first)")
     pur.add_argument("--error-type", help="only this error type")
@@ -117,7 +130,9 @@ def main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None 
     reads = {"idle": args.idle, "scan": args.scan}
     with msgbus.connect(args.url) as bus:
         if args.command == "list":
-            rows = api.list_dead_letters(bus, args.topics, **reads)
+            rows = api.list_dead_letters(
+                bus, args.topics, match=args.match, management_url=args.management_url, **reads
+            )
             if args.json:
                 print(json.dumps([r.to_json() for r in rows]), file=out)
             else:
@@ -144,6 +159,7 @@ def main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None 
                 limit=args.limit,
                 dry_run=args.dry_run,
                 max_redrives=args.max_redrives,
+                window=args.window,
                 **reads,
             )
             verb = "would redrive" if report.dry_run else "redriven"
