@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from msgbus.bench import charts, metrics
+from msgbus.bench.compare import MIN_REPEATS, Comparison, compare
 from msgbus.bench.render import Block, Bullets, Chart, Heading, Para, Table, to_html, to_markdown
 from msgbus.bench.targets import TANSU_CAVEAT
 from msgbus.bench.workloads import STANDARD
@@ -25,8 +26,6 @@ from msgbus.bench.workloads import STANDARD
 __all__ = ["Cell", "ReportData", "build_report", "load_results", "write_report"]
 
 CLAIM = "Kafka performs and scales better than RabbitMQ and ActiveMQ"
-TIE = 1.10
-"""Leader/runner-up ratios below this are called a tie (repeats here vary by about that)."""
 DAGGER_NOTE = (
     "† Kafka "
     + TANSU_CAVEAT
@@ -742,10 +741,18 @@ def _verdict_row(data: ReportData, workload: str) -> list[str] | None:
             return a / b if b else float("inf")
         return b / a if a else float("inf")
 
+    def versus(target: str) -> Comparison:
+        return compare(
+            [c for c in cells if c.target == leader],
+            [c for c in cells if c.target == target],
+            metric.value,
+            higher_better=metric.higher_better,
+        )
+
     margin = "only broker"
     if len(ranked) > 1:
         runner = ranked[1]
-        margin = f"{ratio(scores[leader], scores[runner]):.2f}× {runner}"
+        margin = f"{versus(runner).describe()} over {runner}"
     kinds = {c.target: c.broker_kind for c in cells}
     kafka = [t for t in scores if kinds.get(t) == "kafka"]
     tansu = any(c.on_tansu for c in cells)
@@ -761,13 +768,15 @@ def _verdict_row(data: ReportData, workload: str) -> list[str] | None:
         verdict = "no Kafka result: neither supports nor contradicts"
     elif len(scores) < 2:
         verdict = "only Kafka measured: no comparison"
-    elif leader in kafka and ratio(scores[leader], scores[ranked[1]]) < TIE:
+    elif leader in kafka and not (ahead := versus(ranked[1])).conclusive:
         verdict = (
-            f"a tie (Kafka ahead by less than {TIE - 1:.0%}): neither supports nor contradicts"
+            f"inconclusive: Kafka ahead of {ranked[1]} by {ahead.describe()}; neither supports "
+            "nor contradicts"
         )
-    elif leader not in kafka and ratio(scores[leader], scores[kafka[0]]) < TIE:
+    elif leader not in kafka and not (behind_by := versus(kafka[0])).conclusive:
         verdict = (
-            f"a tie (Kafka behind by less than {TIE - 1:.0%}): neither supports nor contradicts"
+            f"inconclusive: Kafka behind {leader} by {behind_by.describe()}; neither supports "
+            "nor contradicts"
         )
     elif leader in kafka:
         verdict = "supports the claim"
@@ -1015,7 +1024,10 @@ def build_report(data: ReportData) -> list[Block]:
             "Per workload, through msgbus (the same application code on every broker); "
             "`memory://` is an in-process baseline, not a broker, and is left out of the "
             "ranking. Margin = leader's figure over the runner-up's (for latency: the "
-            "runner-up's over the leader's)."
+            "runner-up's over the leader's), with the 95 % bootstrap interval of that ratio "
+            "over the repeats. A comparison is *inconclusive* when the two brokers' "
+            "per-repeat figures overlap, when the interval reaches 1, or with fewer than "
+            f"{MIN_REPEATS} repeats (`msgbus/bench/compare.py`)."
         )
     )
     blocks.append(

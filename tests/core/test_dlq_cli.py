@@ -170,3 +170,21 @@ def test_management_url_errors_are_clear_and_hide_the_password() -> None:
     with pytest.raises(msgbus.BrokerUnavailable) as unreachable:
         management_queues(closed, "/", timeout=2)
     assert "s3cret-xyz" not in str(unreachable.value)
+
+
+def test_url_from_msgbus_url_keeps_it_off_the_command_line(
+    dead: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a URL word (no ``://``) the URL comes from $MSGBUS_URL; with neither, exit 2
+    with a message naming the fix; a wrong topic count is a usage error too."""
+    url, topic = dead
+    monkeypatch.setenv("MSGBUS_URL", url)
+    code, out, _ = run("show", topic, "--json")
+    assert code == 0 and len(out.splitlines()) == 3
+    code, out, _ = run("list", "--json")
+    assert code == 0 and json.loads(out)[0]["count"] == 3
+    monkeypatch.delenv("MSGBUS_URL")
+    assert run("show", topic)[0] == 2
+    assert "set MSGBUS_URL" in capsys.readouterr().err
+    assert run("show", url, topic, "another")[0] == 2
+    assert "expected one TOPIC" in capsys.readouterr().err
