@@ -14,7 +14,8 @@ from typing import Any
 import stomp
 
 from msgbus.backend import Delivery
-from msgbus.backends.activemq import MARKER_HEADER, _ActiveMQSubscription
+from msgbus.backends.activemq_frames import MARKER_HEADER
+from msgbus.backends.activemq_subscription import ActiveMQSubscription
 
 __all__ = ["QueueBrowser"]
 
@@ -27,7 +28,7 @@ def _ignore(_delivery: Delivery, _ack: bool, _requeue: bool) -> None:
     """Browsed messages stay in the queue: nothing to settle."""
 
 
-class QueueBrowser(_ActiveMQSubscription):
+class QueueBrowser(ActiveMQSubscription):
     """A browser of ``group``'s queue on ``topic``: ``receive`` hands out the snapshot, then
     returns ``[]`` at once after the broker's end-of-browse frame. Close it when done."""
 

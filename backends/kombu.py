@@ -66,6 +66,9 @@ URL form
     with bindings kept in the database: see :mod:`msgbus.backends.kombu_sqla`). Several hosts
     (``kombu+amqp://h1,h2/``) become kombu's failover list. Query parameters named ``ssl``,
     ``ssl_*``, ``heartbeat`` and ``login_method`` go to kombu; the others are msgbus options.
+    TLS on AMQP: ``kombu+amqps://host:5671/?ssl_ca_certs=/ca.pem`` (also ``ssl_certfile``,
+    ``ssl_keyfile``, ``ssl_cert_reqs``, ``ssl_check_hostname``; the server's host name is
+    checked unless turned off): see :mod:`msgbus.backends.kombu_tls`.
 
 Options (URL query or keyword arguments to ``msgbus.connect``)
     - ``exchange`` (str, ``msgbus``): the exchange every topic lives on.
@@ -77,19 +80,20 @@ Options (URL query or keyword arguments to ``msgbus.connect``)
     - ``poll_interval`` (float s, 0.005): see Threads (the longest wait for broker frames on
       ``kombu+amqp://``, where other threads wake the I/O thread).
     - ``transport_options`` (dict, keyword only): passed to ``kombu.Connection``.
+    - ``ssl_options`` (dict, keyword only): kombu's ``ssl`` argument (on AMQP, py-amqp's
+      names: ``ca_certs``, ``certfile``, ``keyfile``, ``cert_reqs``, ``server_hostname``),
+      over what the URL's ``ssl_*`` parameters say.
     - ``fast_path`` (bool, true): use the py-amqp fast path where it was verified.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import socket
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -97,14 +101,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import kombu
-from kombu import Consumer, Exchange, Queue
+from kombu import Exchange
 from kombu.transport import get_transport_cls
 
-from msgbus.backend import Backend, Delivery, Features, Subscription
+from msgbus.backend import Backend, Features, Subscription
 from msgbus.backendkit import (
     KEY_HEADER,
     Backoff,
-    DeliveryBuffer,
     Outage,
     Outgoing,
     PendingFuture,
@@ -115,10 +118,11 @@ from msgbus.backendkit import (
     settle_future,
     with_message_id,
 )
-from msgbus.backendkit.amqp import from_amqp, to_amqp
+from msgbus.backendkit.amqp import to_amqp
 from msgbus.backendkit.fastpath import load_fast_path
-from msgbus.deadletters import store_queue_name
-from msgbus.envelope import new_message_id
+from msgbus.backends.kombu_subscription import KombuSubscription
+from msgbus.backends.kombu_tls import amqp_ssl
+from msgbus.backends.kombu_url import check_filesystem_folders, kombu_urls
 from msgbus.errors import (
     AuthenticationError,
     BrokerUnavailable,
@@ -126,7 +130,6 @@ from msgbus.errors import (
     ConfigurationError,
     PublishError,
 )
-from msgbus.message import MESSAGE_ID
 from msgbus.url import BusURL
 
 __all__ = [
@@ -138,7 +141,6 @@ __all__ = [
 
 log = logging.getLogger("msgbus.kombu")
 
-_KOMBU_QUERY = ("heartbeat", "login_method", "insist")
 _AMQP = ("amqp", "amqps", "pyamqp")
 LAG_TRANSPORTS = (*_AMQP, "memory", "sqla")
 """Transports whose passive queue declare counts an empty queue as 0 (Redis's does not: an
@@ -158,6 +160,7 @@ class KombuOptions:
     reconnect_timeout: float = 30.0
     poll_interval: float = 0.005
     transport_options: dict[str, Any] | None = None
+    ssl_options: dict[str, Any] | None = None
     fast_path: bool = True
 
 
@@ -175,25 +178,6 @@ def transport_features(transport: str, max_message_bytes: int, persistent: bool)
         cross_process=transport != "memory",
         max_message_bytes=max_message_bytes,
     )
-
-
-def _check_filesystem_folders(transport_options: Mapping[str, Any]) -> None:
-    """kombu's filesystem transport reads and writes folders named by transport options
-    (default ``data_in``/``data_out`` in the working directory); refuse at once, naming the
-    options, when they are not existing folders."""
-    import os
-
-    for name, default in (
-        ("data_folder_in", "data_in"),
-        ("data_folder_out", "data_out"),
-    ):
-        folder = transport_options.get(name, default)
-        if not os.path.isdir(folder):
-            raise ConfigurationError(
-                f"kombu's filesystem transport needs the folder {folder!r} ({name}): create "
-                "it, or pass existing folders, e.g. transport_options={'data_folder_in': D, "
-                "'data_folder_out': D} (D the same for every process)"
-            )
 
 
 def _is_auth_error(exc: BaseException) -> bool:
@@ -231,256 +215,6 @@ class _Entry(Outgoing):
         self.properties = properties
 
 
-# --------------------------------------------------------------------------- subscriptions
-
-
-class _KombuSubscription(Subscription):
-    """A member of a group: a kombu Consumer on its own channel of the backend's connection.
-
-    ``receive`` runs on the consuming thread; ``ack``/``nack`` (any thread) and ``close``
-    (any thread) are queued for the I/O thread.
-    """
-
-    def __init__(self, backend: KombuBackend, topic: str, group: str | None, prefetch: int):
-        self.topic = topic
-        self.group = group
-        self.backend = backend
-        self.prefetch = max(1, prefetch)
-        if group is not None:  # the dead-letter store's queue is <t>.dlq itself
-            name = store_queue_name(topic, group) or f"{topic}.{group}"
-        else:
-            name = f"{topic}.private-{uuid.uuid4().hex[:12]}"
-        self.queue = Queue(
-            name,
-            backend.exchange,
-            routing_key=topic,
-            durable=group is not None,
-            auto_delete=group is None,
-            exclusive=group is None and backend.transport in _AMQP,
-        )
-        self._lock = threading.Lock()
-        self._buffer = DeliveryBuffer(self._lock)
-        self._closed = False
-        self._epoch = -1
-        self._settles: list[tuple[int, Any, bool, bool]] = []
-        self._settle_scheduled = False
-        # I/O-thread state
-        self._requeued: set[str] = set()
-        self.channel: Any = None
-        self.consumer: Any = None
-        self.first_setup: Future[None] = Future()
-        self.closed_event = threading.Event()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    # ---------------------------------------------------------------- I/O thread
-
-    def setup(self, conn: Any, epoch: int) -> None:
-        """I/O thread: declare the queue and start consuming on a new channel."""
-        if self._closed:
-            return
-        channel = conn.channel()
-        try:
-            consumer = Consumer(
-                channel,
-                queues=[self.queue],
-                on_message=self._make_on_message(epoch),
-                no_ack=False,
-                prefetch_count=self.prefetch,
-                auto_declare=True,
-            )
-            consumer.consume()
-            # Redis: unacknowledged messages of a dead member past the visibility timeout
-            # come back now, not at kombu's next throttled sweep (a no-op elsewhere)
-            restore = getattr(getattr(channel, "qos", None), "restore_visible", None)
-            if restore is not None:
-                restore(num=getattr(channel, "unacked_restore_limit", None), interval=1)
-        except BaseException:
-            _close_quietly(channel)
-            raise
-        self.channel, self.consumer = channel, consumer
-        with self._lock:
-            self._epoch = epoch
-        settle_future(self.first_setup, None)
-
-    def _make_on_message(self, epoch: int) -> Callable[[Any], None]:
-        topic = self.topic
-        settle = self._settle
-        lock = self._lock
-        buffer = self._buffer
-
-        def on_message(message: Any) -> None:
-            try:
-                headers, key = _delivery_headers(message)
-            except Exception:
-                log.exception("kombu: could not read the headers of a message")
-                headers, key = {}, None
-            body = message.body
-            if isinstance(body, str):  # py-amqp decoded it, or '' for an empty body
-                body = body.encode(message.content_encoding or "utf-8") if body else b""
-            info = message.delivery_info or {}
-            redelivered = bool(info.get("redelivered"))
-            requeued = self._requeued
-            if requeued:
-                message_id = headers.get(MESSAGE_ID)
-                if message_id in requeued:
-                    requeued.discard(message_id)
-                    redelivered = True
-            delivery = Delivery(
-                topic,
-                body,
-                headers,
-                key,
-                settle,
-                redelivered=redelivered,
-                native_id=headers.get(MESSAGE_ID) or new_message_id(),
-                token=(epoch, message),
-            )
-            with lock:
-                if epoch == self._epoch:
-                    buffer.put(delivery)  # dropped once closed
-
-        return on_message
-
-    def lost(self) -> None:
-        """I/O thread: the connection went away; unsettled deliveries are void."""
-        with self._lock:
-            self._epoch = -1
-            self._buffer.clear()
-            self._settles.clear()
-        self.channel = self.consumer = None
-
-    def flush_settles(self) -> None:
-        """I/O thread: ack/reject what other threads settled."""
-        with self._lock:
-            self._settle_scheduled = False
-            settles, self._settles = self._settles, []
-            epoch = self._epoch
-        if settles:
-            with self.backend.coalesced_writes():
-                self._settle_now(settles, epoch)
-
-    def _settle_now(self, settles: list[tuple[int, Any, bool, bool]], epoch: int) -> None:
-        for gen, message, ack, requeue in settles:
-            if gen != epoch or self.channel is None:
-                continue
-            if ack:
-                message.ack()
-            elif requeue:
-                message_id = (message.properties or {}).get("message_id")
-                if message_id and len(self._requeued) < 10_000:
-                    self._requeued.add(message_id)  # memory:// does not flag redeliveries
-                message.requeue()
-            else:
-                message.reject(requeue=False)
-
-    def close_channel(self) -> None:
-        """I/O thread: settle what is queued, cancel, close the channel (messages go back)."""
-        try:
-            self.flush_settles()
-            if self.consumer is not None:
-                self.consumer.cancel()
-        except Exception as exc:
-            log.debug("kombu: cancelling %s failed: %s", self.queue.name, exc)
-        channel = self.channel
-        if channel is not None:
-            if getattr(channel, "do_restore", True) is False:
-                # kombu's memory transport drops unacknowledged messages on close
-                try:
-                    channel.qos.restore_unacked()
-                except Exception as exc:
-                    log.warning("kombu: could not hand back unacknowledged messages: %s", exc)
-            _close_quietly(channel)
-        self.channel = self.consumer = None
-        self.closed_event.set()
-
-    # ---------------------------------------------------------------- any thread
-
-    def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
-        epoch, message = delivery.token
-        with self._lock:
-            if self._closed or epoch != self._epoch:
-                return  # the broker/transport redelivers it
-            self._settles.append((epoch, message, ack, requeue))
-            if self._settle_scheduled:
-                return
-            self._settle_scheduled = True
-        self.backend.call_soon(self.flush_settles)
-
-    def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
-        """Up to ``max_messages`` deliveries within ``timeout`` s ([] on timeout or close).
-
-        Raises BrokerUnavailable while the connection has been down for longer than
-        ``reconnect_timeout``.
-        """
-        with self._lock:
-            return self._buffer.take(max_messages, timeout, self._check_connection)
-
-    def _check_connection(self) -> None:
-        self.backend.outage.check()
-
-    def confirm_settled(self, timeout: float) -> bool:
-        """Settle what is queued on the I/O thread; over AMQP then a synchronous passive
-        ``queue.declare`` on the same channel (answered after the acks before it). A
-        virtual transport (Redis, SQL) applies an ack as it sends it."""
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                self.flush_settles()
-                channel = self.channel
-                if channel is not None and not hasattr(channel, "qos"):  # py-amqp, not virtual
-                    channel.queue_declare(queue=self.queue.name, passive=True)
-            except Exception as exc:  # the connection is going: the broker redelivers
-                log.debug("kombu: confirming acks on %s failed: %s", self.queue.name, exc)
-                return
-            if channel is not None:
-                done.set()
-
-        if not self.backend.call_soon(run) or not done.wait(timeout):
-            raise BrokerUnavailable(f"kombu: acks on queue {self.queue.name!r} not confirmed")
-        return True
-
-    def close(self) -> None:
-        """Cancel the consumer and close its channel (unacknowledged messages go back);
-        wake a blocked ``receive``. Idempotent, any thread; waits up to 5 s."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._buffer.close()
-        self.backend.forget(self)
-        if self.backend.call_soon(self.close_channel) and not self.backend.on_io_thread():
-            self.closed_event.wait(5.0)
-
-    def __repr__(self) -> str:
-        return f"<kombu subscription {self.queue.name!r} prefetch={self.prefetch}>"
-
-
-def _close_quietly(channel: Any) -> None:
-    try:
-        channel.close()
-    except Exception as exc:
-        log.debug("kombu: closing a channel failed: %s", exc)
-
-
-def _delivery_headers(message: Any) -> tuple[dict[str, str], str | None]:
-    """A kombu message's headers and properties → msgbus headers and the key."""
-    props = message.properties or {}
-    return from_amqp(
-        message.headers,
-        message.content_type,
-        props.get("message_id"),
-        props.get("correlation_id"),
-        props.get("timestamp"),
-    )
-
-
-# --------------------------------------------------------------------------- backend
-
-
 class KombuBackend(Backend):
     """Any kombu transport (see the module docstring for features, URL and options).
 
@@ -494,9 +228,13 @@ class KombuBackend(Backend):
     features = transport_features("amqp", KombuOptions.max_message_bytes, True)
     extra = "kombu"
 
-    def __init__(self, url: BusURL, options: KombuOptions, kombu_urls: list[str]) -> None:
-        """Prepare (but do not connect) a backend; use :meth:`from_url` instead."""
+    def __init__(
+        self, url: BusURL, options: KombuOptions, kombu_urls: list[str], *, ssl: Any = None
+    ) -> None:
+        """Prepare (but do not connect) a backend; use :meth:`from_url` instead. ``ssl``:
+        kombu's ``ssl`` argument (None: what the URL says)."""
         self.url = url
+        self._ssl = ssl
         self.options = options
         self.transport = url.driver.partition("+")[0]
         self._kombu_urls = kombu_urls
@@ -527,7 +265,7 @@ class KombuBackend(Backend):
         self._lag: Any = None  # a kombu_lag.QueueDepth, made on the first consumer_lag
         self.reports_consumer_lag = self.transport in LAG_TRANSPORTS
         self._stopping = False
-        self._subscriptions: set[_KombuSubscription] = set()
+        self._subscriptions: set[KombuSubscription] = set()
         # I/O-thread state
         self._conn: Any = None
         self._epoch = 0
@@ -558,8 +296,9 @@ class KombuBackend(Backend):
             raise ConfigurationError(
                 f"kombu has no usable transport {url.driver!r}: {exc}"
             ) from None
-        passed = {k: v for k, v in url.query.items() if k.startswith("ssl") or k in _KOMBU_QUERY}
-        ours = url.with_query(**dict.fromkeys(passed))
+        transport = url.driver.partition("+")[0]
+        amqp = transport in _AMQP
+        ours, urls, tls_query = kombu_urls(url, amqp=amqp)
         opts = parse_options(KombuOptions, ours, options, backend="kombu")
         require_positive(
             opts,
@@ -570,22 +309,14 @@ class KombuBackend(Backend):
             "poll_interval",
             backend="kombu",
         )
-        if opts.transport_options is not None and not isinstance(opts.transport_options, dict):
-            raise ConfigurationError("kombu option 'transport_options' must be a dict")
+        for name in ("transport_options", "ssl_options"):
+            if getattr(opts, name) is not None and not isinstance(getattr(opts, name), dict):
+                raise ConfigurationError(f"kombu option {name!r} must be a dict")
+        # kombu's URL parser keeps ssl_* names py-amqp does not take: see kombu_tls
+        ssl_arg = amqp_ssl(transport, tls_query, opts.ssl_options) if amqp else opts.ssl_options
         if url.driver == "filesystem":
-            _check_filesystem_folders(opts.transport_options or {})
-        for_kombu = url.with_query(**{k: None for k in url.query if k not in passed})
-        hosts = for_kombu.hosts or ()
-        if len(hosts) > 1:
-            urls = [
-                dataclasses.replace(for_kombu, hosts=(host,)).render(
-                    hide_password=False, scheme=url.driver
-                )
-                for host in hosts
-            ]
-        else:
-            urls = [for_kombu.render(hide_password=False, scheme=url.driver)]
-        backend = cls(url, opts, urls)
+            check_filesystem_folders(opts.transport_options or {})
+        backend = cls(url, opts, urls, ssl=ssl_arg)
         backend._open()
         return backend
 
@@ -620,6 +351,7 @@ class KombuBackend(Backend):
             self._kombu_urls if len(self._kombu_urls) > 1 else self._kombu_urls[0],
             connect_timeout=self.options.connect_timeout,
             transport_options=dict(self.options.transport_options or {}),
+            **({"ssl": self._ssl} if self._ssl is not None else {}),
         )
         if self.transport == "sqla":  # bindings shared between processes: see kombu_sqla
             from msgbus.backends.kombu_sqla import SharedBindingsTransport
@@ -678,7 +410,7 @@ class KombuBackend(Backend):
         settle_future(self._initial, None)
         return True
 
-    def _setup(self, sub: _KombuSubscription) -> None:
+    def _setup(self, sub: KombuSubscription) -> None:
         if sub.closed or sub.channel is not None:
             return
         try:
@@ -852,7 +584,7 @@ class KombuBackend(Backend):
         """True when called on the backend's I/O thread."""
         return threading.current_thread() is self._thread
 
-    def forget(self, sub: _KombuSubscription) -> None:
+    def forget(self, sub: KombuSubscription) -> None:
         """Drop a closed subscription (called by the subscription)."""
         with self._lock:
             self._subscriptions.discard(sub)
@@ -912,7 +644,7 @@ class KombuBackend(Backend):
             raise BusClosed("the kombu backend is closed")
         if from_beginning:
             raise ConfigurationError("kombu queues keep no log: from_beginning is not supported")
-        sub = _KombuSubscription(self, topic, group, prefetch)
+        sub = KombuSubscription(self, topic, group, prefetch, exclusive=self.transport in _AMQP)
         with self._lock:
             self._subscriptions.add(sub)
 
@@ -979,7 +711,7 @@ class KombuBackend(Backend):
         return f"<KombuBackend {self.where}>"
 
 
-def _setup_error(sub: _KombuSubscription, exc: BaseException) -> BaseException:
+def _setup_error(sub: KombuSubscription, exc: BaseException) -> BaseException:
     text = str(exc)
     if "PRECONDITION" in text.upper() or "inequivalent" in text:
         return ConfigurationError(f"the broker refused queue {sub.queue.name!r}: {text}")

@@ -23,18 +23,22 @@ Targets (issue 7): msgbus publish >= 0.9x raw windowed, msgbus consume >= 0.9x r
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
-
-import stomp
 
 import msgbus
 from msgbus.bench.payload import ACCOUNT_CREATED
+from msgbus.bench.raw.activemq import (
+    BODY,
+    create_group,
+    raw_consume,
+    raw_publish_no_receipt,
+    raw_publish_sync,
+    raw_publish_windowed,
+)
 
 __all__ = [
     "BODY",
@@ -48,142 +52,8 @@ __all__ = [
 ]
 
 PAYLOAD = ACCOUNT_CREATED
-BODY = json.dumps(PAYLOAD, separators=(",", ":")).encode()
-"""The raw clients' body: the same JSON the bus sends for :data:`PAYLOAD` (~200 bytes)."""
+"""The payload every publish sends (~200 bytes as JSON)."""
 GROUP = "bench"
-
-
-class _Waiter(stomp.ConnectionListener):
-    """Counts receipts and messages; optionally ACKs each message from the listener."""
-
-    def __init__(self, conn: stomp.Connection12 | None = None, target: int = 0) -> None:
-        self.conn = conn
-        self.target = target
-        self.cond = threading.Condition()
-        self.receipts: set[str] = set()
-        self.receipt_count = 0
-        self.messages = 0
-        self.done = threading.Event()
-
-    def on_receipt(self, frame: Any) -> None:
-        with self.cond:
-            self.receipts.add(frame.headers["receipt-id"])
-            self.receipt_count += 1
-            self.cond.notify_all()
-
-    def on_message(self, frame: Any) -> None:
-        if self.conn is not None:
-            self.conn.ack(frame.headers["ack"])  # STOMP 1.2: the ack id alone
-        self.messages += 1
-        if self.messages == self.target:
-            self.done.set()
-
-    def wait_receipt(self, receipt: str, timeout: float = 60.0) -> None:
-        with self.cond:
-            if not self.cond.wait_for(lambda: receipt in self.receipts, timeout):
-                raise TimeoutError(f"no receipt {receipt}")
-            self.receipts.discard(receipt)
-
-
-def _connect(url: str, listener: _Waiter) -> stomp.Connection12:
-    parsed = msgbus.BusURL.parse(url)
-    host = parsed.hosts[0]
-    conn = stomp.Connection12(
-        [(host.host, host.port or 61613)],
-        heartbeats=(10_000, 10_000),
-        auto_decode=False,
-    )
-    conn.set_listener("bench", listener)
-    conn.connect(username=parsed.username, passcode=parsed.password, wait=True)
-    if listener.conn is None and listener.target:
-        listener.conn = conn
-    return conn
-
-
-def _disconnect(conn: stomp.Connection12) -> None:
-    conn.disconnect(receipt=f"bye-{uuid.uuid4().hex[:8]}")
-
-
-def raw_publish_sync(url: str, topic: str, messages: int) -> float:
-    """Raw stomp.py: persistent SEND with a receipt, each waited before the next; msg/s."""
-    waiter = _Waiter()
-    conn = _connect(url, waiter)
-    dest = f"/topic/VirtualTopic.{topic}"
-    started = time.perf_counter()
-    for i in range(messages):
-        receipt = f"r{i}"
-        conn.send(dest, BODY, headers={"persistent": "true", "receipt": receipt})
-        waiter.wait_receipt(receipt)
-    elapsed = time.perf_counter() - started
-    _disconnect(conn)
-    return messages / elapsed
-
-
-def raw_publish_windowed(url: str, topic: str, messages: int, window: int) -> float:
-    """Raw stomp.py: persistent SENDs with receipts, at most ``window`` outstanding; msg/s."""
-    waiter = _Waiter()
-    conn = _connect(url, waiter)
-    dest = f"/topic/VirtualTopic.{topic}"
-    cond = waiter.cond
-    started = time.perf_counter()
-    for i in range(messages):
-        if i - waiter.receipt_count >= window:
-            with cond:
-                cond.wait_for(lambda i=i: i - waiter.receipt_count < window, 60)
-        conn.send(dest, BODY, headers={"persistent": "true", "receipt": f"r{i}"})
-    with cond:
-        if not cond.wait_for(lambda: waiter.receipt_count >= messages, 120):
-            raise TimeoutError("receipts missing")
-    elapsed = time.perf_counter() - started
-    _disconnect(conn)
-    return messages / elapsed
-
-
-def raw_publish_no_receipt(url: str, topic: str, messages: int) -> float:
-    """Raw stomp.py: persistent SENDs without receipts (the last one has one); msg/s."""
-    waiter = _Waiter()
-    conn = _connect(url, waiter)
-    dest = f"/topic/VirtualTopic.{topic}"
-    started = time.perf_counter()
-    for _ in range(messages - 1):
-        conn.send(dest, BODY, headers={"persistent": "true"})
-    conn.send(dest, BODY, headers={"persistent": "true", "receipt": "last"})
-    waiter.wait_receipt("last", 120)
-    elapsed = time.perf_counter() - started
-    _disconnect(conn)
-    return messages / elapsed
-
-
-def _create_group(url: str, topic: str, group: str) -> None:
-    """Make the group's virtual-topic queue exist (subscribe once, with a receipt)."""
-    waiter = _Waiter()
-    conn = _connect(url, waiter)
-    conn.subscribe(
-        f"/queue/Consumer.{group}.VirtualTopic.{topic}",
-        id="create",
-        ack="client-individual",
-        headers={"receipt": "sub"},
-    )
-    waiter.wait_receipt("sub")
-    _disconnect(conn)
-
-
-def raw_consume(url: str, topic: str, group: str, messages: int, prefetch: int) -> float:
-    """Raw stomp.py: drain ``messages`` from the group queue, ACK each in the listener; msg/s."""
-    waiter = _Waiter(target=messages)
-    conn = _connect(url, waiter)
-    started = time.perf_counter()
-    conn.subscribe(
-        f"/queue/Consumer.{group}.VirtualTopic.{topic}",
-        id="bench",
-        ack="client-individual",
-        headers={"activemq.prefetchSize": str(prefetch)},
-    )
-    if not waiter.done.wait(300):
-        raise TimeoutError(f"only {waiter.messages} of {messages} messages arrived")
-    elapsed = time.perf_counter() - started
-    _disconnect(conn)
-    return messages / elapsed
 
 
 def msgbus_publish(url: str, topic: str, messages: int) -> float:
@@ -246,7 +116,7 @@ def run(url: str, messages: int, repeats: int, window: int, prefetch: int) -> di
         base = f"bench.{uuid.uuid4().hex[:8]}"
         topics = {kind: f"{base}.{kind}" for kind in ("sync", "window", "msgbus", "none")}
         for topic in topics.values():
-            _create_group(url, topic, GROUP)
+            create_group(url, topic, GROUP)
         sync, win, bus, none = (topics[k] for k in ("sync", "window", "msgbus", "none"))
         measure("raw sync receipts", lambda t=sync: raw_publish_sync(url, t, sync_messages))
         measure(

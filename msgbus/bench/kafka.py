@@ -38,24 +38,29 @@ than raw.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import statistics
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
-
 import msgbus
-from msgbus.backends.kafka import KafkaOptions
+from msgbus.bench.clock import Clock as _Clock
+from msgbus.bench.clock import Result
+from msgbus.bench.clock import paced as _paced
 from msgbus.bench.payload import ACCOUNT_CREATED
-from msgbus.envelope import new_message_id
+from msgbus.bench.raw import kafka as raw_kafka
+from msgbus.bench.raw.kafka import (
+    BATCH_SIZE,
+    PARTITIONS,
+    raw_latency,
+    raw_produce,
+    raw_produce_with_futures,
+    raw_produce_with_headers,
+)
+from msgbus.bench.raw.kafka import new_topic as _new_topic
 
 __all__ = [
     "main",
@@ -69,12 +74,8 @@ __all__ = [
     "raw_produce_with_headers",
 ]
 
-PARTITIONS = 3
 PAYLOAD = ACCOUNT_CREATED
 """About 200 bytes as JSON (with the ``sent_ns`` field the latency runs add)."""
-
-BATCH_SIZE = KafkaOptions.batch_size
-"""The raw producers use the msgbus backend's default batch size (same settings, same work)."""
 
 OPTIONS: dict[str, Any] = {}
 """Keyword options for ``msgbus.connect`` (the backend defaults; filled by ``main``)."""
@@ -82,106 +83,12 @@ OPTIONS: dict[str, Any] = {}
 FILL_OPTIONS: dict[str, Any] = {}
 """Options of the bus that fills the consume runs' topics (the fastest driver installed)."""
 
-Result = tuple[float, float]
-"""One throughput run: messages per second, process CPU microseconds per message."""
-
 
 def _payload(sent_ns: int = 0) -> dict[str, Any]:
     return {**PAYLOAD, "sent_ns": sent_ns}
 
 
-def _cpu_seconds() -> float:
-    """CPU time of the whole process (every thread) so far."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-class _Clock:
-    """Wall and process CPU time of one measured stretch."""
-
-    def __init__(self) -> None:
-        self.wall = time.perf_counter()
-        self.cpu = _cpu_seconds()
-
-    def result(self, messages: int) -> Result:
-        """Messages per second and CPU microseconds per message since construction."""
-        wall = time.perf_counter() - self.wall
-        return messages / wall, (_cpu_seconds() - self.cpu) / messages * 1e6
-
-
-def _bootstrap(url: str) -> str:
-    return url.split("://", 1)[1].split("?", 1)[0]
-
-
-def _new_topic(url: str) -> str:
-    """Create a fresh 3-partition topic and return its name."""
-    name = f"bench.{uuid.uuid4().hex[:10]}"
-    admin = KafkaAdminClient(bootstrap_servers=_bootstrap(url))
-    try:
-        admin.create_topics([NewTopic(name, PARTITIONS, 1)])
-    finally:
-        admin.close()
-    return name
-
-
 # --------------------------------------------------------------------------- produce
-
-
-def raw_produce(url: str, messages: int) -> Result:
-    """Plain kafka-python sending ``messages`` JSON records with acks=all."""
-    return _raw_send(url, messages, headers=False, futures=False)
-
-
-def raw_produce_with_headers(url: str, messages: int) -> Result:
-    """Like :func:`raw_produce`, but each record carries the headers msgbus sends
-    (``content-type``, a 32-hex-digit ``msgbus-id``) and an explicit timestamp: the same
-    bytes on the wire as msgbus, to show what the record headers cost in kafka-python."""
-    return _raw_send(url, messages, headers=True, futures=False)
-
-
-def raw_produce_with_futures(url: str, messages: int) -> Result:
-    """Like :func:`raw_produce_with_headers`, plus a ``concurrent.futures.Future`` per
-    record resolved from the producer's callback (what ``publish`` hands its caller)."""
-    return _raw_send(url, messages, headers=True, futures=True)
-
-
-def _raw_send(url: str, messages: int, *, headers: bool, futures: bool) -> Result:
-    topic = _new_topic(url)
-    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=BATCH_SIZE)
-    try:
-        producer.send(topic, b"{}").get(30)  # metadata and connection are warm
-        payload = _payload()
-        clock = _Clock()
-        for _ in range(messages):
-            if not headers:
-                producer.send(topic, json.dumps(payload).encode())
-                continue
-            sent = producer.send(
-                topic,
-                json.dumps(payload).encode(),
-                headers=[("content-type", b"application/json"), ("msgbus-id", _hex_id())],
-                timestamp_ms=time.time_ns() // 1_000_000,
-            )
-            if futures:
-                future: Future[None] = Future()
-                sent.add_both(_resolve, future)
-        producer.flush(120)
-        return clock.result(messages)
-    finally:
-        producer.close()
-
-
-def _hex_id() -> bytes:
-    # msgbus's own id source (a counter): os.urandom per id releases the GIL, and next to the
-    # producer's sender thread a call took up to 28 us here, which would be measured instead
-    return new_message_id().encode()
-
-
-def _resolve(future: Future[None], outcome: Any) -> None:
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(None)
 
 
 def msgbus_produce(url: str, messages: int, options: dict[str, Any] | None = None) -> Result:
@@ -218,40 +125,9 @@ def _filled_topic(url: str, messages: int) -> str:
 
 
 def raw_consume(url: str, messages: int) -> Result:
-    """A plain ``KafkaConsumer`` group member (JSON decode, commit per poll batch)."""
-    topic = _filled_topic(url, messages)
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=_bootstrap(url),
-        group_id=f"raw-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
-    try:
-        count = 0
-        clock: _Clock | None = None
-        result: Result = (0.0, 0.0)
-        deadline = time.monotonic() + 120
-        while count < messages and time.monotonic() < deadline:
-            batches = consumer.poll(timeout_ms=500)
-            for records in batches.values():
-                for record in records:
-                    json.loads(record.value)
-                    count += 1
-                    if clock is None:
-                        clock = _Clock()
-            if batches:
-                consumer.commit_async()
-                if count >= messages and clock is not None:
-                    result = clock.result(messages - 1)
-        if count < messages:
-            raise RuntimeError(f"raw consumer got {count} of {messages} messages")
-        return result
-    finally:
-        consumer.close(autocommit=False)
+    """A plain ``KafkaConsumer`` group member (JSON decode, commit per poll batch) on a topic
+    msgbus filled (:func:`msgbus.bench.raw.kafka.raw_consume`)."""
+    return raw_kafka.raw_consume(url, _filled_topic(url, messages), messages)
 
 
 def msgbus_consume(url: str, messages: int, options: dict[str, Any] | None = None) -> Result:
@@ -283,65 +159,6 @@ def msgbus_consume(url: str, messages: int, options: dict[str, Any] | None = Non
 
 
 # --------------------------------------------------------------------------- latency
-
-
-def _paced(rate: float, count: int, send: Callable[[int], None]) -> None:
-    """Call ``send(intended_ns)`` ``count`` times at ``rate`` per second (open loop)."""
-    interval = 1e9 / rate
-    start = time.monotonic_ns()
-    for i in range(count):
-        intended = start + int(i * interval)
-        delay = intended - time.monotonic_ns()
-        if delay > 0:
-            time.sleep(delay / 1e9)
-        send(intended)
-
-
-def raw_latency(url: str, rate: float, seconds: float) -> list[float]:
-    """End-to-end latencies (ms) of plain kafka-python at ``rate`` msg/s."""
-    topic = _new_topic(url)
-    count = int(rate * seconds)
-    latencies: list[float] = []
-    consumer = KafkaConsumer(
-        bootstrap_servers=_bootstrap(url),
-        group_id=f"raw-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-    )
-    consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
-    for p in range(PARTITIONS):
-        consumer.seek(TopicPartition(topic, p), 0)  # a fresh topic: its start is its end
-    producer = KafkaProducer(bootstrap_servers=_bootstrap(url), acks="all", batch_size=BATCH_SIZE)
-    stop = threading.Event()
-
-    def consume() -> None:
-        while not stop.is_set() and len(latencies) < count:
-            batches = consumer.poll(timeout_ms=100)
-            for records in batches.values():
-                for record in records:
-                    sent = json.loads(record.value)["sent_ns"]
-                    latencies.append((time.monotonic_ns() - sent) / 1e6)
-            if batches:
-                consumer.commit_async()
-
-    thread = threading.Thread(target=consume)
-    thread.start()
-    try:
-        producer.send(topic, json.dumps(_payload(time.monotonic_ns())).encode()).get(30)
-        latencies.clear()  # the warm-up message
-        _paced(
-            rate,
-            count,
-            lambda intended: producer.send(topic, json.dumps(_payload(intended)).encode()),
-        )
-        producer.flush(60)
-        thread.join(60)
-    finally:
-        stop.set()
-        thread.join(10)
-        producer.close()
-        consumer.close(autocommit=False)
-    return latencies
 
 
 def msgbus_latency(

@@ -25,20 +25,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 import msgbus
 import msgbus.aio
+from msgbus.bench.clock import Clock as _Clock
+from msgbus.bench.clock import Result
 from msgbus.bench.kafka import (
-    BATCH_SIZE,
     OPTIONS,
-    Result,
-    _bootstrap,
-    _Clock,
     _filled_topic,
-    _new_topic,
     _payload,
     _rate,
     _row,
     msgbus_consume,
     msgbus_produce,
 )
+from msgbus.bench.raw.kafka import BATCH_SIZE
+from msgbus.bench.raw.kafka import bootstrap as _bootstrap
+from msgbus.bench.raw.kafka import new_topic as _new_topic
 
 __all__ = ["aiobus_consume", "aiobus_produce", "aiokafka_consume", "aiokafka_produce", "run"]
 

@@ -13,18 +13,14 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from msgbus.bench.kafka import (
-    BATCH_SIZE,
-    PARTITIONS,
-    Result,
-    _bootstrap,
-    _Clock,
-    _filled_topic,
-    _hex_id,
-    _new_topic,
-    _paced,
-    _payload,
-)
+from msgbus.bench.clock import Clock as _Clock
+from msgbus.bench.clock import Result
+from msgbus.bench.clock import paced as _paced
+from msgbus.bench.kafka import _filled_topic, _payload
+from msgbus.bench.raw.kafka import BATCH_SIZE, PARTITIONS
+from msgbus.bench.raw.kafka import bootstrap as _bootstrap
+from msgbus.bench.raw.kafka import hex_id as _hex_id
+from msgbus.bench.raw.kafka import new_topic as _new_topic
 
 __all__ = ["raw_consume", "raw_latency", "raw_produce", "raw_produce_with_headers"]
 

@@ -30,7 +30,6 @@ Targets (issue 6): msgbus publish >= 0.9x raw pipelined, msgbus consume >= 0.9x 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import threading
 import time
@@ -38,19 +37,27 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pika
-import pika.exceptions
-from pika.adapters.select_connection import SelectConnection
-
 import msgbus
 from msgbus.bench.payload import ACCOUNT_CREATED
-from msgbus.envelope import new_message_id
+from msgbus.bench.raw.rabbitmq import (
+    BODY,
+    GROUP,
+    delete_queue,
+    prepare_queue,
+    raw_consume,
+    raw_publish_one_at_a_time,
+    raw_publish_pipelined,
+)
 
 __all__ = [
     "BODY",
+    "GROUP",
+    "PAYLOAD",
+    "delete_queue",
     "main",
     "msgbus_consume",
     "msgbus_publish",
+    "prepare_queue",
     "raw_consume",
     "raw_publish_one_at_a_time",
     "raw_publish_pipelined",
@@ -58,154 +65,7 @@ __all__ = [
 ]
 
 PAYLOAD = ACCOUNT_CREATED
-BODY = json.dumps(PAYLOAD, separators=(",", ":")).encode()
-"""The raw clients' body: the same JSON the bus sends for :data:`PAYLOAD` (~200 bytes)."""
-EXCHANGE = "msgbus"
-"""The exchange msgbus's RabbitMQ backend uses by default; the raw clients use it too."""
-GROUP = "bench"
-PERSISTENT = pika.BasicProperties(delivery_mode=2, content_type="application/json")
-
-
-def _msgbus_properties() -> pika.BasicProperties:
-    """Persistent JSON with the metadata msgbus's RabbitMQ backend sends (an id from msgbus's
-    own id source)."""
-    stamp = time.time_ns() // 1_000_000
-    return pika.BasicProperties(
-        delivery_mode=2,
-        content_type="application/json",
-        message_id=new_message_id(),
-        timestamp=stamp // 1000,
-        headers={"msgbus-timestamp": str(stamp)},
-    )
-
-
-def _params(url: str) -> pika.URLParameters:
-    return pika.URLParameters(url)
-
-
-def prepare_queue(url: str, topic: str, group: str = GROUP) -> str:
-    """Declare the exchange and the durable group queue ``<topic>.<group>``, bound to
-    ``topic`` (what msgbus declares for that group); return the queue name."""
-    conn = pika.BlockingConnection(_params(url))
-    try:
-        channel = conn.channel()
-        channel.exchange_declare(EXCHANGE, "topic", durable=True)
-        queue = f"{topic}.{group}"
-        channel.queue_declare(queue, durable=True)
-        channel.queue_bind(queue, EXCHANGE, routing_key=topic)
-        return queue
-    finally:
-        conn.close()
-
-
-def delete_queue(url: str, queue: str) -> None:
-    """Delete ``queue`` (clean-up after a run)."""
-    conn = pika.BlockingConnection(_params(url))
-    try:
-        conn.channel().queue_delete(queue)
-    finally:
-        conn.close()
-
-
-def raw_publish_one_at_a_time(url: str, topic: str, messages: int) -> float:
-    """Raw pika: ``BlockingConnection`` with confirms, each publish waits for its confirm."""
-    conn = pika.BlockingConnection(_params(url))
-    try:
-        channel = conn.channel()
-        channel.confirm_delivery()
-        started = time.perf_counter()
-        for _ in range(messages):
-            channel.basic_publish(EXCHANGE, topic, BODY, PERSISTENT)
-        return messages / (time.perf_counter() - started)
-    finally:
-        conn.close()
-
-
-def raw_publish_pipelined(
-    url: str, topic: str, messages: int, window: int, *, metadata: bool = False
-) -> float:
-    """Raw pika: a ``SelectConnection`` publishing from its I/O thread, at most ``window``
-    unconfirmed; the clock stops at the last confirm. Returns msg/s.
-
-    With ``metadata``, each message carries what a msgbus publish carries (a message id, a
-    timestamp property and the millisecond ``msgbus-timestamp`` header), for reference.
-    """
-    state: dict[str, Any] = {"sent": 0, "confirmed": 0, "error": None, "elapsed": 0.0}
-    done = threading.Event()
-
-    def fill(channel: Any) -> None:
-        while state["sent"] < messages and state["sent"] - state["confirmed"] < window:
-            channel.basic_publish(
-                EXCHANGE, topic, BODY, _msgbus_properties() if metadata else PERSISTENT
-            )
-            state["sent"] += 1
-
-    def on_confirm(frame: Any) -> None:
-        method = frame.method
-        if not isinstance(method, pika.spec.Basic.Ack):
-            state["error"] = RuntimeError("nack")
-        state["confirmed"] = method.delivery_tag if method.multiple else state["confirmed"] + 1
-        if state["confirmed"] >= messages:
-            state["elapsed"] = time.perf_counter() - state["started"]
-            conn.close()
-            return
-        fill(channel_ref[0])
-
-    channel_ref: list[Any] = []
-
-    def on_channel(channel: Any) -> None:
-        channel_ref.append(channel)
-        channel.confirm_delivery(on_confirm, callback=lambda _f: start(channel))
-
-    def start(channel: Any) -> None:
-        state["started"] = time.perf_counter()
-        fill(channel)
-
-    def on_closed(_conn: Any, reason: Any) -> None:
-        if state["confirmed"] < messages:
-            state["error"] = reason
-        conn.ioloop.stop()
-        done.set()
-
-    def on_open_error(_conn: Any, reason: Any) -> None:
-        state["error"] = reason
-        conn.ioloop.stop()
-        done.set()
-
-    conn = SelectConnection(
-        _params(url),
-        on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
-        on_open_error_callback=on_open_error,
-        on_close_callback=on_closed,
-    )
-    conn.ioloop.start()
-    if state["error"] is not None:
-        raise RuntimeError(f"raw pipelined publisher failed: {state['error']!r}")
-    return messages / state["elapsed"]
-
-
-def raw_consume(url: str, queue: str, messages: int, prefetch: int) -> float:
-    """Raw pika: drain ``messages`` from ``queue`` with manual acks, ``basic_qos(prefetch)``."""
-    conn = pika.BlockingConnection(_params(url))
-    try:
-        channel = conn.channel()
-        channel.basic_qos(prefetch_count=prefetch)
-        count = 0
-
-        def on_message(ch: Any, method: Any, _props: Any, body: bytes) -> None:
-            nonlocal count
-            json.loads(body)
-            ch.basic_ack(method.delivery_tag)
-            count += 1
-            if count >= messages:
-                ch.stop_consuming()
-
-        channel.basic_consume(queue, on_message, auto_ack=False)
-        started = time.perf_counter()
-        channel.start_consuming()
-        return messages / (time.perf_counter() - started)
-    finally:
-        conn.close()
+"""The payload every publish sends (~200 bytes as JSON)."""
 
 
 def msgbus_publish(url: str, topic: str, messages: int, **options: Any) -> float:

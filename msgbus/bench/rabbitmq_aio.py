@@ -18,89 +18,18 @@ Needs the ``bench`` extra (aio-pika).
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
-
-import aio_pika
 
 import msgbus
 import msgbus.aio
-from msgbus.bench.rabbitmq import (
-    BODY,
-    EXCHANGE,
-    GROUP,
-    PAYLOAD,
-    delete_queue,
-    msgbus_consume,
-    msgbus_publish,
-    prepare_queue,
-)
+from msgbus.bench.rabbitmq import PAYLOAD, msgbus_consume, msgbus_publish
+from msgbus.bench.raw.rabbitmq import BODY, GROUP, delete_queue, prepare_queue
+from msgbus.bench.raw.rabbitmq_aio import aio_pika_consume, aio_pika_publish
 
 __all__ = ["aio_pika_consume", "aio_pika_publish", "aiobus_consume", "aiobus_publish", "run"]
-
-
-def aio_pika_publish(url: str, topic: str, messages: int, window: int) -> float:
-    """Raw aio-pika: confirmed persistent publishes, at most ``window`` in flight; msg/s."""
-
-    async def go() -> float:
-        connection = await aio_pika.connect(url)
-        try:
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.get_exchange(EXCHANGE)
-            limit = asyncio.Semaphore(window)
-
-            async def one() -> None:
-                async with limit:
-                    await exchange.publish(
-                        aio_pika.Message(
-                            BODY,
-                            content_type="application/json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        ),
-                        routing_key=topic,
-                    )
-
-            started = time.perf_counter()
-            await asyncio.gather(*(one() for _ in range(messages)))
-            return messages / (time.perf_counter() - started)
-        finally:
-            await connection.close()
-
-    return asyncio.run(go())
-
-
-def aio_pika_consume(url: str, queue: str, messages: int, prefetch: int) -> float:
-    """Raw aio-pika: drain ``messages`` from ``queue`` with manual acks; msg/s."""
-
-    async def go() -> float:
-        connection = await aio_pika.connect(url)
-        try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=prefetch)
-            source = await channel.get_queue(queue)
-            done = asyncio.Event()
-            count = 0
-
-            async def on_message(message: Any) -> None:
-                nonlocal count
-                json.loads(message.body)
-                await message.ack()
-                count += 1
-                if count == messages:
-                    done.set()
-
-            started = time.perf_counter()
-            await source.consume(on_message)
-            await asyncio.wait_for(done.wait(), 300)
-            return messages / (time.perf_counter() - started)
-        finally:
-            await connection.close()
-
-    return asyncio.run(go())
 
 
 def aiobus_publish(url: str, topic: str, messages: int) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,6 +26,7 @@ import pytest
 import msgbus
 from msgbus.backends.kombu import KEY_HEADER, KombuBackend
 from msgbus.backends.kombu_fastpath import BufferedTCPTransport
+from msgbus.backends.kombu_tls import amqp_ssl
 from msgbus.testing.brokers import pick_free_port
 from msgbus.testing.conformance import BackendConformance, receive_one
 from msgbus.testing.network_conformance import SECRET, NetworkConformance
@@ -66,9 +68,8 @@ class TestKombuAMQPConformance(BackendConformance):
 
 @pytest.mark.rabbitmq
 class TestKombuAMQPNetwork(NetworkConformance):
-    """The network suite on ``kombu+amqp://`` (restarts, credentials, secret masking)."""
-
-    supports_tls = False  # kombu+amqps needs py-amqp's ssl dict: not wired here yet
+    """The network suite on ``kombu+amqp://`` (restarts, TLS over ``kombu+amqps://``,
+    credentials, secret masking)."""
 
     @pytest.fixture
     def broker(self, rabbitmq_broker):  # type: ignore[no-untyped-def]
@@ -86,8 +87,11 @@ class TestKombuAMQPNetwork(NetworkConformance):
         return f"kombu+amqp://guest:wrong-pa55@127.0.0.1:{broker.port}/"
 
     @pytest.fixture
-    def tls(self) -> tuple[str, dict[str, Any]]:
-        return "", {}
+    def tls(self, rabbitmq_tls_broker) -> tuple[str, dict[str, Any]]:  # type: ignore[no-untyped-def]
+        """``kombu+amqps://`` to the harness's AMQPS listener, trusting the test CA by the
+        URL's ``ssl_ca_certs`` (the server's host name is checked)."""
+        ca = quote(str(rabbitmq_tls_broker.tls_files.ca), safe="")
+        return f"{kombu_url(rabbitmq_tls_broker.tls_url)}?ssl_ca_certs={ca}", {}
 
     @pytest.fixture
     def secret_urls(self, broker) -> tuple[str, str]:  # type: ignore[no-untyped-def]
@@ -503,6 +507,52 @@ def test_password_is_never_shown() -> None:
         assert secret not in repr(backend) + backend.describe()
     finally:
         backend.close(5)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def test_amqps_url_tls_parameters_map_to_py_amqp_names(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ca = tmp_path / "ca.pem"
+    ca.write_text("not read here")
+    settings = amqp_ssl("amqps", {"ssl_ca_certs": str(ca), "ssl_cert_reqs": "required"}, None)
+    assert settings == {
+        "ca_certs": str(ca),
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": None,  # kombu puts the host here: the name is checked
+    }
+    assert amqp_ssl("amqps", {}, None) == {"server_hostname": None}
+    assert amqp_ssl("amqp", {}, None) is None
+    assert amqp_ssl("amqps", {"ssl": "false"}, None) is None
+    unchecked = amqp_ssl("amqps", {"ssl_check_hostname": "false"}, {"ca_certs": str(ca)})
+    assert unchecked == {"ca_certs": str(ca)}
+    assert amqp_ssl("amqps", {"ssl_cert_reqs": "CERT_NONE"}, None) == {"cert_reqs": ssl.CERT_NONE}
+    with pytest.raises(msgbus.ConfigurationError, match=r"ssl_ca_cert.*known: ssl, ssl_ca_certs"):
+        amqp_ssl("amqps", {"ssl_ca_cert": str(ca)}, None)
+    with pytest.raises(msgbus.ConfigurationError, match="ssl_cert_reqs"):
+        amqp_ssl("amqps", {"ssl_cert_reqs": "maybe"}, None)
+    missing = str(tmp_path / "nope.pem")
+    with pytest.raises(msgbus.ConfigurationError, match=r"ca_certs .*nope\.pem"):
+        msgbus.connect(f"kombu+amqps://127.0.0.1:1/?ssl_ca_certs={quote(missing, safe='')}")
+
+
+@pytest.mark.rabbitmq
+def test_amqps_checks_the_server_name_and_its_ca(rabbitmq_tls_broker) -> None:  # type: ignore[no-untyped-def]
+    secret = "kombu-tls-pa55"
+    url = f"kombu+amqps://guest:{secret}@127.0.0.1:{rabbitmq_tls_broker.tls_port}/"
+    ca = str(rabbitmq_tls_broker.tls_files.ca)
+    attempts: list[tuple[str, dict[str, Any]]] = [
+        ("", {}),  # the system's CAs only
+        ("", {"ssl_options": {"ca_certs": ca, "server_hostname": "broker.example"}}),
+    ]
+    for query, options in attempts:
+        with pytest.raises(msgbus.BrokerUnavailable) as info:
+            msgbus.connect(url + query, connect_timeout=1, **options)
+        assert not isinstance(info.value, msgbus.AuthenticationError)
+        assert secret not in str(info.value) and secret not in repr(info.value)
+    trusted = f"{url}?ssl_ca_certs={quote(ca, safe='')}"
+    bus = msgbus.connect(trusted.replace(secret, "guest"), connect_timeout=10)
+    bus.close(5)
 
 
 # --------------------------------------------------------------------------- SQLAlchemy
