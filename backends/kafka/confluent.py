@@ -29,7 +29,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_INVALID,
     TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     ConsumerGroupTopicPartitions,
@@ -792,54 +791,79 @@ class _ConfluentSubscription(KafkaSubscriptionBase):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Position the assigned partitions (committed offset, else the start of a new
-        group, committed at once), then assign them. Consumer thread, inside ``poll``."""
+        group, committed at once), then assign them. Consumer thread, inside ``poll``.
+
+        If the broker does not answer the positioning (a coordinator failing over, a
+        stalled broker), the partitions are assigned anyway, without explicit offsets:
+        librdkafka then starts them at the group's committed offsets itself (else at
+        ``auto_offset_reset``), and their records are accepted from the first one that
+        arrives, so no partition stalls until the next rebalance. Only an authentication
+        failure or a missing topic is raised (and fails the subscription).
+        """
+        keys = [(tp.topic, tp.partition) for tp in partitions]
         try:
-            self._position(consumer, partitions)
+            starts, unstored = self._positions(consumer, partitions)
         except Exception as exc:
             error = translate_error(exc, f"joining group {self.group!r} on {self.topic!r}")
-            log.warning("%r: positioning the assignment failed: %s", self, error)
             if isinstance(error, AuthenticationError | TopicNotFound):
+                log.warning("%r: positioning the assignment failed: %s", self, error)
                 self._fail(error)
-            raise
-
-    def _position(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        timeout = self._options.request_timeout_ms / 1000
-        keys = [(tp.topic, tp.partition) for tp in partitions]
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            for tp in (consumer.committed(partitions, timeout=timeout) if partitions else [])
-        }
-        fresh = [k for k in keys if committed.get(k, OFFSET_INVALID) < 0]
-        starts = self._backend.start_offsets(fresh, earliest=self._earliest)
-        stored = False
-        if starts:
-            try:
-                consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in starts.items()],
-                    asynchronous=False,
-                )
-                stored = True
-            except KafkaException as exc:  # the next commit stores it
-                log.info("%r: could not store start offsets yet: %s", self, exc)
+                raise
+            log.warning(
+                "%r: positioning the assignment failed (%s); the partitions start where the "
+                "group committed, as librdkafka finds it",
+                self,
+                error,
+            )
+            starts, unstored = {}, set()
         positioned = []
         with self._cond:
             for key in keys:
-                if key in starts:
-                    start = starts[key]
-                    state = PartitionState(key, key[1], start, start if stored else None)
-                    if not stored:
-                        self._dirty.add(state)
+                start = starts.get(key)
+                if start is None:
+                    # start unknown: accept from the first record; commit nothing below it
+                    state = PartitionState(key, key[1], 0, 0)
+                    positioned.append(TopicPartition(key[0], key[1]))
                 else:
-                    start = committed[key]
-                    state = PartitionState(key, key[1], start, start)
+                    state = PartitionState(key, key[1], start, None if key in unstored else start)
+                    if key in unstored:
+                        self._dirty.add(state)
+                    positioned.append(TopicPartition(key[0], key[1], start))
                 self._states[key] = state
-                positioned.append(TopicPartition(key[0], key[1], start))
         consumer.assign(positioned)
         if self._flow_paused and positioned:
             consumer.pause(positioned)
         with self._cond:
             self._ready = True
             self._cond.notify_all()
+
+    def _positions(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> tuple[dict[Key, int], set[Key]]:
+        """Where each partition starts (its committed offset, else the start of a new
+        group, committed at once), and the partitions whose start is not stored yet (that
+        commit failed). Raises what the broker's answer (or its absence) raises."""
+        if not partitions:
+            return {}, set()
+        timeout = self._options.request_timeout_ms / 1000
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in consumer.committed(partitions, timeout=timeout)
+        }
+        fresh = [k for k, offset in committed.items() if offset < 0]
+        starts = self._backend.start_offsets(fresh, earliest=self._earliest)
+        unstored: set[Key] = set()
+        if starts:
+            try:
+                consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in starts.items()],
+                    asynchronous=False,
+                )
+            except KafkaException as exc:  # the next commit stores it
+                log.info("%r: could not store start offsets yet: %s", self, exc)
+                unstored = set(starts)
+        known = {k: offset for k, offset in committed.items() if offset >= 0}
+        return {**known, **starts}, unstored
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._release(consumer, partitions, lost=False)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import signal
 import threading
 import time
 import uuid
@@ -410,6 +412,73 @@ def test_rebalance_with_two_members_loses_nothing(
         f"all {count} messages across both members",
     )
     assert second.messages, "the second member got no partition"
+
+
+def test_confluent_assignment_flows_when_the_broker_stalls_while_it_is_positioned(
+    kafka_persistent_broker: Any,
+    topic: str,
+    group: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """confluent: ``committed()`` timing out inside ``on_assign`` (a stalled broker, a
+    coordinator failing over) must not stall the partitions until the next rebalance: they
+    start where the group committed and their records flow.
+
+    The fault is real (the broker process is stopped with SIGSTOP for 3 s, longer than the
+    member's 1.5 s request timeout); only its timing is pinned, by stopping the broker as
+    the member starts positioning its assignment.
+    """
+    from msgbus.backends.kafka import confluent
+
+    require_managed(kafka_persistent_broker)
+    url = BusURL.parse(kafka_persistent_broker.url)
+    opts = {**FAST, "driver": "confluent"}
+    first = KafkaBackend.from_url(url, **opts)
+    try:
+        sub = first.subscribe(topic, group, prefetch=50)
+        for i in range(6):
+            first.publish(topic, b"before-%d" % i, key=f"k{i}", headers={}).result(TIMEOUT)
+        for delivery in receive_n(sub, 6):
+            delivery.ack()
+        sub.close()  # commits 6 records' offsets
+        for i in range(6):  # while the group has no member
+            first.publish(topic, b"away-%d" % i, key=f"k{i}", headers={}).result(TIMEOUT)
+    finally:
+        first.close(timeout=5)
+
+    pid = kafka_persistent_broker.pid
+    assert pid is not None
+    original = confluent._ConfluentSubscription._positions
+    stalled: list[threading.Timer] = []
+
+    def stall_then_position(self: Any, consumer: Any, partitions: Any) -> Any:
+        if not stalled:
+            os.kill(pid, signal.SIGSTOP)
+            stalled.append(threading.Timer(3.0, os.kill, (pid, signal.SIGCONT)))
+            stalled[0].start()
+        return original(self, consumer, partitions)
+
+    monkeypatch.setattr(confluent._ConfluentSubscription, "_positions", stall_then_position)
+    caplog.set_level(logging.WARNING, logger="msgbus.kafka")
+    second = KafkaBackend.from_url(url, **opts, request_timeout_ms=1500, subscribe_timeout_ms=20000)
+    try:
+        sub = second.subscribe(topic, group, prefetch=50)
+        assert stalled, "the member positioned no assignment"
+        assert "positioning the assignment failed" in caplog.text  # the fault bit
+        got = receive_n(sub, 6)
+        assert sorted(d.body for d in got) == sorted(b"away-%d" % i for i in range(6))
+        for delivery in got:
+            delivery.ack()
+        second.publish(topic, b"after", key="k0", headers={}).result(TIMEOUT)
+        assert [d.body for d in receive_n(sub, 1)] == [b"after"]
+        assert sub.receive(10, 0.5) == []  # nothing before the committed offsets again
+        sub.close()
+    finally:
+        for timer in stalled:
+            timer.cancel()
+        os.kill(pid, signal.SIGCONT)
+        second.close(timeout=5)
 
 
 @pytest.mark.slow
