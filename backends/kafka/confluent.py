@@ -723,9 +723,9 @@ class _ConfluentSubscription(KafkaSubscriptionBase):
 
     def _ingest(self, messages: list[Message]) -> None:
         settle = self._settle
-        added = 0
         with self._lock:
-            states, append = self._states, self._buffer.append
+            states, ready = self._states, []
+            append = ready.append
             for message in messages:
                 error = message.error()
                 if error is not None:
@@ -767,9 +767,7 @@ class _ConfluentSubscription(KafkaSubscriptionBase):
                         token=(state, offset),
                     )
                 )
-                added += 1
-            if added:
-                self._cond.notify_all()
+            self._accept_locked(ready)
 
     def _commit(self, consumer: Consumer, *, sync: bool) -> None:
         """Commit the commit points of partitions whose settled offsets moved on."""
