@@ -28,6 +28,7 @@ the bus's named groups; it is read from the broker at collection time, at most o
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -105,58 +106,29 @@ class _Tally:
         return iter(out.items())
 
 
-class Metrics:
-    """The instruments of one bus, made with one meter; thread-safe.
+class _SharedInstruments:
+    """The observable instruments of one meter provider, shared by every bus using it.
 
-    Counters and the in-flight gauge are observable instruments fed by a per-thread
-    :class:`_Tally`; the two histograms are recorded per message.
+    The SDK keeps the first observable instrument of a name and ignores the callbacks of a
+    second one made with the same name (with a warning), so a second bus on the same provider
+    would report nothing. Instead each provider gets these instruments once, and each callback
+    reports the sums over the tallies of every bus that joined (held weakly: a bus that is
+    garbage leaves).
     """
 
-    def __init__(
-        self, provider: Any, system: str, *, lag: Callable[[], list[tuple[str, str, int]]] | None
-    ) -> None:
-        from opentelemetry.metrics import Observation
-
-        from msgbus import __version__
-
-        meter = provider.get_meter("msgbus", __version__)
-        self.system = system
-        self.tally = tally = _Tally()
-
-        def observe(name: str) -> Any:
-            def callback(options: Any) -> Iterator[Any]:
-                for attrs, value in tally.totals(name):
-                    yield Observation(value, dict(attrs))
-
-            return callback
-
+    def __init__(self, meter: Any) -> None:
+        self._meter = meter
+        self._lock = threading.Lock()
+        self._members: weakref.WeakSet[Metrics] = weakref.WeakSet()
+        self._lag_gauge = False
         for name, description in _COUNTERS.items():
-            meter.create_observable_counter(name, [observe(name)], "{message}", description)
+            meter.create_observable_counter(name, [self._observer(name)], "{message}", description)
         meter.create_observable_up_down_counter(
             "msgbus.deliveries.in_flight",
-            [observe("msgbus.deliveries.in_flight")],
+            [self._observer("msgbus.deliveries.in_flight")],
             "{message}",
             "Handler calls running now",
         )
-        if lag is not None:
-
-            def observe_lag(options: Any) -> Iterator[Any]:
-                for topic, group, value in lag():
-                    yield Observation(
-                        value,
-                        {
-                            "messaging.system": system,
-                            "messaging.destination.name": topic,
-                            "messaging.consumer.group.name": group,
-                        },
-                    )
-
-            meter.create_observable_gauge(
-                "msgbus.consumer.lag",
-                [observe_lag],
-                "{message}",
-                "Messages the consumer group has still to consume",
-            )
         buckets = list(DURATION_BUCKETS)
         self.publish_duration = meter.create_histogram(
             "msgbus.publish.duration",
@@ -170,6 +142,89 @@ class Metrics:
             "One handler call",
             explicit_bucket_boundaries_advisory=buckets,
         )
+
+    def join(self, member: Metrics) -> None:
+        """Report ``member``'s tally (and its lag readings, if it has a lag source) too."""
+        with self._lock:
+            self._members.add(member)
+            if member.lag is None or self._lag_gauge:
+                return
+            self._lag_gauge = True
+        self._meter.create_observable_gauge(
+            "msgbus.consumer.lag",
+            [self._observe_lag],
+            "{message}",
+            "Messages the consumer group has still to consume",
+        )
+
+    def _observer(self, name: str) -> Callable[[Any], Iterator[Any]]:
+        from opentelemetry.metrics import Observation
+
+        def callback(options: Any) -> Iterator[Any]:
+            sums: dict[_Attrs, int] = {}
+            with self._lock:
+                members = list(self._members)
+            for member in members:
+                for attrs, value in member.tally.totals(name):
+                    sums[attrs] = sums.get(attrs, 0) + value
+            for attrs, value in sums.items():
+                yield Observation(value, dict(attrs))
+
+        return callback
+
+    def _observe_lag(self, options: Any) -> Iterator[Any]:
+        from opentelemetry.metrics import Observation
+
+        with self._lock:
+            members = list(self._members)
+        for member in members:
+            if member.lag is None:
+                continue
+            for topic, group, value in member.lag():
+                yield Observation(
+                    value,
+                    {
+                        "messaging.system": member.system,
+                        "messaging.destination.name": topic,
+                        "messaging.consumer.group.name": group,
+                    },
+                )
+
+
+_shared_lock = threading.Lock()
+_shared: weakref.WeakKeyDictionary[Any, _SharedInstruments] = weakref.WeakKeyDictionary()
+
+
+def _instruments_of(provider: Any, meter: Any) -> _SharedInstruments:
+    with _shared_lock:
+        shared = _shared.get(provider)
+        if shared is None:
+            shared = _shared[provider] = _SharedInstruments(meter)
+        return shared
+
+
+class Metrics:
+    """The instruments of one bus, made with one meter; thread-safe.
+
+    Counters and the in-flight gauge are observable instruments fed by a per-thread
+    :class:`_Tally`; the two histograms are recorded per message. Several buses may share a
+    meter provider: the observable instruments are made once per provider and report the
+    sums of every bus's tally (label sets that only differ by bus are added up).
+    """
+
+    def __init__(
+        self, provider: Any, system: str, *, lag: Callable[[], list[tuple[str, str, int]]] | None
+    ) -> None:
+        from msgbus import __version__
+
+        meter = provider.get_meter("msgbus", __version__)
+        self.system = system
+        self.lag = lag
+        self.tally = _Tally()
+        shared = _instruments_of(provider, meter)
+        shared.join(self)
+        self.publish_duration = shared.publish_duration
+        self.handler_duration = shared.handler_duration
         self._topics: dict[str, tuple[_Attrs, dict[str, str]]] = {}
         self._groups: dict[tuple[str, str | None], _Attrs] = {}
         self._outcomes: dict[tuple[_Attrs, str | None], dict[str, str]] = {}

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything the tests need on a fresh Debian machine and run every tox environment.
-#   scripts/test.sh              all environments (lint, memory, kafka, kafka-tansu, rabbitmq,
-#                                activemq, kombu, stock, cluster, bench)
-#   TOX_ENVS=memory scripts/test.sh
+#   scripts/test.sh              all environments in two parallel lanes: kafka, kafka-tansu,
+#                                cluster | lint, memory, rabbitmq, activemq, kombu, stock, bench
+#   TOX_ENVS=memory scripts/test.sh   the named environments, one after another
 # As root it installs the brokers with apt-get (RabbitMQ, ActiveMQ, Redis), and Java 17 with
 # Maven, which the harness uses to fetch Apache Kafka from Maven Central (once, into
 # ~/.cache/msgbus); tansu (the light Kafka-protocol stand-in) and the S3 stand-in come from PyPI
@@ -23,5 +23,27 @@ else
 fi
 python3 -m venv .venv-tox
 .venv-tox/bin/python -m pip install -q --upgrade pip "tox>=4"
-exec .venv-tox/bin/tox run \
-    -e "${TOX_ENVS:-lint,memory,kafka,kafka-tansu,rabbitmq,activemq,kombu,stock,cluster,bench}" "$@"
+if [ -n "${TOX_ENVS:-}" ]; then
+    exec .venv-tox/bin/tox run -e "$TOX_ENVS" "$@"
+fi
+
+# Every environment, in two lanes at once (the broker tests mostly wait on brokers, so two
+# lanes on two cores take ~35 min instead of ~48): the JVM-heavy Kafka lane and the rest.
+# Each lane has its own tox work folder (no shared package build) and log; the harness gives
+# every broker its own ports, folders and epmd, and the Kafka download takes a file lock.
+lane() {  # lane NAME ENVS [POSARGS...]: run ENVS in order, output prefixed with [NAME]
+    local name=$1 envs=$2
+    shift 2
+    .venv-tox/bin/tox run --workdir ".tox/lane-$name" -e "$envs" "$@" 2>&1 \
+        | sed -u "s/^/[$name] /"
+    return "${PIPESTATUS[0]}"
+}
+lane kafka kafka,kafka-tansu,cluster "$@" &
+kafka_lane=$!
+lane main lint,memory,rabbitmq,activemq,kombu,stock,bench "$@" &
+main_lane=$!
+status=0
+wait "$kafka_lane" || status=1
+wait "$main_lane" || status=1
+echo "scripts/test.sh: kafka lane and main lane $([ "$status" = 0 ] && echo passed || echo FAILED)"
+exit "$status"

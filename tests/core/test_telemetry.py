@@ -109,3 +109,28 @@ def test_direct_extraction_gives_what_the_default_propagator_gives(
         trace.get_current_span(theirs).get_span_context()
     )
     assert baggage.get_all(ours) == baggage.get_all(theirs)
+
+
+def test_buses_sharing_a_meter_provider_are_all_counted(caplog: pytest.LogCaptureFixture) -> None:
+    """The SDK ignores the callbacks of a second observable instrument with the same name:
+    a second bus on one meter provider must still be counted, and counts of the same topic
+    from two buses add up. No "created already" warning either."""
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from msgbus.testing.observability import MetricCapture
+
+    meters = MetricCapture()
+    name = url()
+    with (
+        msgbus.connect(name, meter_provider=meters.provider) as first,
+        msgbus.connect(name, meter_provider=meters.provider) as second,
+    ):
+        first.publish("only-first", "x").result(5)
+        for payload in ("a", "b"):
+            second.publish("only-second", payload).result(5)
+        first.publish("both", "x").result(5)
+        second.publish("both", "y").result(5)
+        assert meters.values("only-first")["msgbus.messages.confirmed"] == 1
+        assert meters.values("only-second")["msgbus.messages.confirmed"] == 2
+        assert meters.values("both")["msgbus.messages.published"] == 2
+        assert meters.values("both")["msgbus.publish.duration"] == 2
+    assert "created already" not in caplog.text
