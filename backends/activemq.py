@@ -136,6 +136,7 @@ from msgbus.url import BusURL
 __all__ = ["ActiveMQBackend", "ActiveMQOptions"]
 
 log = logging.getLogger("msgbus.activemq")
+_SYNC_IDS = itertools.count()  # ids of the empty transactions of confirm_settled
 
 
 class _DemoteRetryNoise(logging.Filter):
@@ -1013,6 +1014,20 @@ class _ActiveMQSubscription(Subscription, _Owner):
                 conn.nack(ack_id)
         except (stomp.exception.StompException, OSError) as exc:
             log.debug("ActiveMQ: could not settle a delivery (%s); it will be redelivered", exc)
+
+    def confirm_settled(self, timeout: float) -> bool:
+        """An empty transaction (BEGIN, ABORT with a receipt) after the ACKs: ActiveMQ
+        handles a connection's frames in order, so the RECEIPT comes after the ACKs."""
+        with self._lock:
+            conn = self._conn
+        if conn is None:
+            raise BrokerUnavailable(f"ActiveMQ: acks on {self.destination} not confirmed")
+        tx = f"sync-{self._id}-{next(_SYNC_IDS)}"
+        conn.begin(transaction=tx)
+        self._confirmed(
+            conn, tx, lambda receipt: conn.abort(tx, headers={"receipt": receipt}), "the acks"
+        )
+        return True
 
     def close(self) -> None:
         with self._lock:

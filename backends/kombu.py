@@ -292,6 +292,11 @@ class _KombuSubscription(Subscription):
                 auto_declare=True,
             )
             consumer.consume()
+            # Redis: unacknowledged messages of a dead member past the visibility timeout
+            # come back now, not at kombu's next throttled sweep (a no-op elsewhere)
+            restore = getattr(getattr(channel, "qos", None), "restore_visible", None)
+            if restore is not None:
+                restore(num=getattr(channel, "unacked_restore_limit", None), interval=1)
         except BaseException:
             _close_quietly(channel)
             raise
@@ -415,6 +420,28 @@ class _KombuSubscription(Subscription):
 
     def _check_connection(self) -> None:
         self.backend.outage.check()
+
+    def confirm_settled(self, timeout: float) -> bool:
+        """Settle what is queued on the I/O thread; over AMQP then a synchronous passive
+        ``queue.declare`` on the same channel (answered after the acks before it). A
+        virtual transport (Redis, SQL) applies an ack as it sends it."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                self.flush_settles()
+                channel = self.channel
+                if channel is not None and not hasattr(channel, "qos"):  # py-amqp, not virtual
+                    channel.queue_declare(queue=self.queue.name, passive=True)
+            except Exception as exc:  # the connection is going: the broker redelivers
+                log.debug("kombu: confirming acks on %s failed: %s", self.queue.name, exc)
+                return
+            if channel is not None:
+                done.set()
+
+        if not self.backend.call_soon(run) or not done.wait(timeout):
+            raise BrokerUnavailable(f"kombu: acks on queue {self.queue.name!r} not confirmed")
+        return True
 
     def close(self) -> None:
         """Cancel the consumer and close its channel (unacknowledged messages go back);
@@ -936,6 +963,13 @@ class KombuBackend(Backend):
                 self._lag = QueueDepth(self._new_connection)
             lag = self._lag
         return lag.read(f"{topic}.{group}")
+
+    def topics(self) -> list[str] | None:
+        """The topics bound on the exchange where the transport can tell (Redis, SQL,
+        memory), else None (AMQP): :mod:`msgbus.backends.kombu_topics`."""
+        from msgbus.backends.kombu_topics import bound_topics
+
+        return bound_topics(self._new_connection, self.exchange.name)
 
     def describe(self) -> str:
         """E.g. ``kombu redis transport at redis://127.0.0.1:6379/0``; no password."""

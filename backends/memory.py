@@ -292,6 +292,12 @@ class _MemorySubscription(Subscription):
                 return  # closed meanwhile: it was already handed back
             group.requeue(stored)
 
+    def confirm_settled(self, timeout: float) -> bool:
+        """Apply the queued acknowledgements now (in-process: nothing to wait for)."""
+        with self._broker.lock:
+            self._group.apply_acks()
+        return True
+
     def close(self) -> None:
         with self._broker.lock:
             if self._closed:

@@ -511,6 +511,21 @@ class _RabbitSubscription(Subscription):
             self._settle_scheduled = True
         self.backend.call_soon(self._flush_settles)
 
+    def confirm_settled(self, timeout: float) -> bool:
+        """Send the queued acks, then a ``basic.qos`` round trip on the same channel: the
+        broker answers it after it processed the acks before it (AMQP orders a channel)."""
+        done = threading.Event()
+
+        def run() -> None:
+            self._flush_settles()
+            channel = self._channel
+            if channel is not None and channel.is_open:
+                channel.basic_qos(prefetch_count=self.prefetch, callback=lambda _f: done.set())
+
+        if not self.backend.call_soon(run) or not done.wait(timeout):
+            raise BrokerUnavailable(f"RabbitMQ: acks on {self.describe()} not confirmed")
+        return True
+
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
         """Up to ``max_messages`` deliveries within ``timeout`` s ([] on timeout or close).
 

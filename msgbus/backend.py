@@ -144,6 +144,14 @@ class Subscription(ABC):
         """
         return None
 
+    def confirm_settled(self, timeout: float) -> bool:
+        """Block until the broker has applied every ``ack``/``nack`` of this subscription so
+        far (a process killed after this returns True does not get them again); True then.
+        False (the default) where the backend cannot tell. Raises
+        :class:`~msgbus.BrokerUnavailable` when not confirmed within ``timeout`` seconds.
+        Used by :func:`msgbus.dlq.redrive` to remove one dead letter at a time."""
+        return False
+
     def __iter__(self) -> Iterator[Delivery]:
         """Yield deliveries one at a time until the subscription is closed."""
         while not self.closed:
@@ -285,6 +293,22 @@ class Backend(ABC):
         ``delay`` seconds from now; the future resolves once the broker holds it durably.
         The default raises :class:`~msgbus.NotSupported` (see ``durable_retries``)."""
         raise NotSupported(f"{self.describe()} has no native delayed redelivery")
+
+    def subscribe_retrying(
+        self,
+        topic: str,
+        group: str,
+        *,
+        prefetch: int,
+        from_beginning: bool = False,
+        levels: int,
+    ) -> Subscription:
+        """:meth:`subscribe` for a ``retry_mode="durable"`` group whose retries may come back
+        through ``levels`` retry levels of :meth:`publish_retry`. The default is
+        :meth:`subscribe`: right where the broker redelivers a retry into the group's own
+        queue; a backend whose retries wait elsewhere (Kafka's retry topics) also consumes
+        those here and hands them out as deliveries of ``topic``."""
+        return self.subscribe(topic, group, prefetch=prefetch, from_beginning=from_beginning)
 
     def topics(self) -> list[str] | None:
         """The topics the broker knows (for tools such as ``msgbus dlq list``), or None (the

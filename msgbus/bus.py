@@ -269,7 +269,7 @@ class Bus:
           ``"durable"`` hands the message back to the broker, which redelivers it to the
           group after the backoff (:meth:`~msgbus.backend.Backend.publish_retry`), so a long
           backoff holds no memory and survives a restart of the consumer. Needs a ``group``
-          and a backend that does it natively (ActiveMQ, RabbitMQ); elsewhere
+          and a backend that does it natively (ActiveMQ, RabbitMQ, Kafka retry topics); elsewhere
           :class:`~msgbus.NotSupported`.
 
         If the bus is already started, the subscription starts before this returns.

@@ -146,9 +146,18 @@ class Consumer:
     def start(self) -> None:
         """Subscribe and start the worker threads; the subscription is ready when it returns."""
         spec = self.spec
-        self.subscription = self.backend.subscribe(
-            spec.topic, spec.group, prefetch=spec.prefetch, from_beginning=spec.from_beginning
-        )
+        if spec.retry_mode == "durable" and spec.group is not None:
+            self.subscription = self.backend.subscribe_retrying(
+                spec.topic,
+                spec.group,
+                prefetch=spec.prefetch,
+                from_beginning=spec.from_beginning,
+                levels=spec.retry.max_attempts - 1,
+            )
+        else:
+            self.subscription = self.backend.subscribe(
+                spec.topic, spec.group, prefetch=spec.prefetch, from_beginning=spec.from_beginning
+            )
         if spec.runner is not None:  # one thread fetches; the runner runs the handlers
             self._threads.append(
                 threading.Thread(

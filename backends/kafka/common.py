@@ -30,6 +30,7 @@ from msgbus.errors import (
 )
 from msgbus.url import BusURL
 
+from . import listing, retry
 from .options import (
     HEADROOM,
     POLL_MS,
@@ -277,6 +278,13 @@ class KafkaBackend(Backend):
             self.end_offsets_reliable = False
         elif self.end_offsets_reliable is None and any(highwater[tp] > 0 for tp in highwater):
             self.end_offsets_reliable = True
+
+    # ------------------------------------------------------------------ durable retries
+
+    durable_retries = True  # retry topics <topic>.retry.<n>: see retry.py
+    publish_retry = retry.publish_retry
+    subscribe_retrying = retry.subscribe_retrying
+    topics = listing.list_topics  # for `msgbus dlq list` without topics
 
     # ------------------------------------------------------------------ lag
 

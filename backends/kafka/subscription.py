@@ -23,6 +23,7 @@ from msgbus.errors import (
     TopicNotFound,
 )
 
+from . import commits
 from .options import POLL_MS
 
 if TYPE_CHECKING:
@@ -308,6 +309,10 @@ class KafkaSubscriptionBase(Subscription):
                 for delivery in out:
                     delivery.token[0].inflight += 1
             return out
+
+    def confirm_settled(self, timeout: float) -> bool:
+        """Wait until the broker holds the commits of what was settled (see commits.py)."""
+        return commits.confirm_committed(self, timeout)
 
     def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
         state, offset = delivery.token

@@ -3,12 +3,13 @@
 ::
 
     msgbus bench run [WORKLOAD...] [--url URL]... [--brokers kafka,rabbitmq,activemq,memory]
-                     [--repeats N] [--quick] [--output DIR]
+                     [--repeats N] [--quick] [--output DIR] [--plan]
     msgbus bench report RESULTS [--output DIR]
     msgbus bench list
     msgbus bench overhead [--brokers memory,rabbitmq] [--messages N] [--rounds R]
 
-``run`` without workloads runs the standard set (``--quick``: the reduced smoke set).
+``run`` without workloads runs the standard set (``--quick``: the reduced smoke set);
+``--plan`` prints what it would run and how long that should take, and runs nothing.
 Without ``--url`` and ``--brokers`` it uses every harness broker that is installed here,
 plus ``memory://``. It exits 1 if any run lost a message or failed, 130 on Ctrl-C, 2 on bad
 arguments.
@@ -64,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="the reduced smoke set, shortened")
     run.add_argument("--output", type=Path, default=None, help="results folder")
     run.add_argument("--report", action="store_true", help="write the report afterwards")
+    run.add_argument(
+        "--plan",
+        action="store_true",
+        help="print workloads x targets x repeats x (warm-up + window) and the estimated "
+        "total, then exit without running",
+    )
     report = sub.add_parser("report", help="write report.md and report.html from results")
     report.add_argument("results", type=Path)
     report.add_argument("--output", type=Path, default=None, help="default: RESULTS")
@@ -113,6 +120,9 @@ def _run(args: argparse.Namespace) -> int:
             "command": " ".join(["msgbus", "bench", *sys.argv[2:]]),
         },
     )
+    if args.plan:
+        print(runner.plan_text())
+        return 0
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum: int, frame: FrameType | None) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from msgbus.bench import charts, metrics
+from msgbus.bench.compare import MIN_REPEATS, Comparison, compare
 from msgbus.bench.render import Block, Bullets, Chart, Heading, Para, Table, to_html, to_markdown
 from msgbus.bench.targets import TANSU_CAVEAT
 from msgbus.bench.workloads import STANDARD
@@ -25,8 +26,6 @@ from msgbus.bench.workloads import STANDARD
 __all__ = ["Cell", "ReportData", "build_report", "load_results", "write_report"]
 
 CLAIM = "Kafka performs and scales better than RabbitMQ and ActiveMQ"
-TIE = 1.10
-"""Leader/runner-up ratios below this are called a tie (repeats here vary by about that)."""
 DAGGER_NOTE = (
     "† Kafka "
     + TANSU_CAVEAT
@@ -742,10 +741,18 @@ def _verdict_row(data: ReportData, workload: str) -> list[str] | None:
             return a / b if b else float("inf")
         return b / a if a else float("inf")
 
+    def versus(target: str) -> Comparison:
+        return compare(
+            [c for c in cells if c.target == leader],
+            [c for c in cells if c.target == target],
+            metric.value,
+            higher_better=metric.higher_better,
+        )
+
     margin = "only broker"
     if len(ranked) > 1:
         runner = ranked[1]
-        margin = f"{ratio(scores[leader], scores[runner]):.2f}× {runner}"
+        margin = f"{versus(runner).describe()} over {runner}"
     kinds = {c.target: c.broker_kind for c in cells}
     kafka = [t for t in scores if kinds.get(t) == "kafka"]
     tansu = any(c.on_tansu for c in cells)
@@ -761,13 +768,15 @@ def _verdict_row(data: ReportData, workload: str) -> list[str] | None:
         verdict = "no Kafka result: neither supports nor contradicts"
     elif len(scores) < 2:
         verdict = "only Kafka measured: no comparison"
-    elif leader in kafka and ratio(scores[leader], scores[ranked[1]]) < TIE:
+    elif leader in kafka and not (ahead := versus(ranked[1])).conclusive:
         verdict = (
-            f"a tie (Kafka ahead by less than {TIE - 1:.0%}): neither supports nor contradicts"
+            f"inconclusive: Kafka ahead of {ranked[1]} by {ahead.describe()}; neither supports "
+            "nor contradicts"
         )
-    elif leader not in kafka and ratio(scores[leader], scores[kafka[0]]) < TIE:
+    elif leader not in kafka and not (behind_by := versus(kafka[0])).conclusive:
         verdict = (
-            f"a tie (Kafka behind by less than {TIE - 1:.0%}): neither supports nor contradicts"
+            f"inconclusive: Kafka behind {leader} by {behind_by.describe()}; neither supports "
+            "nor contradicts"
         )
     elif leader in kafka:
         verdict = "supports the claim"
@@ -809,7 +818,7 @@ def _manifest_blocks(data: ReportData) -> list[Block]:
             f"{py.get('implementation', '')} {py.get('version', '?')}",
         ],
         ["packages", ", ".join(f"{k} {v or 'absent'}" for k, v in m.get("packages", {}).items())],
-        ["command", f"`{m.get('command', '?')}`"],
+        *_invocation_rows(m),
         ["repeats", str(m.get("repeats", "?"))],
         ["started / finished", f"{m.get('started_at', '?')} / {m.get('finished_at', '?')}"],
         ["Kafka stand-in", m.get("kafka_note") or "no Kafka target"],
@@ -846,6 +855,75 @@ def _manifest_blocks(data: ReportData) -> list[Block]:
         )
     )
     return out
+
+
+def _invocation_rows(m: dict[str, Any]) -> list[list[str]]:
+    """One row per command that wrote into the results: the command, the source commit (and
+    whether its tree was dirty) and the load average before and after."""
+    invocations = m.get("invocations") or [{"command": c} for c in m.get("commands", [])]
+    if not invocations:
+        invocations = [{"command": m.get("command", "?")}]
+    rows = []
+    for number, inv in enumerate(invocations, 1):
+        source = inv.get("source") or {}
+        commit = source.get("commit")
+        where = "source unknown"
+        if commit:
+            where = f"at {commit[:10]}" + (" **(dirty tree)**" if source.get("dirty") else "")
+        before, after = inv.get("load_before"), inv.get("load_after")
+        load = ""
+        if before or after:
+            load = f"; load average {_load(before)} before, {_load(after)} after"
+        label = "command" if len(invocations) == 1 else f"command {number}"
+        rows.append([label, f"`{inv.get('command') or '?'}` {where}{load}"])
+    return rows
+
+
+def _load(values: list[float] | None) -> str:
+    return "/".join(f"{v:.2f}" for v in values) if values else "?"
+
+
+def _staleness(data: ReportData, checkout: Path | None = None) -> list[Block]:
+    """Warnings when the code measured is not the code of this checkout: results without a
+    recorded commit, measured on a dirty tree, mixing commits, or older than the code."""
+    from msgbus.bench.provenance import stale_paths
+
+    m = data.manifest
+    sources = [inv.get("source") or {} for inv in m.get("invocations", [])] or [
+        m.get("source") or {}
+    ]
+    commits = list(dict.fromkeys(s.get("commit") for s in sources))
+    if None in commits or not commits:
+        return [
+            Para(
+                "**Provenance unknown.** These results do not record the commit they were "
+                "measured at (or not for every command that wrote them); they may not describe "
+                "the code of this checkout."
+            )
+        ]
+    notes = []
+    if len(commits) > 1:
+        notes.append(
+            "they mix runs made at different commits ("
+            + ", ".join(str(c)[:10] for c in commits)
+            + ")"
+        )
+    dirty = sum(len(s.get("dirty_paths", [])) for s in sources if s.get("dirty"))
+    if dirty:
+        notes.append(
+            f"they were measured on a tree with uncommitted changes to {dirty} file(s) under "
+            "`msgbus/` or `backends/`"
+        )
+    changed = sorted({p for c in commits for p in (stale_paths(str(c), checkout) or [])})
+    if changed:
+        shown = ", ".join(f"`{p}`" for p in changed[:6]) + (" …" if len(changed) > 6 else "")
+        notes.append(
+            f"{len(changed)} file(s) under `msgbus/` or `backends/` changed since the "
+            f"results' commit: {shown}"
+        )
+    if not notes:
+        return []
+    return [Para("**Stale results.** " + "; ".join(notes) + ". Re-run before quoting them.")]
 
 
 def _correctness(data: ReportData) -> list[Block]:
@@ -918,6 +996,7 @@ def build_report(data: ReportData) -> list[Block]:
             + (" **This is a --quick smoke run: too short to compare brokers.**" if quick else "")
         )
     )
+    blocks += _staleness(data)
     if any(c.on_tansu for c in data.cells.values()):
         blocks.append(Para("**Kafka caveat.** " + DAGGER_NOTE))
     blocks += _manifest_blocks(data)
@@ -945,7 +1024,10 @@ def build_report(data: ReportData) -> list[Block]:
             "Per workload, through msgbus (the same application code on every broker); "
             "`memory://` is an in-process baseline, not a broker, and is left out of the "
             "ranking. Margin = leader's figure over the runner-up's (for latency: the "
-            "runner-up's over the leader's)."
+            "runner-up's over the leader's), with the 95 % bootstrap interval of that ratio "
+            "over the repeats. A comparison is *inconclusive* when the two brokers' "
+            "per-repeat figures overlap, when the interval reaches 1, or with fewer than "
+            f"{MIN_REPEATS} repeats (`msgbus/bench/compare.py`)."
         )
     )
     blocks.append(

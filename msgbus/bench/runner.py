@@ -569,6 +569,37 @@ class Runner:
                         plan.append(_Planned(target, name, step, client, r))
         return plan
 
+    def plan_text(self) -> str:
+        """The plan, without running it: per target and workload the steps, clients,
+        repeats, runs and the time each run takes (set-up + warm-up + window + drain), then the
+        estimated total. What ``msgbus bench run --plan`` prints."""
+        lines = [
+            "| target | workload | steps | clients | repeats | runs | warm-up + window "
+            "| estimated |",
+            "|---|---|---:|---|---:|---:|---|---:|",
+        ]
+        total = 0.0
+        runs = 0
+        for target in self.targets:
+            plan = self._plan(target)
+            for name, _steps in self.workloads:
+                mine = [p for p in plan if p.workload == name]
+                if not mine:
+                    continue
+                seconds = sum(p.estimate() for p in mine)
+                total += seconds
+                runs += len(mine)
+                steps = len({p.step.index for p in mine})
+                clients = ", ".join(dict.fromkeys(p.client for p in mine))
+                windows = sorted({(p.step.workload.warmup, p.step.workload.duration) for p in mine})
+                window = ", ".join(f"{w:g} + {d:g} s" for w, d in windows)
+                lines.append(
+                    f"| {target.name} | {name} | {steps} | {clients} | {self.repeats} "
+                    f"| {len(mine)} | {window} | {_fmt_seconds(seconds)} |"
+                )
+        lines.append(f"\n{runs} runs, estimated {_fmt_seconds(total)} in all")
+        return "\n".join(lines)
+
     def _say(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
 
@@ -576,6 +607,7 @@ class Runner:
         """Run everything; return the :class:`Summary`. Ctrl-C stops cleanly (summary
         ``interrupted``); finished results stay written."""
         from msgbus.bench.environment import manifest
+        from msgbus.bench.provenance import load_average, source_state
 
         self.output.mkdir(parents=True, exist_ok=True)
         plans = {t.name: self._plan(t) for t in self.targets}
@@ -584,7 +616,15 @@ class Runner:
         ratio = 1.0
         done = 0
         started = time.monotonic()
+        invocation: dict[str, Any] = {
+            "command": self.manifest_extra.get("command"),
+            "source": source_state(),
+            "started_at": _now(),
+            "load_before": load_average(),
+        }
         info: dict[str, Any] = {"targets": {}, "started_at": _now(), **self.manifest_extra}
+        info["source"] = invocation["source"]
+        info["invocations"] = [invocation]
         previous = self._previous_manifest()
         if previous:
             # Appending to an earlier results folder: keep what it recorded.
@@ -592,6 +632,7 @@ class Runner:
             info["started_at"] = previous.get("started_at", info["started_at"])
             earlier = previous.get("commands") or [previous.get("command")]
             info["commands"] = [c for c in earlier if c] + [self.manifest_extra.get("command")]
+            info["invocations"] = [*previous.get("invocations", []), invocation]
             prior = previous.get("summary", {})
             self._prior_summary = prior
             self._prior_workloads = previous.get("workloads", [])
@@ -667,6 +708,8 @@ class Runner:
             self._say("interrupted: stopping workers and brokers; finished results are kept")
             for target in self.targets:
                 target.close()
+        invocation["finished_at"] = _now()
+        invocation["load_after"] = load_average()
         info["finished_at"] = _now()
         info["elapsed_seconds"] = round(time.monotonic() - started, 1)
         info["interrupted"] = self.summary.interrupted

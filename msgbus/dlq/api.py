@@ -17,10 +17,14 @@ SPI like any group:
   messages they leave the same way, on ActiveMQ too: redelivered there.)
 - *removing* (``redrive``, ``purge``): a message is acknowledged — on Kafka, the store
   group commits past it — only after what replaces it is confirmed (the republish of a
-  redrive). A redrive killed half-way loses nothing: what was not acknowledged is still in
-  the store (at worst one message, republished but not yet acknowledged, is sent again; on
-  Kafka, a message past one that a redrive skipped stays in the store, since a group commits
-  up to its first unsettled record, and is sent again by the next redrive).
+  redrive). A redrive takes one dead letter at a time: republish, wait for the confirm,
+  acknowledge, wait until the broker confirms the acknowledgement
+  (:meth:`~msgbus.backend.Subscription.confirm_settled`: a channel round trip on AMQP, a
+  receipt on STOMP, the group's committed offset on Kafka), then the next. A redrive killed
+  at any moment loses nothing and sends at most one message twice (the one republished
+  whose removal was not confirmed yet). On Kafka a message past one that a redrive skipped
+  stays in the store, since a group commits up to its first unsettled record, and is sent
+  again by the next redrive.
 - A read ends when the store has handed out nothing for ``idle`` seconds (or ``limit``
   messages matched, or ``scan`` were read). The broker hands out at most ``scan`` messages
   without acknowledgement, so a store larger than ``scan`` is seen in part (``list`` says so).
@@ -32,6 +36,7 @@ but two redrives of one topic at once may both republish a message.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -65,6 +70,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterSummary",
     "RedriveReport",
+    "dead_letter_topics",
     "list_dead_letters",
     "purge",
     "redrive",
@@ -268,21 +274,53 @@ def show(
     return out
 
 
+def dead_letter_topics(
+    bus: Any, *, match: str | None = None, management_url: str | None = None
+) -> list[str]:
+    """The original topics that have a dead-letter store on the broker (sorted), those whose
+    name matches the shell pattern ``match`` only (``account.*``).
+
+    Asks the backend (:meth:`~msgbus.backend.Backend.topics`: Kafka's topic list, the
+    queues kombu's Redis or SQL transport keeps, the memory broker's topics); with
+    ``management_url``, RabbitMQ's management HTTP API instead (the queues of the backend's
+    virtual host: :mod:`msgbus.dlq.management`). Raises :class:`~msgbus.ConfigurationError`
+    naming the fix where the broker cannot tell (AMQP, STOMP: name the topics, or give
+    RabbitMQ's management URL), and the backend's errors."""
+    backend = _backend(bus)
+    if management_url is not None:
+        from msgbus.dlq.management import management_queues, vhost_of
+
+        known: list[str] | None = management_queues(management_url, vhost_of(backend))
+    else:
+        known = backend.topics()
+    if known is None:
+        raise ConfigurationError(
+            f"{backend.describe()} cannot list its queues or topics: name the topics to list "
+            "(msgbus dlq list URL TOPIC...), or on RabbitMQ give its management plugin's URL "
+            "(--management-url http://USER:PASSWORD@HOST:15672)"
+        )
+    names = {original_topic(t) for t in known if t.endswith(DEAD_LETTER_SUFFIX) and t != ".dlq"}
+    return sorted(t for t in names if match is None or fnmatch.fnmatchcase(t, match))
+
+
 def list_dead_letters(
-    bus: Any, topics: list[str], *, idle: float = DEFAULT_IDLE, scan: int = DEFAULT_SCAN
+    bus: Any,
+    topics: list[str],
+    *,
+    match: str | None = None,
+    management_url: str | None = None,
+    idle: float = DEFAULT_IDLE,
+    scan: int = DEFAULT_SCAN,
 ) -> list[DeadLetterSummary]:
     """A :class:`DeadLetterSummary` per topic of ``topics`` (original topics), read
-    without removing anything. Empty ``topics``: every topic with a dead-letter store, where
-    the backend can list topics (:meth:`~msgbus.backend.Backend.topics`), else
-    :class:`~msgbus.ConfigurationError`. Raises the backend's errors."""
+    without removing anything. Empty ``topics``: every topic with a dead-letter store
+    (:func:`dead_letter_topics`, matching ``match``, through ``management_url`` on
+    RabbitMQ). Each topic is one read of its store
+    (on Kafka a join of the ``msgbus-dlq`` group: about ``idle`` s each). Raises the
+    backend's errors."""
     backend = _backend(bus)
     if not topics:
-        known = backend.topics()
-        if known is None:
-            raise ConfigurationError(
-                f"{backend.describe()} cannot list its topics: name the topics to list"
-            )
-        topics = [original_topic(t) for t in known if t.endswith(DEAD_LETTER_SUFFIX)]
+        topics = dead_letter_topics(backend, match=match, management_url=management_url)
     out = []
     for topic in topics:
         stamps: list[int] = []
@@ -321,6 +359,7 @@ def redrive(
     scan: int = DEFAULT_SCAN,
     timeout: float = 30.0,
     on_redriven: Callable[[DeadLetter], None] | None = None,
+    window: int = 1,
 ) -> RedriveReport:
     """Republish ``topic``'s dead letters to their original topic (or ``to``), then remove
     each from the store once its republish is confirmed.
@@ -331,9 +370,17 @@ def redrive(
     warning. ``dry_run`` reports what would be redriven and changes nothing.
     ``on_redriven`` is called after each removal. A failed republish raises (the message
     and the rest stay in the store).
+
+    The broker confirms the removals every ``window`` messages (default 1: each one before
+    the next republish), so a redrive killed at any moment sends at most ``window`` messages
+    twice; a larger window trades that bound for speed (on Kafka a confirmation waits for
+    the group's commit: about a tenth of a second).
     """
+    if window < 1:
+        raise ConfigurationError("window must be at least 1")
     backend = _backend(bus)
     report = RedriveReport(dry_run=dry_run)
+    unconfirmed = 0
     with _store(backend, topic, scan) as sub:
         for delivery in _read(sub, idle, scan):
             letter = DeadLetter.from_delivery(topic, delivery)
@@ -353,11 +400,17 @@ def redrive(
                 continue
             if not dry_run:
                 _republish(backend, letter, to or letter.topic, delivery, timeout)
+                unconfirmed += 1
+                if unconfirmed >= window:  # removed for good before the next republish
+                    sub.confirm_settled(timeout)
+                    unconfirmed = 0
                 if on_redriven is not None:
                     on_redriven(letter)
             report.redriven.append(letter.id)
             if limit is not None and len(report.redriven) >= limit:
                 break
+        if unconfirmed:
+            sub.confirm_settled(timeout)
     return report
 
 

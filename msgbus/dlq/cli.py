@@ -2,13 +2,17 @@
 
 ::
 
-    msgbus dlq list URL [TOPIC...] [--json]   (no TOPIC: every one, where the broker can list)
-    msgbus dlq show URL TOPIC [--limit N] [--error-type T] [--json]
-    msgbus dlq redrive URL TOPIC [--to TOPIC] [--error-type T] [--limit N] [--dry-run]
-                       [--max-redrives N]
-    msgbus dlq purge URL TOPIC [--error-type T] [--yes]
+    msgbus dlq list [URL] [TOPIC...] [--match GLOB] [--management-url URL] [--json]
+                       (no TOPIC: every one, where the broker can list them; RabbitMQ
+                       through its management plugin's HTTP API)
+    msgbus dlq show [URL] TOPIC [--limit N] [--error-type T] [--json]
+    msgbus dlq redrive [URL] TOPIC [--to TOPIC] [--error-type T] [--limit N] [--dry-run]
+                       [--max-redrives N] [--window N]
+    msgbus dlq purge [URL] TOPIC [--error-type T] [--yes]
 
-TOPIC is always the original topic (``account.created``), never its ``.dlq``. ``show`` and
+URL defaults to ``$MSGBUS_URL`` (and ``--management-url`` to ``$MSGBUS_MANAGEMENT_URL``): in
+the environment a password stays out of the process list and the shell history. TOPIC is
+always the original topic (``account.created``), never its ``.dlq``. ``show`` and
 ``list`` leave the dead letters in place; ``redrive`` removes each only after its republish
 is confirmed; ``purge`` asks for confirmation unless ``--yes``. Every command reads until
 the store has been quiet for ``--idle`` seconds (1). Exit status: 0 on success, 1 on a
@@ -21,6 +25,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from typing import TextIO
 
@@ -35,11 +40,12 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, *, many: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("url", help="the broker URL (msgbus.connect form)")
         p.add_argument(
-            "topics" if many else "topic",
-            nargs="*" if many else None,
-            help="original topic(s), not their .dlq",
+            "words",
+            nargs="*" if many else "+",
+            metavar="[URL] TOPIC" + ("..." if many else ""),
+            help="the broker URL (msgbus.connect form; default $MSGBUS_URL, which keeps a "
+            "password out of the process list), then the original topic(s), not their .dlq",
         )
         p.add_argument(
             "--idle", type=float, default=api.DEFAULT_IDLE, help="quiet seconds = end (1)"
@@ -49,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = command("list", "dead letters per topic: count, times, error types", many=True)
     ls.add_argument("--json", action="store_true", help="JSON instead of a table")
+    ls.add_argument("--match", help="without TOPIC: only topics matching this shell pattern")
+    ls.add_argument(
+        "--management-url",
+        help="without TOPIC on RabbitMQ: its management API, http://USER:PASSWORD@HOST:15672 "
+        "(default $MSGBUS_MANAGEMENT_URL)",
+    )
     show = command("show", "the dead letters of a topic, left in place")
     show.add_argument("--limit", type=int, help="at most N messages")
     show.add_argument("--error-type", help="only this error type (qualified or class name)")
@@ -64,10 +76,31 @@ def _parser() -> argparse.ArgumentParser:
         default=api.DEFAULT_MAX_REDRIVES,
         help="skip messages redriven this many times already (3)",
     )
+    red.add_argument(
+        "--window",
+        type=int,
+        default=1,
+        help="confirm removals every N messages: faster, but a crash may resend N (1)",
+    )
     pur = command("purge", "delete dead letters (asks first)")
     pur.add_argument("--error-type", help="only this error type")
     pur.add_argument("--yes", action="store_true", help="do not ask")
     return parser
+
+
+def _url_and_topics(words: list[str], *, many: bool) -> tuple[str, list[str]]:
+    """Split the positional words into the URL and the topics. The first word is the URL when
+    it has a scheme (``kafka://…``; a topic never contains ``://``), else the URL comes from
+    ``$MSGBUS_URL``. Raises ValueError when there is no URL or the topic count is wrong."""
+    if words and "://" in words[0]:
+        url, topics = words[0], words[1:]
+    else:
+        url, topics = os.environ.get("MSGBUS_URL", ""), list(words)
+        if not url:
+            raise ValueError("no broker URL: give one before the topic, or set MSGBUS_URL")
+    if not many and len(topics) != 1:
+        raise ValueError(f"expected one TOPIC after the URL, got {len(topics)}")
+    return url, topics
 
 
 def _time(ms: int | None) -> str:
@@ -113,11 +146,23 @@ def main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None 
         args = _parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    try:
+        url, topics = _url_and_topics(args.words, many=args.command == "list")
+    except ValueError as exc:
+        print(f"msgbus dlq {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    args.topics, args.topic = topics, (topics[0] if topics else None)
     logging.basicConfig(level=logging.WARNING, format="msgbus: warning: %(message)s")
     reads = {"idle": args.idle, "scan": args.scan}
-    with msgbus.connect(args.url) as bus:
+    with msgbus.connect(url) as bus:
         if args.command == "list":
-            rows = api.list_dead_letters(bus, args.topics, **reads)
+            rows = api.list_dead_letters(
+                bus,
+                args.topics,
+                match=args.match,
+                management_url=args.management_url or os.environ.get("MSGBUS_MANAGEMENT_URL"),
+                **reads,
+            )
             if args.json:
                 print(json.dumps([r.to_json() for r in rows]), file=out)
             else:
@@ -144,6 +189,7 @@ def main(argv: list[str], *, stdin: TextIO | None = None, stdout: TextIO | None 
                 limit=args.limit,
                 dry_run=args.dry_run,
                 max_redrives=args.max_redrives,
+                window=args.window,
                 **reads,
             )
             verb = "would redrive" if report.dry_run else "redriven"

@@ -5,7 +5,8 @@ closed at its end), each yielding a broker with ``.url``, ``.description``, ``.s
 ``.stop()``, ``.restart()``, ``.kill()`` and ``.managed``:
 
 * ``rabbitmq_broker`` — :class:`~msgbus.testing.brokers.RabbitMQ`
-  (``amqp://guest:guest@127.0.0.1:PORT/``; plugin rabbitmq_consistent_hash_exchange on);
+  (``amqp://guest:guest@127.0.0.1:PORT/``; plugins rabbitmq_consistent_hash_exchange and
+  rabbitmq_management on, ``.management_url`` its HTTP API);
 * ``activemq_broker`` — :class:`~msgbus.testing.brokers.ActiveMQ` (``stomp://127.0.0.1:PORT``);
 * ``rabbitmq_tls_broker`` / ``activemq_tls_broker`` — a second RabbitMQ / ActiveMQ started with
   ``tls=True``: besides ``.url`` it has ``.tls_url`` (``amqps://guest:guest@127.0.0.1:PORT/``,
@@ -64,7 +65,7 @@ from msgbus.testing.brokers import (
     env_var,
     kafka_impl,
 )
-from msgbus.testing.brokers.base import ci_requested
+from msgbus.testing.brokers.base import ci_requested, pick_free_port
 from msgbus.url import BusURL
 
 __all__ = [
@@ -151,9 +152,14 @@ def _session_broker(
 @pytest.fixture(scope="session")
 def rabbitmq_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
     """A RabbitMQ for the whole session (``amqp://guest:guest@127.0.0.1:PORT/``), with the
-    consistent-hash exchange plugin enabled; or the external one from MSGBUS_RABBITMQ_URL."""
+    consistent-hash exchange and management plugins enabled (``.management_url``); or the
+    external one from MSGBUS_RABBITMQ_URL."""
     yield from _session_broker(
-        request, "rabbitmq_broker", "rabbitmq", plugins=["rabbitmq_consistent_hash_exchange"]
+        request,
+        "rabbitmq_broker",
+        "rabbitmq",
+        plugins=["rabbitmq_consistent_hash_exchange"],
+        management_port=pick_free_port(),  # `msgbus dlq list` lists queues through it
     )
 
 

@@ -46,6 +46,8 @@ class TestKafkaConformance(BackendConformance):
     """Every conformance test, on the session's Kafka (Apache Kafka, or tansu), through the
     default driver (kafka-python)."""
 
+    lists_dead_letter_topics = True
+
     options = FAST
     dlq_idle = 1.5  # quiet seconds that end a read of the dead-letter store (fetch rounds)
 

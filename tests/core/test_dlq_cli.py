@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 import msgbus
+import msgbus.dlq
 from msgbus.cli import main
 from msgbus.dlq.cli import main as dlq_main
 from msgbus.testing.recorder import Recorder
@@ -139,3 +140,51 @@ def test_dead_letter_error_text_hides_remembered_secrets() -> None:
     (line,) = out.splitlines()  # one JSON object per dead letter
     assert "Dlq-S3cret!" not in out
     assert json.loads(line)["error"] == "login as bank:*** refused"
+
+
+def test_list_match_and_redrive_window(dead: tuple[str, str]) -> None:
+    url, topic = dead
+    _, out, _ = run("list", url, "--match", "ma*", "--json")
+    assert [row["topic"] for row in json.loads(out)] == ["mail"]
+    _, out, _ = run("list", url, "--match", "other.*", "--json")
+    assert json.loads(out) == []
+    with msgbus.connect(url) as bus:
+        with pytest.raises(msgbus.ConfigurationError, match="window"):
+            msgbus.dlq.redrive(bus, topic, window=0)
+        fixed = Recorder()
+        bus.subscribe(topic, fixed, group="svc")
+        bus.start()
+        report = msgbus.dlq.redrive(bus, topic, window=2, idle=0.1)
+        assert sorted(i or "" for i in report.redriven) == ["id0", "id1", "id2"]
+        assert sorted(m.id for m in fixed.wait_for(3, 10)) == ["id0", "id1", "id2"]
+        assert msgbus.dlq.show(bus, topic, idle=0.1) == []
+
+
+def test_management_url_errors_are_clear_and_hide_the_password() -> None:
+    from msgbus.dlq.management import management_queues
+    from msgbus.testing.brokers.base import pick_free_port
+
+    with pytest.raises(msgbus.ConfigurationError, match="http://user:password@host"):
+        management_queues("amqp://guest:s3cret-xyz@host:5672", "/")
+    closed = f"http://guest:s3cret-xyz@127.0.0.1:{pick_free_port()}"  # nothing listens
+    with pytest.raises(msgbus.BrokerUnavailable) as unreachable:
+        management_queues(closed, "/", timeout=2)
+    assert "s3cret-xyz" not in str(unreachable.value)
+
+
+def test_url_from_msgbus_url_keeps_it_off_the_command_line(
+    dead: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a URL word (no ``://``) the URL comes from $MSGBUS_URL; with neither, exit 2
+    with a message naming the fix; a wrong topic count is a usage error too."""
+    url, topic = dead
+    monkeypatch.setenv("MSGBUS_URL", url)
+    code, out, _ = run("show", topic, "--json")
+    assert code == 0 and len(out.splitlines()) == 3
+    code, out, _ = run("list", "--json")
+    assert code == 0 and json.loads(out)[0]["count"] == 3
+    monkeypatch.delenv("MSGBUS_URL")
+    assert run("show", topic)[0] == 2
+    assert "set MSGBUS_URL" in capsys.readouterr().err
+    assert run("show", url, topic, "another")[0] == 2
+    assert "expected one TOPIC" in capsys.readouterr().err

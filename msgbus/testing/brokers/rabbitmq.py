@@ -298,6 +298,7 @@ class RabbitMQ(BrokerProcess):
         tls: bool | TlsFiles = False,
         tls_port: int | None = None,
         tls_require_client_cert: bool = False,
+        management_port: int | None = None,
     ) -> None:
         """``nodes``: a number above 1 builds the cluster launcher instead.
         ``port``: AMQP port; ``dist_port``: Erlang distribution port; ``epmd_port``: the
@@ -309,14 +310,18 @@ class RabbitMQ(BrokerProcess):
         (None: a free port) with certificates made at first start in ``<data_dir>/tls``; a
         :class:`~msgbus.testing.brokers.tls.TlsFiles` uses those files instead. The listener
         verifies a client certificate when one is presented; ``tls_require_client_cert``
-        refuses clients without one (mutual TLS). Other parameters: see
-        :class:`BrokerProcess`."""
+        refuses clients without one (mutual TLS). ``management_port``: enables the
+        management plugin with its HTTP API on that loopback port (``.management_url``).
+        Other parameters: see :class:`BrokerProcess`."""
         super().__init__(
             port, data_dir=data_dir, startup_timeout=startup_timeout, stop_timeout=stop_timeout
         )
         self.dist_port = dist_port
         self.epmd_port = epmd_port
         self.nodename = nodename
+        self.management_port = management_port
+        if management_port is not None and "rabbitmq_management" not in plugins:
+            plugins = (*plugins, "rabbitmq_management")
         self.plugins = tuple(plugins)
         self.server_binary = Path(server_binary)
         self.epmd_binary = Path(epmd_binary) if epmd_binary is not None else None
@@ -447,9 +452,21 @@ class RabbitMQ(BrokerProcess):
             "loopback_users.guest = true\n"
             "log.console = false\n"
             "log.file.level = warning\n"
-            "disk_free_limit.absolute = 200MB\n" + self._tls_config()
+            "disk_free_limit.absolute = 200MB\n" + self._tls_config() + self._management_config()
         )
         (conf / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
+
+    @property
+    def management_url(self) -> str | None:
+        """``http://guest:guest@127.0.0.1:PORT`` when started with ``management_port``."""
+        if self.management_port is None:
+            return None
+        return f"http://{self.username}:{self.password}@{HOST}:{self.management_port}"
+
+    def _management_config(self) -> str:
+        if self.management_port is None:
+            return ""
+        return f"management.tcp.ip = {HOST}\nmanagement.tcp.port = {self.management_port}\n"
 
     def _tls_config(self) -> str:
         if not self.tls:

@@ -1,0 +1,112 @@
+"""Provenance of benchmark results: the commit and dirty state recorded, staleness reported,
+and the plan printed without running anything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("hdrh")
+pytest.importorskip("matplotlib")
+
+from msgbus.bench.cli import main
+from msgbus.bench.provenance import find_checkout, source_state, stale_paths
+from msgbus.bench.render import to_markdown
+from msgbus.bench.report import ReportData, _staleness
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A git checkout shaped like msgbus's: msgbus/, backends/, one commit."""
+    root = tmp_path / "repo"
+    for path in ("msgbus/core.py", "backends/broker.py", "notes.md"):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text("# v1\n")
+    _git(root.parent, "init", "-q", str(root))
+    _git(root, "add", "-A")
+    _git(root, "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qm", "one")
+    return root
+
+
+def test_source_state_records_commit_and_code_changes_only(checkout: Path) -> None:
+    state = source_state(checkout)
+    assert state["commit"] == _git(checkout, "rev-parse", "HEAD")
+    assert state["dirty"] is False
+    (checkout / "notes.md").write_text("a note written beside a run\n")
+    assert source_state(checkout)["dirty"] is False  # not code
+    (checkout / "backends" / "broker.py").write_text("# v2\n")
+    state = source_state(checkout)
+    assert state["dirty"] is True and state["dirty_paths"] == ["backends/broker.py"]
+
+
+def test_stale_paths_lists_code_changed_since_the_commit(checkout: Path) -> None:
+    first = _git(checkout, "rev-parse", "HEAD")
+    assert stale_paths(first, checkout) == []
+    (checkout / "msgbus" / "core.py").write_text("# v2\n")
+    _git(checkout, "-c", "user.email=t@example.org", "-c", "user.name=t", "commit", "-qam", "2")
+    (checkout / "msgbus" / "new.py").write_text("# untracked\n")
+    assert stale_paths(first, checkout) == ["msgbus/core.py", "msgbus/new.py"]
+    assert stale_paths("0" * 40, checkout) is None  # a commit this checkout does not know
+
+
+def test_find_checkout_needs_msgbus_in_a_git_checkout(checkout: Path, tmp_path: Path) -> None:
+    assert find_checkout([checkout / "backends"]) == checkout
+    plain = tmp_path / "plain"
+    (plain / "msgbus").mkdir(parents=True)
+    assert find_checkout([plain]) is None
+    assert source_state(None if find_checkout() else checkout)["commit"] is not None
+
+
+def _report(manifest: dict[str, object], checkout: Path) -> str:
+    return to_markdown(_staleness(ReportData(manifest, {}), checkout))
+
+
+def test_report_warns_when_results_are_stale_dirty_mixed_or_unknown(checkout: Path) -> None:
+    first = _git(checkout, "rev-parse", "HEAD")
+    clean = {"commit": first, "dirty": False, "dirty_paths": []}
+    assert _report({"invocations": [{"source": clean}]}, checkout).strip() == ""
+    (checkout / "backends" / "broker.py").write_text("# v2\n")
+    assert "changed since the results' commit: `backends/broker.py`" in _report(
+        {"invocations": [{"source": clean}]}, checkout
+    )
+    dirty = {"commit": first, "dirty": True, "dirty_paths": ["msgbus/core.py"]}
+    assert "uncommitted changes to 1 file(s)" in _report({"source": dirty}, checkout)
+    mixed = {"invocations": [{"source": clean}, {"source": {**clean, "commit": "f" * 40}}]}
+    assert "mix runs made at different commits" in _report(mixed, checkout)
+    assert "Provenance unknown" in _report({"command": "msgbus bench run"}, checkout)
+
+
+def test_plan_prints_runs_and_total_without_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "never"
+    status = main(["run", "--plan", "--url", "memory://", "--repeats", "5", "--output", str(out)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "| memory | latency |" in printed and "| 5 |" in printed
+    assert "estimated" in printed.splitlines()[-1]
+    assert not out.exists()
+
+
+def test_a_run_records_its_source_and_load(tmp_path: Path) -> None:
+    workload = tmp_path / "tiny.toml"
+    workload.write_text(
+        'name = "tiny"\nkind = "latency"\ndescription = "tiny"\nproducer_rate = 200\n'
+        "warmup = 0.1\nduration = 0.3\ndrain_timeout = 10\n"
+    )
+    results = tmp_path / "results"
+    assert main(["run", str(workload), "--url", "memory://", "--output", str(results)]) == 0
+    manifest = json.loads((results / "manifest.json").read_text())
+    (invocation,) = manifest["invocations"]
+    assert set(invocation["source"]) == {"commit", "dirty", "dirty_paths", "checkout"}
+    assert invocation["load_before"] is not None and invocation["load_after"] is not None
+    assert invocation["finished_at"] >= invocation["started_at"]
