@@ -4,7 +4,7 @@
 
     msgbus bench run [WORKLOAD...] [--url URL]... [--brokers kafka,rabbitmq,activemq,memory]
                      [--repeats N] [--quick] [--output DIR] [--plan]
-    msgbus bench report RESULTS [--output DIR]
+    msgbus bench report RESULTS [--output DIR] [--readme README.md]
     msgbus bench list
     msgbus bench overhead [--brokers memory,rabbitmq] [--messages N] [--rounds R]
 
@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write report.md and report.html from results")
     report.add_argument("results", type=Path)
     report.add_argument("--output", type=Path, default=None, help="default: RESULTS")
+    report.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        help="also rewrite the marked broker-comparison summary in this README",
+    )
     sub.add_parser("list", help="list the shipped workloads")
     sub.add_parser("overhead", help="cost of tracing/metrics (see: msgbus bench overhead -h)")
     return parser
@@ -169,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
             from msgbus.bench.report import write_report
 
             paths = write_report(args.results, args.output or args.results)
+            if args.readme is not None:
+                from msgbus.bench.readme import rewrite, summary
+
+                rewrite(args.readme, summary(args.results))
+                paths.append(args.readme)
             for path in paths:
                 print(path)
             return 0

@@ -1017,8 +1017,14 @@ def build_report(data: ReportData) -> list[Block]:
         SECTIONS.get(kind, _section_latency)(data, workload, blocks)
     _section_resources(data, blocks)
     blocks += _correctness(data)
+    blocks += verdict_blocks(data)
+    return blocks
+
+
+def verdict_blocks(data: ReportData, level: int = 2) -> list[Block]:
+    """The verdict: a heading (at ``level``), how to read it, one row per workload, caveats."""
     rows = [r for w in data.workloads() if (r := _verdict_row(data, w)) is not None]
-    blocks.append(Heading(2, f"Verdict: does \u201c{CLAIM}\u201d hold here?"))
+    blocks: list[Block] = [Heading(level, f"Verdict: does \u201c{CLAIM}\u201d hold here?")]
     blocks.append(
         Para(
             "Per workload, through msgbus (the same application code on every broker); "

@@ -638,6 +638,7 @@ class Runner:
             self._prior_workloads = previous.get("workloads", [])
             self._prior_kafka_note = previous.get("kafka_note")
         self._say(f"msgbus bench: {total} runs on {len(self.targets)} target(s)")
+        opened: list[Target] = []
         try:
             for target in self.targets:
                 plan = plans[target.name]
@@ -651,7 +652,9 @@ class Runner:
                     self.summary.failed_runs.append(f"{target.name}: not started: {exc}")
                     done += len(plan)
                     remaining_estimate -= sum(p.estimate() for p in plan)
+                    plans[target.name] = []
                     continue
+                opened.append(target)
                 info["targets"][target.name] = _target_info(target)
                 missing = _msgbus_backend_problem(target)
                 if missing:
@@ -663,50 +666,50 @@ class Runner:
                         for p in skipped
                         if p.repeat == 0
                     ]
-                    plan = [p for p in plan if p.client != "msgbus"]
+                    plans[target.name] = [p for p in plan if p.client != "msgbus"]
                     done += len(skipped)
                     remaining_estimate -= sum(p.estimate() for p in skipped)
                 self._write_manifest(info, manifest)
-                try:
-                    behind: set[tuple[str, str]] = set()
-                    step_results: dict[tuple[str, int, str], list[bool]] = {}
-                    for p in plan:
-                        remaining_estimate -= p.estimate()
-                        done += 1
-                        key = (p.workload, p.client)
-                        w = p.step.workload
-                        label = (
-                            f"{target.name}/{p.client} {p.workload} [{p.step.label}] "
-                            f"rep {p.repeat + 1}/{self.repeats}"
-                        )
-                        if key in behind:
-                            self.summary.skipped.append(f"{label}: an earlier step fell behind")
-                            continue
-                        eta = remaining_estimate * ratio
-                        prefix = f"[{done}/{total}] {label}"
-                        self._say(f"{prefix} (ETA {_fmt_seconds(eta)})")
-                        t_run = time.monotonic()
-                        self._one(p, prefix)
-                        ratio = 0.7 * ratio + 0.3 * ((time.monotonic() - t_run) / p.estimate())
-                        sk = (p.workload, p.step.index, p.client)
-                        last = self._last_kept_up
-                        step_results.setdefault(sk, []).append(last)
-                        if (
-                            w.stop_when_behind
-                            and p.repeat == self.repeats - 1
-                            and sum(step_results[sk]) * 2 < len(step_results[sk])
-                        ):
-                            behind.add(key)
-                            self._say(
-                                f"   {p.workload}: {target.name}/{p.client} fell behind; "
-                                "skipping its higher steps"
-                            )
-                finally:
-                    target.close()
+            behind: set[tuple[str, str, str]] = set()
+            step_results: dict[tuple[str, str, int, str], list[bool]] = {}
+            for p in interleave(
+                [plans[t.name] for t in opened], [name for name, _ in self.workloads]
+            ):
+                target = p.target
+                remaining_estimate -= p.estimate()
+                done += 1
+                key = (target.name, p.workload, p.client)
+                w = p.step.workload
+                label = (
+                    f"{target.name}/{p.client} {p.workload} [{p.step.label}] "
+                    f"rep {p.repeat + 1}/{self.repeats}"
+                )
+                if key in behind:
+                    self.summary.skipped.append(f"{label}: an earlier step fell behind")
+                    continue
+                eta = remaining_estimate * ratio
+                prefix = f"[{done}/{total}] {label}"
+                self._say(f"{prefix} (ETA {_fmt_seconds(eta)})")
+                t_run = time.monotonic()
+                self._one(p, prefix)
+                ratio = 0.7 * ratio + 0.3 * ((time.monotonic() - t_run) / p.estimate())
+                sk = (target.name, p.workload, p.step.index, p.client)
+                step_results.setdefault(sk, []).append(self._last_kept_up)
+                if (
+                    w.stop_when_behind
+                    and len(step_results[sk]) == self.repeats
+                    and sum(step_results[sk]) * 2 < len(step_results[sk])
+                ):
+                    behind.add(key)
+                    self._say(
+                        f"   {p.workload}: {target.name}/{p.client} fell behind; "
+                        "skipping its higher steps"
+                    )
         except KeyboardInterrupt:
             self.summary.interrupted = True
             self._say("interrupted: stopping workers and brokers; finished results are kept")
-            for target in self.targets:
+        finally:
+            for target in opened:
                 target.close()
         invocation["finished_at"] = _now()
         invocation["load_after"] = load_average()
@@ -789,6 +792,25 @@ class Runner:
         data["kafka_note"] = data.get("kafka_note") or self._prior_kafka_note
         data.update(info)
         (self.output / "manifest.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def interleave(plans: Sequence[Sequence[_Planned]], workloads: Sequence[str]) -> list[_Planned]:
+    """The targets' plans merged so that brokers alternate: workload by workload, step by
+    step, repeat by repeat, every target runs once (its clients one after the other) before
+    any runs the next repeat, and the targets' order rotates with the repeat, so no broker
+    always goes first (or right after another one) and slow drifts of the machine spread
+    over all of them."""
+    position = {name: i for i, name in enumerate(workloads)}
+    count = max(len(plans), 1)
+    merged = [(t, p) for t, plan in enumerate(plans) for p in plan]
+
+    def order(item: tuple[int, _Planned]) -> tuple[int, int, int, int, int]:
+        t, p = item
+        clients = p.step.workload.clients
+        rank = clients.index(p.client) if p.client in clients else len(clients)
+        return (position.get(p.workload, 0), p.step.index, p.repeat, (t - p.repeat) % count, rank)
+
+    return [p for _, p in sorted(merged, key=order)]
 
 
 def _msgbus_backend_problem(target: Target) -> str:

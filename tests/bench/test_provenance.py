@@ -1,5 +1,5 @@
 """Provenance of benchmark results: the commit and dirty state recorded, staleness reported,
-and the plan printed without running anything."""
+the plan printed without running anything, and brokers interleaved."""
 
 from __future__ import annotations
 
@@ -110,3 +110,36 @@ def test_a_run_records_its_source_and_load(tmp_path: Path) -> None:
     assert set(invocation["source"]) == {"commit", "dirty", "dirty_paths", "checkout"}
     assert invocation["load_before"] is not None and invocation["load_after"] is not None
     assert invocation["finished_at"] >= invocation["started_at"]
+
+
+def test_targets_alternate_within_each_repeat_and_rotate(tmp_path: Path) -> None:
+    """Brokers interleaved: every target runs step s, repeat r before any runs repeat r+1,
+    and the first target of a repeat rotates."""
+    from msgbus.bench.runner import Runner, interleave
+    from msgbus.bench.targets import url_target
+    from msgbus.bench.workloads import load_workload
+
+    workload = tmp_path / "two.toml"
+    workload.write_text(
+        'name = "two"\nkind = "fan-out"\ndescription = "two"\nproducer_rate = 100\n'
+        "warmup = 0.1\nduration = 0.2\ndrain_timeout = 5\n"
+        "[[steps]]\nconsumer_groups = 1\n[[steps]]\nconsumer_groups = 2\n"
+    )
+    names: set[str] = set()
+    targets = []
+    for url in ("memory://a", "memory://b", "memory://c"):
+        targets.append(url_target(url, names))
+        names.add(targets[-1].name)
+    runner = Runner([("two", load_workload(workload))], targets, tmp_path / "r", repeats=2)
+    order = [
+        (p.step.index, p.repeat, p.target.name)
+        for p in interleave([runner._plan(t) for t in targets], ["two"])
+    ]
+    a, b, c = (t.name for t in targets)
+    first, second = order[0][0], order[-1][0]
+    assert order == [
+        (first, 0, a), (first, 0, b), (first, 0, c),
+        (first, 1, b), (first, 1, c), (first, 1, a),
+        (second, 0, a), (second, 0, b), (second, 0, c),
+        (second, 1, b), (second, 1, c), (second, 1, a),
+    ]  # fmt: skip

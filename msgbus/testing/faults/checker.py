@@ -13,6 +13,9 @@ it, each delivery (``key``, ``seq``, which consumer), and each injected fault wi
 * **unexpected**: deliveries of something never published (a bug in the bus or the workload);
 * **recovery**: per fault, seconds from the fault's start until the first delivery of a message
   published at or after that start — the time the pipeline needed to work end to end again.
+  A fault recorded with ``from_end=True`` (one whose first moments may still let messages
+  through, such as a rolling stop of every node) counts only messages published at or after
+  its end, so its recovery includes the whole fault.
 
 A report is never a success when a check could not run: no confirmed publish, a fault with no
 delivery after it (recovery unknown) or a history not closed (``History.finish``) each make
@@ -34,11 +37,13 @@ __all__ = ["Fault", "History", "Report", "check"]
 @dataclass(frozen=True)
 class Fault:
     """One injected fault: ``name`` (e.g. ``kill node 1``), ``start`` and ``end`` (monotonic
-    seconds; ``end`` is when the injector finished it, e.g. after the node restarted)."""
+    seconds; ``end`` is when the injector finished it, e.g. after the node restarted);
+    ``from_end``: recovery counts messages published from ``end`` on (see :func:`check`)."""
 
     name: str
     start: float
     end: float
+    from_end: bool = False
 
 
 @dataclass
@@ -80,10 +85,14 @@ class History:
         with self._lock:
             self._deliveries.append((key, seq, consumer, time.monotonic() if at is None else at))
 
-    def fault(self, name: str, start: float, end: float | None = None) -> None:
-        """Record a fault injected from ``start`` to ``end`` (None: now)."""
+    def fault(
+        self, name: str, start: float, end: float | None = None, *, from_end: bool = False
+    ) -> None:
+        """Record a fault injected from ``start`` to ``end`` (None: now); ``from_end``: see
+        :class:`Fault`."""
         with self._lock:
-            self._faults.append(Fault(name, start, time.monotonic() if end is None else end))
+            stop = time.monotonic() if end is None else end
+            self._faults.append(Fault(name, start, stop, from_end))
 
     def finish(self) -> None:
         """Mark the history complete (the workload drained); :func:`check` requires it."""
@@ -224,10 +233,11 @@ def check(history: History, *, order_expected: bool = False) -> Report:
         highest[key] = max(highest[key], seq)
 
     for fault in faults:
+        since = fault.end if fault.from_end else fault.start
         after = [
             at
             for key, seq, _c, at in deliveries
-            if (key, seq) in by_id and by_id[(key, seq)].at >= fault.start
+            if (key, seq) in by_id and by_id[(key, seq)].at >= since
         ]
         report.recovery.append(round(min(after) - fault.start, 3) if after else None)
 
