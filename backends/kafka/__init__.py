@@ -5,10 +5,13 @@ confluent-kafka, librdkafka's Python binding (``driver=confluent``;
 options, and put the same records on the wire: a message published through one driver is
 read unchanged by the other and by plain clients.
 
-Layout: ``common.py`` holds what both drivers share (options and their mapping to each
-library's settings, header and key mapping, topic rules, where a new group starts, offset and
-rebalance bookkeeping); ``kafka_python.py`` and ``confluent.py`` hold the calls into their
-library. A driver's package is imported only when a backend with that driver is created.
+Layout: what both drivers share is ``common.py`` (the backend class: option parsing, publish
+checks, topic rules, where a new group starts), ``options.py`` (options and their mapping to
+each library's settings, header and key mapping) and ``subscription.py`` (receive buffer,
+window, offset and rebalance bookkeeping), built on the toolkit (:mod:`msgbus.backendkit`);
+``kafka_python.py`` and ``confluent.py`` (with ``confluent_consumer.py`` and
+``confluent_errors.py``) hold the calls into their library. A driver's package is imported
+only when a backend with that driver is created.
 
 Features
     - ``consumer_groups``: msgbus group G on topic T is the Kafka consumer group ``G:T`` (see

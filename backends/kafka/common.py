@@ -1,10 +1,11 @@
-"""What both Kafka drivers share: the option table (one set of msgbus option names, mapped to
-kafka-python's and librdkafka's settings), header and key mapping on the wire, topic-creation
-rules, where a new group starts, and a subscription's offset and rebalance bookkeeping.
+"""What both Kafka drivers share, and the ``kafka://`` backend class.
 
-Nothing here imports a Kafka client library; each driver module (``kafka_python``,
-``confluent``) holds only the calls into its library. The ``kafka://`` backend class,
-:class:`KafkaBackend`, picks the driver from the ``driver`` option.
+:class:`KafkaBackend` picks the driver from the ``driver`` option and holds what both do
+the same way: option parsing, features, topic-creation rules, where a new group starts,
+publish checks, the subscription registry. The option table and wire mapping live in
+``options.py``, a subscription's offset and rebalance bookkeeping in ``subscription.py``
+(both re-exported here). Nothing here imports a Kafka client library; each driver module
+(``kafka_python``, ``confluent``) holds only the calls into its library.
 """
 
 from __future__ import annotations
@@ -14,35 +15,43 @@ import logging
 import threading
 import time
 from abc import abstractmethod
-from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from msgbus.backend import Backend, Delivery, Features, Subscription, parse_options
+from msgbus.backend import Backend, Delivery, Features
+from msgbus.backendkit import check_publish, parse_options, url_credentials
 from msgbus.errors import (
-    AuthenticationError,
     BackendNotInstalled,
     BrokerUnavailable,
     BusClosed,
     ConfigurationError,
-    MessageTooLarge,
     MsgBusError,
     TopicNotFound,
 )
-from msgbus.message import TIMESTAMP
 from msgbus.url import BusURL
 
-from . import commits, listing, retry
+from . import listing, retry
+from .options import (
+    HEADROOM,
+    POLL_MS,
+    KafkaOptions,
+    bootstrap_servers,
+    record_headers,
+    topic_configs,
+    wire_headers,
+)
+from .subscription import KafkaSubscriptionBase, PartitionState
 
 __all__ = [
     "DRIVERS",
     "HEADROOM",
+    "POLL_MS",
     "KafkaBackend",
     "KafkaOptions",
     "KafkaSubscriptionBase",
     "PartitionState",
     "bootstrap_servers",
+    "driver_class",
     "record_headers",
     "topic_configs",
     "wire_headers",
@@ -50,605 +59,11 @@ __all__ = [
 
 log = logging.getLogger("msgbus.kafka")
 
-DEFAULT_PORT = 9092
-"""Port used for a host of the URL that names none."""
-
-HEADROOM = 64 * 1024
-"""Bytes allowed on top of ``max_message_bytes`` for the key, headers and batch framing."""
-
-POLL_MS = 100
-"""Longest a consumer thread stays inside its driver's poll (bounds close latency)."""
-
 DRIVERS: dict[str, tuple[str, str, str]] = {
     "kafka-python": ("kafka_python", "KafkaPythonBackend", "kafka"),
     "confluent": ("confluent", "ConfluentKafkaBackend", "kafka-confluent"),
 }
 """``driver`` option -> (module in this package, backend class, pip extra)."""
-
-
-@dataclass(frozen=True)
-class KafkaOptions:
-    """Options of the Kafka backend, the same names on both drivers; see the package
-    docstring for meanings and defaults."""
-
-    driver: Literal["kafka-python", "confluent"] = "kafka-python"
-    client_id: str = "msgbus"
-    security_protocol: Literal["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"] | None = None
-    sasl_mechanism: Literal["plain", "scram-sha-256", "scram-sha-512"] = "plain"
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_check_hostname: bool = True
-    compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
-    auto_offset_reset: Literal["latest", "earliest"] = "latest"
-    session_timeout_ms: int = 6000
-    heartbeat_interval_ms: int = 1000
-    fetch_max_wait_ms: int = 10
-    linger_ms: int = 0
-    batch_size: int = 262144
-    partitions: int = 3
-    replication_factor: int = 1
-    auto_create: bool = True
-    max_message_bytes: int = 4 * 1024 * 1024
-    idempotent: bool = True
-    request_timeout_ms: int = 15000
-    connect_timeout_ms: int = 10000
-    #: seconds, the name every backend shares; when set it replaces ``connect_timeout_ms``
-    connect_timeout: float | None = None
-    delivery_timeout_ms: int = 120000
-    revoke_timeout_ms: int = 5000
-    subscribe_timeout_ms: int = 60000
-    group_id_template: str = "{group}:{topic}"
-
-    def __post_init__(self) -> None:
-        if self.connect_timeout is not None and self.connect_timeout > 0:
-            object.__setattr__(
-                self, "connect_timeout_ms", max(1, round(self.connect_timeout * 1000))
-            )
-
-    def group_id(self, group: str, topic: str) -> str:
-        """The Kafka consumer group id of msgbus group ``group`` on ``topic``."""
-        return self.group_id_template.format(group=group, topic=topic)
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigurationError` naming the first option with an impossible value."""
-        positive = (
-            "session_timeout_ms",
-            "heartbeat_interval_ms",
-            "batch_size",
-            "partitions",
-            "replication_factor",
-            "max_message_bytes",
-            "request_timeout_ms",
-            "connect_timeout_ms",
-            "delivery_timeout_ms",
-            "subscribe_timeout_ms",
-        )
-        if self.connect_timeout is not None and not self.connect_timeout > 0:
-            raise ConfigurationError("kafka option 'connect_timeout' must be positive")
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigurationError(f"kafka option {name!r} must be positive")
-        for name in ("fetch_max_wait_ms", "linger_ms", "revoke_timeout_ms"):
-            if getattr(self, name) < 0:
-                raise ConfigurationError(f"kafka option {name!r} must not be negative")
-        if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise ConfigurationError(
-                "kafka option 'heartbeat_interval_ms' must be smaller than 'session_timeout_ms'"
-            )
-        if self.fetch_max_wait_ms >= self.request_timeout_ms:
-            raise ConfigurationError(
-                "kafka option 'fetch_max_wait_ms' must be smaller than 'request_timeout_ms'"
-            )
-        if self.delivery_timeout_ms < self.linger_ms + self.request_timeout_ms:
-            raise ConfigurationError(
-                "kafka option 'delivery_timeout_ms' must be at least linger_ms + request_timeout_ms"
-            )
-        if not self.client_id:
-            raise ConfigurationError("kafka option 'client_id' must not be empty")
-        try:
-            rendered = self.group_id("G", "T")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ConfigurationError(
-                f"kafka option 'group_id_template' may use {{group}} and {{topic}} only: {exc}"
-            ) from None
-        if "{group}" not in self.group_id_template or not rendered:
-            raise ConfigurationError("kafka option 'group_id_template' must contain {group}")
-        if self.password is not None and self.username is None:
-            raise ConfigurationError("a Kafka password needs a user name (kafka://USER:PASS@...)")
-
-    @property
-    def effective_security_protocol(self) -> str:
-        """The security protocol in Kafka's spelling (upper case)."""
-        if self.security_protocol is not None:
-            return self.security_protocol.upper()
-        return "SASL_PLAINTEXT" if self.username is not None else "PLAINTEXT"
-
-    def client_config(self, bootstrap: list[str]) -> dict[str, Any]:
-        """kafka-python: connection settings shared by producer, consumers and admin client."""
-        config: dict[str, Any] = {
-            "bootstrap_servers": bootstrap,
-            "client_id": self.client_id,
-            "request_timeout_ms": self.request_timeout_ms,
-            "bootstrap_timeout_ms": self.connect_timeout_ms,
-            "security_protocol": self.effective_security_protocol,
-        }
-        if config["security_protocol"].startswith("SASL"):
-            config["sasl_mechanism"] = self.sasl_mechanism.upper()
-            config["sasl_plain_username"] = self.username
-            config["sasl_plain_password"] = self.password
-        if config["security_protocol"].endswith("SSL"):
-            config["ssl_cafile"] = self.ssl_cafile
-            config["ssl_certfile"] = self.ssl_certfile
-            config["ssl_keyfile"] = self.ssl_keyfile
-            config["ssl_check_hostname"] = self.ssl_check_hostname
-        return config
-
-    def librdkafka_config(self, bootstrap: list[str]) -> dict[str, Any]:
-        """librdkafka (confluent-kafka): the same connection settings under its names."""
-        protocol = self.effective_security_protocol
-        config: dict[str, Any] = {
-            "bootstrap.servers": ",".join(bootstrap),
-            "client.id": self.client_id,
-            "socket.timeout.ms": self.request_timeout_ms,
-            "socket.connection.setup.timeout.ms": self.connect_timeout_ms,
-            "security.protocol": protocol,
-        }
-        if protocol.startswith("SASL"):
-            config["sasl.mechanism"] = self.sasl_mechanism.upper()
-            config["sasl.username"] = self.username
-            config["sasl.password"] = self.password
-        if protocol.endswith("SSL"):
-            for option, name in (
-                (self.ssl_cafile, "ssl.ca.location"),
-                (self.ssl_certfile, "ssl.certificate.location"),
-                (self.ssl_keyfile, "ssl.key.location"),
-            ):
-                if option is not None:
-                    config[name] = option
-            config["ssl.endpoint.identification.algorithm"] = (
-                "https" if self.ssl_check_hostname else "none"
-            )
-        return {k: v for k, v in config.items() if v is not None}
-
-
-def bootstrap_servers(url: BusURL) -> list[str]:
-    """The ``host:port`` list of ``url`` (port 9092 when omitted); ConfigurationError if none."""
-    if not url.hosts:
-        raise ConfigurationError("a Kafka URL needs at least one host: kafka://host:9092")
-    return [f"{h.host}:{h.port if h.port is not None else DEFAULT_PORT}" for h in url.hosts]
-
-
-def topic_configs(options: KafkaOptions) -> dict[str, str]:
-    """Topic-level configs of a topic msgbus creates (its size limit, with headroom)."""
-    return {"max.message.bytes": str(options.max_message_bytes + HEADROOM)}
-
-
-# --------------------------------------------------------------------------- wire mapping
-
-
-def wire_headers(headers: Mapping[str, str]) -> tuple[list[tuple[str, str]], int | None]:
-    """Record headers and timestamp of a publish: every header but ``msgbus-timestamp``, which
-    travels as the record's own timestamp (ms) when it is a number. Values stay ``str``; the
-    driver encodes them as UTF-8 (librdkafka does it in C)."""
-    stamp = headers.get(TIMESTAMP)
-    if stamp is not None and stamp.isdigit():
-        return [(k, v) for k, v in headers.items() if k != TIMESTAMP], int(stamp)
-    return list(headers.items()), None
-
-
-def record_headers(
-    raw: Iterable[tuple[str, bytes | None]] | None, timestamp_ms: int | None
-) -> dict[str, str]:
-    """A record's headers as msgbus sees them: values decoded as UTF-8 (invalid bytes
-    replaced, a null value is ""), plus ``msgbus-timestamp`` from the record's timestamp."""
-    headers = {k: v.decode("utf-8", "replace") if v else "" for k, v in raw} if raw else {}
-    if timestamp_ms is not None and timestamp_ms >= 0 and TIMESTAMP not in headers:
-        headers[TIMESTAMP] = str(timestamp_ms)
-    return headers
-
-
-# --------------------------------------------------------------------------- offsets
-
-
-class PartitionState:
-    """Offsets of one assigned partition, from its assignment until it is revoked.
-
-    ``tp`` is the driver's key of the partition; ``partition`` its number. ``order`` holds,
-    in offset order, the offsets handed to this subscription (buffered or delivered) that are
-    not known to be settled, plus settled ones behind an unsettled one; ``done`` the settled
-    offsets still inside ``order``. The commit point (the highest contiguous settled offset
-    plus one) is the first offset of ``order``, or, when it is empty, the one after the last
-    handed-out offset. All fields are guarded by the subscription's lock.
-    """
-
-    __slots__ = (
-        "committed",
-        "dead",
-        "done",
-        "inflight",
-        "next_offset",
-        "order",
-        "partition",
-        "tp",
-    )
-
-    def __init__(self, tp: Hashable, partition: int, start: int, committed: int | None) -> None:
-        self.tp = tp
-        self.partition = partition
-        self.order: deque[int] = deque()
-        self.done: set[int] = set()
-        self.next_offset = start
-        self.committed = committed
-        self.inflight = 0
-        self.dead = False
-
-    def add(self, offset: int) -> None:
-        """Record that ``offset`` was handed to the subscription."""
-        self.order.append(offset)
-        self.next_offset = offset + 1
-
-    def settle(self, offset: int) -> None:
-        """Record that ``offset`` was acknowledged (or dropped)."""
-        order, done = self.order, self.done
-        if order and order[0] == offset:
-            order.popleft()
-            while order and order[0] in done:
-                done.discard(order.popleft())
-        else:
-            done.add(offset)
-
-    def commit_point(self) -> int:
-        """The offset to commit: never past an unsettled one."""
-        return self.order[0] if self.order else self.next_offset
-
-    def needs_commit(self) -> bool:
-        """True when the commit point moved past what was last committed."""
-        return self.committed is None or self.commit_point() > self.committed
-
-
-class KafkaSubscriptionBase(Subscription):
-    """The driver-independent half of a Kafka subscription.
-
-    A consumer thread (the driver's) fills ``_buffer`` with deliveries whose token is
-    ``(PartitionState, offset)``; ``receive`` (any thread) hands them out; ``ack``/``nack``
-    (any thread) update the offset bookkeeping under ``_lock``; the consumer thread commits
-    what :meth:`_take_commits` returns. On a rebalance the driver calls
-    :meth:`_revoke_begin`, waits while :meth:`_revoke_busy` (bounded), then
-    :meth:`_revoke_finish` for the offsets to commit.
-    """
-
-    def __init__(
-        self,
-        backend: KafkaBackend,
-        topic: str,
-        group: str | None,
-        prefetch: int,
-        from_beginning: bool,
-    ) -> None:
-        self.topic = topic
-        self.group = group
-        self._backend = backend
-        self._options = backend.options
-        self._prefetch = prefetch
-        self._earliest = from_beginning or backend.options.auto_offset_reset == "earliest"
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)  # deliveries arrived, ready, closed
-        self._space = threading.Condition(self._lock)  # for the consumer thread: room, close
-        self._space_waiting = False
-        self._buffer: deque[Delivery] = deque()
-        self._states: dict[Any, PartitionState] = {}
-        self._dirty: set[PartitionState] = set()
-        self._pending_init: set[Any] = set()
-        self._inflight = 0
-        self._receivers = 0  # threads waiting in receive
-        self._ready = False
-        self._closed = False
-        self._stopping = False
-        self._error: MsgBusError | None = None
-        self._flow_paused = False
-        self._thread: threading.Thread | None = None
-        self._loop_done = threading.Event()
-
-    @property
-    def closed(self) -> bool:
-        """True once ``close`` was called."""
-        return self._closed
-
-    def __repr__(self) -> str:
-        return f"<KafkaSubscription topic={self.topic!r} group={self.group!r}>"
-
-    def _room(self) -> int:
-        """How many more deliveries the prefetch window allows (call with ``_lock`` held)."""
-        return self._prefetch - len(self._buffer) - self._inflight
-
-    def _wait_ready(self, where: str) -> None:
-        """Block until the consumer thread set ``_ready`` (bounded by subscribe_timeout_ms)."""
-        opts = self._options
-        deadline = time.monotonic() + opts.subscribe_timeout_ms / 1000
-        with self._cond:
-            while not self._ready:
-                if self._error is not None:
-                    raise self._error
-                if self._closed:
-                    raise BusClosed(f"{where}: closed while joining")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BrokerUnavailable(
-                        f"{where}: group {self.group!r} not joined within "
-                        f"{opts.subscribe_timeout_ms} ms (subscribe_timeout_ms)"
-                    )
-                self._cond.wait(remaining)
-
-    def _wait_for_space(self) -> None:
-        """Consumer thread, window full: wait (at most one poll interval) for room."""
-        with self._space:
-            self._space_waiting = True
-            self._space.wait_for(
-                lambda: (
-                    self._stopping
-                    or len(self._buffer) + self._inflight < self._prefetch
-                    or bool(self._dirty)
-                ),
-                POLL_MS / 1000,
-            )
-            self._space_waiting = False
-
-    def _fail(self, error: MsgBusError) -> None:
-        """Consumer thread: a fatal error; ``receive`` and ``start`` raise it from now on."""
-        with self._cond:
-            self._error = error
-            self._cond.notify_all()
-
-    # ------------------------------------------------------------------ commits
-
-    def _take_commits(self) -> dict[Any, int]:
-        """The commit points of partitions whose settled offsets moved on; marks them
-        committed (call :meth:`_commit_failed` if the commit then fails)."""
-        if self.group is None:
-            with self._lock:
-                self._dirty.clear()
-            return {}
-        with self._lock:
-            if not self._dirty:
-                return {}
-            offsets = {}
-            for state in self._dirty:
-                if state.dead or not state.needs_commit():
-                    continue
-                point = state.commit_point()
-                offsets[state.tp] = point
-                state.committed = point
-            self._dirty.clear()
-        return offsets
-
-    def _commit_failed(self, tps: Iterable[Any]) -> None:
-        """A commit of ``tps`` failed: commit them again with the next one."""
-        with self._lock:
-            for tp in tps:
-                state = self._states.get(tp)
-                if state is not None and not state.dead:
-                    state.committed = None
-                    self._dirty.add(state)
-
-    # ------------------------------------------------------------------ rebalances
-
-    def _revoke_begin(
-        self, tps: Iterable[Any], *, lost: bool
-    ) -> tuple[list[PartitionState], float]:
-        """Stop handing out records of ``tps``: drop their buffered deliveries, forget them.
-
-        Returns their states and how long to wait for their in-flight deliveries (0 when
-        ``lost`` or closing).
-        """
-        with self._cond:
-            tps = set(tps)
-            self._pending_init.difference_update(tps)
-            states = [self._states.pop(tp) for tp in tps if tp in self._states]
-            if not states:
-                return [], 0.0
-            gone = set(states)
-            kept: deque[Delivery] = deque()
-            for delivery in self._buffer:
-                if delivery.token[0] in gone:
-                    delivery._settle = None  # never handed out: nothing to settle
-                else:
-                    kept.append(delivery)
-            self._buffer = kept
-            self._dirty.difference_update(gone)
-            wait = 0.0 if (lost or self._closed) else self._options.revoke_timeout_ms / 1000
-        return states, wait
-
-    def _revoke_busy(self, states: list[PartitionState]) -> bool:
-        """True while a delivery of ``states`` is in flight (handed out, not settled)."""
-        with self._lock:
-            return any(state.inflight for state in states)
-
-    def _revoke_finish(self, states: list[PartitionState], waited: float) -> dict[Any, int]:
-        """Let ``states`` go: later settlements are ignored; return their commit points."""
-        with self._lock:
-            busy = any(state.inflight for state in states)
-            offsets = {s.tp: s.commit_point() for s in states if s.needs_commit()}
-            for state in states:
-                state.dead = True
-                self._inflight -= state.inflight  # their settlements are ignored from now on
-                state.inflight = 0
-        if busy and waited:
-            log.warning(
-                "%r: rebalance: deliveries still in flight after %.1fs; they will be "
-                "delivered again to the new owner",
-                self,
-                waited,
-            )
-        return offsets
-
-    # ------------------------------------------------------------------ receiving
-
-    def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
-        """Hand out up to ``max_messages`` buffered deliveries, waiting up to ``timeout``.
-
-        Returns ``[]`` on timeout or once closed; raises :class:`~msgbus.AuthenticationError`
-        or :class:`~msgbus.TopicNotFound` if the consumer hit a fatal error. Any thread.
-        """
-        deadline = None
-        with self._cond:
-            while True:
-                if self._closed:
-                    return []
-                if self._error is not None:
-                    raise self._error
-                buffer = self._buffer
-                # the buffer may hold more than the window (a driver that cannot stop its
-                # consumer without dropping prefetched records): hand out within the window
-                room = self._prefetch - self._inflight
-                if buffer and room > 0:
-                    count = min(max_messages, len(buffer), room)
-                    out = [buffer.popleft() for _ in range(count)]
-                    self._inflight += count
-                    for delivery in out:
-                        delivery.token[0].inflight += 1
-                    return out
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + timeout
-                remaining = deadline - now
-                if remaining <= 0:
-                    return []
-                self._receivers += 1
-                try:
-                    self._cond.wait(remaining)
-                finally:
-                    self._receivers -= 1
-
-    def confirm_settled(self, timeout: float) -> bool:
-        """Wait until the broker holds the commits of what was settled (see commits.py)."""
-        return commits.confirm_committed(self, timeout)
-
-    def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
-        state, offset = delivery.token
-        with self._lock:
-            if state.dead or self._closed:
-                return  # revoked or closed: the partition's next owner delivers it again
-            state.inflight -= 1
-            self._inflight -= 1
-            if ack or not requeue:
-                state.settle(offset)
-                self._dirty.add(state)
-                if self._space_waiting:
-                    self._space.notify()
-                if self._receivers and self._buffer:
-                    self._cond.notify()  # a receiver waits for room in the window
-                return
-            again = Delivery(
-                delivery.topic,
-                delivery.body,
-                delivery.headers,
-                delivery.key,
-                self._settle,
-                redelivered=True,
-                native_id=delivery.native_id,
-                token=delivery.token,
-            )
-            self._buffer.appendleft(again)  # handed out again first, marked redelivered
-            self._cond.notify()
-
-    # ------------------------------------------------------------------ closing
-
-    def close(self) -> None:
-        """Leave the group: commit what was settled, hand the rest back; wake ``receive``.
-
-        Idempotent, any thread. Waits (bounded by ``request_timeout_ms``) for the consumer
-        thread to commit and leave, so the partitions move on without a session timeout.
-        """
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-            self._stopping = True
-            for delivery in self._buffer:
-                delivery._settle = None
-            self._buffer.clear()
-            self._cond.notify_all()
-            self._space.notify_all()
-        thread = self._thread
-        if thread is None:
-            self._shutdown()
-        elif thread is not threading.current_thread():
-            self._loop_done.wait(self._options.request_timeout_ms / 1000 + 1)
-        self._backend._forget(self)
-
-    # ------------------------------------------------------------------ consumer thread
-
-    def _start_thread(self, where: str) -> None:
-        """Start the consumer thread and wait until the member is ready (or raise)."""
-        self._thread = threading.Thread(
-            target=self._run, name=f"msgbus-kafka {self.topic}[{self.group or 'private'}]"
-        )
-        self._thread.daemon = True
-        self._thread.start()
-        self._wait_ready(where)
-
-    def _run(self) -> None:
-        """The consumer thread: :meth:`_step` until stopped, retrying driver errors with
-        backoff (authentication and missing topics are fatal); then :meth:`_shutdown`."""
-        failures = 0
-        try:
-            while not self._stopping:
-                try:
-                    self._step()
-                    failures = 0
-                except Exception as exc:
-                    error = self._backend._translate(exc, f"consuming Kafka topic {self.topic!r}")
-                    if isinstance(error, AuthenticationError | TopicNotFound):
-                        self._fail(error)
-                        return
-                    failures += 1
-                    delay = min(2.0, 0.05 * 2**failures)
-                    log.warning("%r: %s; retrying in %.2fs", self, error, delay)
-                    with self._space:
-                        self._space.wait_for(lambda: self._stopping, delay)
-        finally:
-            self._shutdown()
-
-    @abstractmethod
-    def _step(self) -> None:
-        """One round of the consumer thread: commit what was settled, poll, ingest."""
-
-    @abstractmethod
-    def _commit_now(self) -> None:
-        """Commit every moved commit point synchronously (the final commit)."""
-
-    @abstractmethod
-    def _close_consumer(self) -> None:
-        """Leave the group and close the driver's consumer (if one was created)."""
-
-    def _shutdown(self) -> None:
-        """On the consumer thread: final commit, leave the group, close the consumer."""
-        with self._cond:
-            self._stopping = True
-        try:
-            if self.group is not None and self._error is None:
-                try:
-                    self._commit_now()
-                except Exception as exc:
-                    log.warning("%r: final commit failed (%s); expect redeliveries", self, exc)
-            try:
-                self._close_consumer()
-            except Exception as exc:
-                log.debug("%r: closing the consumer: %s", self, exc)
-        finally:
-            self._forget_states()
-
-    def _forget_states(self) -> None:
-        """After the consumer closed: every partition is gone."""
-        with self._cond:
-            for state in self._states.values():
-                state.dead = True
-            self._states.clear()
-            self._cond.notify_all()
-        self._loop_done.set()
 
 
 # --------------------------------------------------------------------------- backend
@@ -714,12 +129,9 @@ class KafkaBackend(Backend):
             raise ConfigurationError(
                 f"a Kafka URL has no path: {url.render()!r} (kafka://host:port[,host:port])"
             )
-        url_fields: dict[str, Any] = {}
-        if url.username is not None:
-            url_fields["username"] = url.username
-        if url.password is not None:
-            url_fields["password"] = url.password
-        opts = parse_options(KafkaOptions, url, options, backend="kafka", url_fields=url_fields)
+        opts = parse_options(
+            KafkaOptions, url, options, backend="kafka", url_fields=url_credentials(url)
+        )
         opts.validate()
         bootstrap_servers(url)
         return driver_class(opts.driver)._connect(url, opts)
@@ -920,13 +332,9 @@ class KafkaBackend(Backend):
     # ------------------------------------------------------------------ helpers
 
     def _check_publish(self, topic: str, body: bytes) -> None:
-        """Refuse a publish at once: closed, body above ``max_message_bytes``, topic missing."""
-        if self._closed:
-            raise BusClosed("the Kafka backend is closed")
-        if len(body) > self._max_body:
-            raise MessageTooLarge(
-                f"message of {len(body)} bytes exceeds max_message_bytes={self._max_body}"
-            )
+        """Refuse a publish at once: closed, body above ``max_message_bytes``, topic missing
+        (the toolkit's :func:`~msgbus.backendkit.check_publish`, then :meth:`ensure_topic`)."""
+        check_publish("Kafka", closed=self._closed, body=body, max_message_bytes=self._max_body)
         if topic not in self._known_topics:
             self.ensure_topic(topic)
 

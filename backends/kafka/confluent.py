@@ -11,9 +11,11 @@ nobody calling ``flush``. ``flush`` waits for librdkafka's queue to drain and fo
 thread to finish serving the reports it took.
 
 Consuming: every subscription owns a ``Consumer`` driven by its own thread; librdkafka
-heartbeats on its own threads. ``on_assign``, ``on_revoke`` and ``on_lost`` run on that thread
-inside ``poll``/``consume``: an assignment is positioned (committed offset, else the start of
-a new group, committed at once) before it is assigned; a revoke stops handing out records of
+heartbeats on its own threads (``confluent_consumer.py``). ``on_assign``, ``on_revoke`` and
+``on_lost`` run on that thread inside ``poll``/``consume``: an assignment is positioned
+(committed offset, else the start of a new group, committed at once) before it is assigned,
+or, when the broker does not answer that in time, assigned without explicit offsets so that
+librdkafka starts it at the group's committed offsets; a revoke stops handing out records of
 those partitions, waits up to ``revoke_timeout_ms`` for their in-flight handlers, commits
 synchronously and lets them go; lost partitions are dropped without a commit.
 """
@@ -29,8 +31,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from confluent_kafka import (
-    OFFSET_INVALID,
-    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     ConsumerGroupTopicPartitions,
     KafkaError,
@@ -42,7 +42,6 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from msgbus.backend import (
-    Delivery,
     PendingFuture,
     ResolvedFuture,
     Subscription,
@@ -55,8 +54,6 @@ from msgbus.errors import (
     ConfigurationError,
     MessageTooLarge,
     MsgBusError,
-    PublishError,
-    TopicNotFound,
 )
 from msgbus.message import TIMESTAMP
 from msgbus.url import BusURL
@@ -66,114 +63,18 @@ from .common import (
     POLL_MS,
     KafkaBackend,
     KafkaOptions,
-    KafkaSubscriptionBase,
-    PartitionState,
     topic_configs,
 )
+from .confluent_consumer import ConfluentSubscription
+from .confluent_errors import STALE, ErrorLog, translate_error
 
 __all__ = ["ConfluentKafkaBackend", "translate_error"]
 
 log = logging.getLogger("msgbus.kafka")
 driver_log = logging.getLogger("msgbus.kafka.librdkafka")
 
-Key = tuple[str, int]
-"""A partition as the shared bookkeeping keys it: (topic, partition)."""
-
-# --------------------------------------------------------------------------- errors
-
-_SIZE = {
-    KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.INVALID_MSG_SIZE,
-}
-_AUTH = {
-    KafkaError._AUTHENTICATION,
-    KafkaError.SASL_AUTHENTICATION_FAILED,
-    KafkaError.UNSUPPORTED_SASL_MECHANISM,
-    KafkaError.ILLEGAL_SASL_STATE,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
-    KafkaError.GROUP_AUTHORIZATION_FAILED,
-    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-}
-_UNKNOWN_TOPIC = {KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC}
-_UNAVAILABLE = {
-    KafkaError._MSG_TIMED_OUT,
-    KafkaError._TIMED_OUT,
-    KafkaError._TIMED_OUT_QUEUE,
-    KafkaError._TRANSPORT,
-    KafkaError._ALL_BROKERS_DOWN,
-    KafkaError._SSL,
-    KafkaError.REQUEST_TIMED_OUT,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.NOT_ENOUGH_REPLICAS,
-    KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
-}
-
-
-_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
-"""Reports of records purged by ``close``: still unconfirmed when the backend closed."""
 PURGE_REPORTS_TIMEOUT = 1.0
 """Seconds ``close`` waits for librdkafka to report the records it purged."""
-
-_STALE = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._UNKNOWN_TOPIC,
-    KafkaError._UNKNOWN_PARTITION,
-}
-"""Errors of a request sent on stale metadata: refresh it and retry."""
-
-
-def translate_error(exc: BaseException | KafkaError, where: str) -> MsgBusError:
-    """Map a confluent-kafka exception (or a ``KafkaError``) to the msgbus error tree.
-
-    Size errors become :class:`MessageTooLarge`, authentication and authorization failures
-    :class:`AuthenticationError`, connection trouble and timeouts :class:`BrokerUnavailable`,
-    unknown topics :class:`TopicNotFound`, anything else :class:`PublishError`. msgbus errors
-    pass through unchanged. librdkafka's texts never contain the SASL password.
-    """
-    if isinstance(exc, MsgBusError):
-        return exc
-    error = exc
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        error = exc.args[0]
-    if isinstance(error, KafkaError):
-        code = error.code()
-        text = f"{where}: {error.name()}: {error.str()}"
-        if code in _PURGED:
-            return BusClosed(f"{where}: the backend closed before the broker confirmed it")
-        if code in _SIZE:
-            return MessageTooLarge(text)
-        if code in _AUTH:
-            return AuthenticationError(text)
-        if code in _UNKNOWN_TOPIC:
-            return TopicNotFound(text)
-        if code in _UNAVAILABLE:
-            return BrokerUnavailable(text)
-        return PublishError(text)
-    text = f"{where}: {type(exc).__name__}: {exc}"
-    if isinstance(exc, BufferError | ConnectionError | OSError):
-        return BrokerUnavailable(text)
-    return PublishError(text)
-
-
-class _ErrorLog:
-    """librdkafka's ``error_cb``: logs, and remembers the last authentication failure."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.auth_failure: KafkaError | None = None
-        self.last: KafkaError | None = None
-
-    def __call__(self, error: KafkaError) -> None:
-        self.last = error
-        if error.code() in _AUTH:
-            self.auth_failure = error
-        level = logging.ERROR if error.fatal() else logging.INFO
-        log.log(level, "%s: librdkafka: %s: %s", self.what, error.name(), error.str())
-
 
 # --------------------------------------------------------------------------- backend
 
@@ -190,7 +91,7 @@ class ConfluentKafkaBackend(KafkaBackend):
     extra = "kafka-confluent"
 
     def __init__(
-        self, url: BusURL, options: KafkaOptions, producer: Producer, errors: _ErrorLog
+        self, url: BusURL, options: KafkaOptions, producer: Producer, errors: ErrorLog
     ) -> None:
         """Use :meth:`from_url`; this only wires parts that are already connected."""
         super().__init__(url, options)
@@ -209,7 +110,7 @@ class ConfluentKafkaBackend(KafkaBackend):
     def _connect(cls, url: BusURL, options: KafkaOptions) -> ConfluentKafkaBackend:
         opts = options
         where = f"Kafka at {url.render()}"
-        errors = _ErrorLog(where)
+        errors = ErrorLog(where)
         config = cls._client_config(url, opts, errors)
         config.update(
             {
@@ -229,30 +130,45 @@ class ConfluentKafkaBackend(KafkaBackend):
             raise ConfigurationError(f"{where}: {exc.args[0].str()}") from None
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(f"{where}: {exc}") from None
-        try:
-            producer.list_topics(timeout=opts.connect_timeout_ms / 1000)
-        except KafkaException as exc:
-            producer.poll(0)  # serves error_cb: was it the credentials?
-            auth = errors.auth_failure
-            if auth is not None:
-                raise AuthenticationError(
-                    f"{where} refused the credentials (check the user name and password): "
-                    f"{auth.str()}"
-                ) from None
-            hint = (
-                "; check the user name and password too"
-                if opts.effective_security_protocol.startswith("SASL")
-                else ""
-            )
-            last = errors.last.str() if errors.last is not None else exc.args[0].str()
-            raise BrokerUnavailable(
-                f"{where} did not answer within {opts.connect_timeout_ms} ms "
-                f"(connect_timeout_ms): {last}{hint}"
-            ) from None
+        cls._await_metadata(producer, errors, opts, where)
         return cls(url, opts, producer, errors)
 
     @staticmethod
-    def _client_config(url: BusURL, opts: KafkaOptions, errors: _ErrorLog) -> dict[str, Any]:
+    def _await_metadata(
+        producer: Producer, errors: ErrorLog, opts: KafkaOptions, where: str
+    ) -> None:
+        """Wait up to ``connect_timeout_ms`` for the broker's metadata, in slices that serve
+        ``error_cb`` between them: librdkafka retries a refused login until the timeout, but
+        a refused login is final, so it raises :class:`~msgbus.AuthenticationError` at once;
+        no answer in time raises :class:`~msgbus.BrokerUnavailable`."""
+        deadline = time.monotonic() + opts.connect_timeout_ms / 1000
+        while True:
+            try:
+                producer.list_topics(timeout=min(0.5, max(0.01, deadline - time.monotonic())))
+                return
+            except KafkaException as exc:
+                producer.poll(0)  # serves error_cb: was it the credentials?
+                auth = errors.auth_failure
+                if auth is not None:
+                    raise AuthenticationError(
+                        f"{where} refused the credentials (check the user name and password): "
+                        f"{auth.str()}"
+                    ) from None
+                if time.monotonic() < deadline:
+                    continue
+                hint = (
+                    "; check the user name and password too"
+                    if opts.effective_security_protocol.startswith("SASL")
+                    else ""
+                )
+                last = errors.last.str() if errors.last is not None else exc.args[0].str()
+                raise BrokerUnavailable(
+                    f"{where} did not answer within {opts.connect_timeout_ms} ms "
+                    f"(connect_timeout_ms): {last}{hint}"
+                ) from None
+
+    @staticmethod
+    def _client_config(url: BusURL, opts: KafkaOptions, errors: ErrorLog) -> dict[str, Any]:
         from .common import bootstrap_servers
 
         config = opts.librdkafka_config(bootstrap_servers(url))
@@ -384,7 +300,7 @@ class ConfluentKafkaBackend(KafkaBackend):
                 except KafkaException as exc:
                     # the probe's metadata of a topic created a moment ago may name no leader,
                     # or an old one: refresh it and ask again (bounded)
-                    if exc.args[0].code() not in _STALE or time.monotonic() >= deadline:
+                    if exc.args[0].code() not in STALE or time.monotonic() >= deadline:
                         raise
                     probe.list_topics(topic, timeout=timeout_ms / 1000)
             out[(topic, partition)] = low if earliest else high
@@ -551,7 +467,7 @@ class ConfluentKafkaBackend(KafkaBackend):
         """
         self._check_subscribe(topic, prefetch)
         return self._start_subscription(
-            _ConfluentSubscription(self, topic, group, prefetch, from_beginning)
+            ConfluentSubscription(self, topic, group, prefetch, from_beginning)
         )
 
     def consumer_config(self, group_id: str | None) -> dict[str, Any]:
@@ -622,273 +538,3 @@ class _PublishFuture(PendingFuture):
             settle_future(
                 self, translate_error(error, f"publishing to Kafka topic {self._topic!r}")
             )
-
-
-# --------------------------------------------------------------------------- consuming
-
-
-class _ConfluentSubscription(KafkaSubscriptionBase):
-    """A member of ``group`` on ``topic`` (see the package docstring).
-
-    One thread (``msgbus-kafka ...``) owns the ``Consumer``: it polls, runs the rebalance
-    callbacks, commits. ``receive`` only takes deliveries from its buffer, so any thread may
-    call it; ``ack``/``nack`` (any thread) only update offset bookkeeping under a lock.
-    """
-
-    _backend: ConfluentKafkaBackend
-
-    def __init__(
-        self,
-        backend: ConfluentKafkaBackend,
-        topic: str,
-        group: str | None,
-        prefetch: int,
-        from_beginning: bool,
-    ) -> None:
-        super().__init__(backend, topic, group, prefetch, from_beginning)
-        self._consumer: Consumer | None = None
-
-    def start(self) -> None:
-        """Create the consumer, join and position; return when ready (or raise)."""
-        backend, opts = self._backend, self._options
-        where = f"subscribing to Kafka topic {self.topic!r}"
-        group_id = None if self.group is None else opts.group_id(self.group, self.topic)
-        config = backend.consumer_config(group_id)
-        config["on_commit"] = self._on_committed
-        try:
-            consumer = Consumer(config)
-            self._consumer = consumer
-            if self.group is None:
-                self._assign_all(consumer)
-            else:
-                consumer.subscribe(
-                    [self.topic],
-                    on_assign=self._on_assign,
-                    on_revoke=self._on_revoke,
-                    on_lost=self._on_lost,
-                )
-        except MsgBusError:
-            raise
-        except Exception as exc:
-            raise translate_error(exc, where) from exc
-        self._start_thread(where)
-
-    def _assign_all(self, consumer: Consumer) -> None:
-        """Private member: own every partition, positioned at the start (no group)."""
-        count = self._backend._partition_counts.get(self.topic)
-        if not count:
-            raise TopicNotFound(f"Kafka topic {self.topic!r} has no partitions")
-        keys = [(self.topic, p) for p in range(count)]
-        starts = self._backend.start_offsets(keys, earliest=self._earliest)
-        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in keys])
-        for key in keys:
-            self._states[key] = PartitionState(key, key[1], starts[key], starts[key])
-        self._ready = True
-
-    # ------------------------------------------------------------------ consumer thread
-
-    def _step(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        self._commit(consumer, sync=False)
-        self._poll(consumer)
-
-    def _poll(self, consumer: Consumer) -> None:
-        with self._lock:
-            room = self._room()
-        if room <= 0:
-            # Window full. Pausing would make librdkafka drop what it prefetched (and fetch
-            # it again on resume), so the consumer is only paused once a whole window waits
-            # beyond it; until then one record per round is taken while callbacks
-            # (rebalances, commits) are served, and receive() keeps to the window.
-            if -room >= self._prefetch and not self._flow_paused:
-                self._flow_paused = True
-                consumer.pause(consumer.assignment())
-            self._wait_for_space()
-            messages = consumer.consume(1, 0)
-        else:
-            if self._flow_paused:
-                self._flow_paused = False
-                consumer.resume(consumer.assignment())
-            # consume(n, t) waits until n messages or t has passed; poll returns on the first
-            messages = consumer.consume(room, 0)
-            if not messages:
-                first = consumer.poll(POLL_MS / 1000)
-                if first is None:
-                    return
-                messages = [first]
-                if room > 1:
-                    messages.extend(consumer.consume(room - 1, 0))
-        if messages:
-            self._ingest(messages)
-
-    def _ingest(self, messages: list[Message]) -> None:
-        settle = self._settle
-        added = 0
-        with self._lock:
-            states, append = self._states, self._buffer.append
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    if error.fatal() or error.code() in _AUTH:
-                        raise KafkaException(error)
-                    if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                        raise KafkaException(error)
-                    log.info("%r: %s", self, error.str())
-                    continue
-                topic, partition, offset = message.topic(), message.partition(), message.offset()
-                state = states.get((topic, partition))
-                if state is None or state.dead or offset < state.next_offset:
-                    continue  # revoked, or already handed out
-                state.order.append(offset)  # = state.add(offset), inlined (hot loop)
-                state.next_offset = offset + 1
-                # = record_headers(...), inlined (hot loop)
-                raw_headers = message.headers()
-                headers: dict[str, str] = (
-                    {
-                        name: value.decode("utf-8", "replace") if value else ""
-                        for name, value in raw_headers
-                    }
-                    if raw_headers
-                    else {}
-                )
-                kind, stamp = message.timestamp()
-                if kind != TIMESTAMP_NOT_AVAILABLE and stamp >= 0 and TIMESTAMP not in headers:
-                    headers[TIMESTAMP] = str(stamp)
-                key = message.key()
-                value = message.value()
-                append(
-                    Delivery(
-                        topic,
-                        value if value is not None else b"",
-                        headers,
-                        key.decode("utf-8", "replace") if key is not None else None,
-                        settle,
-                        native_id=f"{topic}/{partition}/{offset}",
-                        token=(state, offset),
-                    )
-                )
-                added += 1
-            if added:
-                self._cond.notify_all()
-
-    def _commit(self, consumer: Consumer, *, sync: bool) -> None:
-        """Commit the commit points of partitions whose settled offsets moved on."""
-        points = self._take_commits()
-        if not points:
-            return
-        offsets = [TopicPartition(t, p, point) for (t, p), point in points.items()]
-        if sync:
-            consumer.commit(offsets=offsets, asynchronous=False)
-        else:
-            consumer.commit(offsets=offsets, asynchronous=True)
-
-    def _on_committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if error is not None:
-            log.info("%r: offset commit failed (%s); it is retried with the next one", self, error)
-            self._commit_failed([(tp.topic, tp.partition) for tp in partitions])
-
-    # ------------------------------------------------------------------ rebalance callbacks
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Position the assigned partitions (committed offset, else the start of a new
-        group, committed at once), then assign them. Consumer thread, inside ``poll``."""
-        try:
-            self._position(consumer, partitions)
-        except Exception as exc:
-            error = translate_error(exc, f"joining group {self.group!r} on {self.topic!r}")
-            log.warning("%r: positioning the assignment failed: %s", self, error)
-            if isinstance(error, AuthenticationError | TopicNotFound):
-                self._fail(error)
-            raise
-
-    def _position(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        timeout = self._options.request_timeout_ms / 1000
-        keys = [(tp.topic, tp.partition) for tp in partitions]
-        committed = {
-            (tp.topic, tp.partition): tp.offset
-            for tp in (consumer.committed(partitions, timeout=timeout) if partitions else [])
-        }
-        fresh = [k for k in keys if committed.get(k, OFFSET_INVALID) < 0]
-        starts = self._backend.start_offsets(fresh, earliest=self._earliest)
-        stored = False
-        if starts:
-            try:
-                consumer.commit(
-                    offsets=[TopicPartition(t, p, o) for (t, p), o in starts.items()],
-                    asynchronous=False,
-                )
-                stored = True
-            except KafkaException as exc:  # the next commit stores it
-                log.info("%r: could not store start offsets yet: %s", self, exc)
-        positioned = []
-        with self._cond:
-            for key in keys:
-                if key in starts:
-                    start = starts[key]
-                    state = PartitionState(key, key[1], start, start if stored else None)
-                    if not stored:
-                        self._dirty.add(state)
-                else:
-                    start = committed[key]
-                    state = PartitionState(key, key[1], start, start)
-                self._states[key] = state
-                positioned.append(TopicPartition(key[0], key[1], start))
-        consumer.assign(positioned)
-        if self._flow_paused and positioned:
-            consumer.pause(positioned)
-        with self._cond:
-            self._ready = True
-            self._cond.notify_all()
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._release(consumer, partitions, lost=False)
-
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._release(consumer, partitions, lost=True)
-
-    def _release(self, consumer: Consumer, partitions: list[TopicPartition], *, lost: bool) -> None:
-        """Stop handing out records of ``partitions``, wait up to ``revoke_timeout_ms`` for
-        their in-flight deliveries, commit (unless ``lost``), let them go."""
-        states, wait = self._revoke_begin(
-            [(tp.topic, tp.partition) for tp in partitions], lost=lost
-        )
-        if states:
-            deadline = time.monotonic() + wait
-            with self._space:
-                self._space_waiting = True
-                while self._revoke_busy_locked(states):
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._space.wait(min(remaining, 0.05))  # settles notify; recheck requeues
-                self._space_waiting = False
-            points = self._revoke_finish(states, wait)
-            if points and not lost:
-                try:
-                    consumer.commit(
-                        offsets=[TopicPartition(t, p, o) for (t, p), o in points.items()],
-                        asynchronous=False,
-                    )
-                except KafkaException as exc:
-                    log.warning(
-                        "%r: commit on rebalance failed (%s); expect redeliveries", self, exc
-                    )
-        try:
-            consumer.unassign()
-        except KafkaException as exc:
-            log.debug("%r: unassign: %s", self, exc)
-
-    @staticmethod
-    def _revoke_busy_locked(states: list[PartitionState]) -> bool:
-        return any(state.inflight for state in states)
-
-    # ------------------------------------------------------------------ closing
-
-    def _commit_now(self) -> None:
-        if self._consumer is not None:
-            self._commit(self._consumer, sync=True)
-
-    def _close_consumer(self) -> None:
-        if self._consumer is not None:
-            self._consumer.close()

@@ -558,9 +558,9 @@ class _KafkaSubscription(KafkaSubscriptionBase):
 
     def _ingest(self, records: Mapping[TopicPartition, list[Any]]) -> None:
         settle = self._settle
-        added = 0
         with self._lock:
-            states, append = self._states, self._buffer.append
+            states, ready = self._states, []
+            append = ready.append
             for tp, batch in records.items():
                 state = states.get(tp)
                 if state is None or state.dead:
@@ -601,10 +601,8 @@ class _KafkaSubscription(KafkaSubscriptionBase):
                             token=(state, offset),
                         )
                     )
-                    added += 1
-                state.next_offset = next_offset
-            if added:
-                self._cond.notify_all()
+                    state.next_offset = next_offset
+            self._accept_locked(ready)
 
     def _init_partitions(self, consumer: KafkaConsumer) -> None:
         """Position newly assigned partitions: committed offset, else start and commit it."""

@@ -1,0 +1,428 @@
+"""The driver-independent half of a Kafka subscription: per-partition offset bookkeeping
+(:class:`PartitionState`), the receive buffer and prefetch window, commits of settled
+offsets, rebalance bookkeeping and the consumer thread's life (:class:`KafkaSubscriptionBase`).
+No Kafka client library is imported here."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import abstractmethod
+from collections import deque
+from collections.abc import Hashable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from msgbus.backend import Delivery, Subscription
+from msgbus.backendkit import DeliveryBuffer
+from msgbus.errors import (
+    AuthenticationError,
+    BrokerUnavailable,
+    BusClosed,
+    MsgBusError,
+    TopicNotFound,
+)
+
+from . import commits
+from .options import POLL_MS
+
+if TYPE_CHECKING:
+    from .common import KafkaBackend
+
+__all__ = ["KafkaSubscriptionBase", "PartitionState"]
+
+log = logging.getLogger("msgbus.kafka")
+
+
+class PartitionState:
+    """Offsets of one assigned partition, from its assignment until it is revoked.
+
+    ``tp`` is the driver's key of the partition; ``partition`` its number. ``order`` holds,
+    in offset order, the offsets handed to this subscription (buffered or delivered) that are
+    not known to be settled, plus settled ones behind an unsettled one; ``done`` the settled
+    offsets still inside ``order``. The commit point (the highest contiguous settled offset
+    plus one) is the first offset of ``order``, or, when it is empty, the one after the last
+    handed-out offset. All fields are guarded by the subscription's lock.
+    """
+
+    __slots__ = (
+        "committed",
+        "dead",
+        "done",
+        "inflight",
+        "next_offset",
+        "order",
+        "partition",
+        "tp",
+    )
+
+    def __init__(self, tp: Hashable, partition: int, start: int, committed: int | None) -> None:
+        self.tp = tp
+        self.partition = partition
+        self.order: deque[int] = deque()
+        self.done: set[int] = set()
+        self.next_offset = start
+        self.committed = committed
+        self.inflight = 0
+        self.dead = False
+
+    def add(self, offset: int) -> None:
+        """Record that ``offset`` was handed to the subscription."""
+        self.order.append(offset)
+        self.next_offset = offset + 1
+
+    def settle(self, offset: int) -> None:
+        """Record that ``offset`` was acknowledged (or dropped)."""
+        order, done = self.order, self.done
+        if order and order[0] == offset:
+            order.popleft()
+            while order and order[0] in done:
+                done.discard(order.popleft())
+        else:
+            done.add(offset)
+
+    def commit_point(self) -> int:
+        """The offset to commit: never past an unsettled one."""
+        return self.order[0] if self.order else self.next_offset
+
+    def needs_commit(self) -> bool:
+        """True when the commit point moved past what was last committed."""
+        return self.committed is None or self.commit_point() > self.committed
+
+
+class KafkaSubscriptionBase(Subscription):
+    """The driver-independent half of a Kafka subscription.
+
+    A consumer thread (the driver's) hands deliveries whose token is
+    ``(PartitionState, offset)`` to :meth:`_accept_locked`: the toolkit's
+    :class:`~msgbus.backendkit.DeliveryBuffer` holds what the prefetch window allows, and
+    ``_overflow`` what a driver had to take beyond it (librdkafka, which drops its prefetch
+    when paused), moved into the buffer as deliveries settle. ``receive`` (any thread) is the
+    buffer's ``take``; ``ack``/``nack`` (any thread) update the offset bookkeeping under
+    ``_lock``; the consumer thread commits what :meth:`_take_commits` returns. On a
+    rebalance the driver calls :meth:`_revoke_begin`, waits while :meth:`_revoke_busy`
+    (bounded), then :meth:`_revoke_finish` for the offsets to commit.
+    """
+
+    def __init__(
+        self,
+        backend: KafkaBackend,
+        topic: str,
+        group: str | None,
+        prefetch: int,
+        from_beginning: bool,
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self._backend = backend
+        self._options = backend.options
+        self._prefetch = prefetch
+        self._earliest = from_beginning or backend.options.auto_offset_reset == "earliest"
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # ready, fatal error, closed
+        self._space = threading.Condition(self._lock)  # for the consumer thread: room, close
+        self._space_waiting = False
+        self._buffer = DeliveryBuffer(self._lock)  # within the window: buffer + inflight
+        self._overflow: deque[Delivery] = deque()  # taken beyond the window, oldest first
+        self._states: dict[Any, PartitionState] = {}
+        self._dirty: set[PartitionState] = set()
+        self._pending_init: set[Any] = set()
+        self._inflight = 0
+        self._ready = False
+        self._closed = False
+        self._stopping = False
+        self._error: MsgBusError | None = None
+        self._flow_paused = False
+        self._thread: threading.Thread | None = None
+        self._loop_done = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` was called."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        return f"<KafkaSubscription topic={self.topic!r} group={self.group!r}>"
+
+    def _room(self) -> int:
+        """How many more deliveries the prefetch window allows (call with ``_lock`` held)."""
+        return self._prefetch - len(self._buffer) - len(self._overflow) - self._inflight
+
+    def _accept_locked(self, deliveries: list[Delivery]) -> None:
+        """Consumer thread, ``_lock`` held: buffer ``deliveries`` (in order) as far as the
+        window allows, hold the rest back until deliveries settle."""
+        if not deliveries:
+            return
+        room = 0 if self._overflow else self._prefetch - len(self._buffer) - self._inflight
+        put = self._buffer.put
+        for delivery in deliveries[:room]:
+            put(delivery)
+        if room < len(deliveries):
+            self._overflow.extend(deliveries[max(room, 0) :])
+
+    def _refill_locked(self) -> None:
+        """``_lock`` held: move held-back deliveries into the buffer while the window has room."""
+        overflow = self._overflow
+        while overflow and len(self._buffer) + self._inflight < self._prefetch:
+            self._buffer.put(overflow.popleft())
+
+    def _wait_ready(self, where: str) -> None:
+        """Block until the consumer thread set ``_ready`` (bounded by subscribe_timeout_ms)."""
+        opts = self._options
+        deadline = time.monotonic() + opts.subscribe_timeout_ms / 1000
+        with self._cond:
+            while not self._ready:
+                if self._error is not None:
+                    raise self._error
+                if self._closed:
+                    raise BusClosed(f"{where}: closed while joining")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise BrokerUnavailable(
+                        f"{where}: group {self.group!r} not joined within "
+                        f"{opts.subscribe_timeout_ms} ms (subscribe_timeout_ms)"
+                    )
+                self._cond.wait(remaining)
+
+    def _wait_for_space(self) -> None:
+        """Consumer thread, window full: wait (at most one poll interval) for room."""
+        with self._space:
+            self._space_waiting = True
+            self._space.wait_for(
+                lambda: self._stopping or self._room() > 0 or bool(self._dirty),
+                POLL_MS / 1000,
+            )
+            self._space_waiting = False
+
+    def _fail(self, error: MsgBusError) -> None:
+        """Consumer thread: a fatal error; ``receive`` and ``start`` raise it from now on."""
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+            for delivery in self._buffer.clear():  # wakes every waiting receive
+                self._buffer.put(delivery)
+
+    def _raise_error(self) -> None:
+        """``receive``'s check while it waits: the consumer's fatal error, if any."""
+        if self._error is not None:
+            raise self._error
+
+    # ------------------------------------------------------------------ commits
+
+    def _take_commits(self) -> dict[Any, int]:
+        """The commit points of partitions whose settled offsets moved on; marks them
+        committed (call :meth:`_commit_failed` if the commit then fails)."""
+        if self.group is None:
+            with self._lock:
+                self._dirty.clear()
+            return {}
+        with self._lock:
+            if not self._dirty:
+                return {}
+            offsets = {}
+            for state in self._dirty:
+                if state.dead or not state.needs_commit():
+                    continue
+                point = state.commit_point()
+                offsets[state.tp] = point
+                state.committed = point
+            self._dirty.clear()
+        return offsets
+
+    def _commit_failed(self, tps: Iterable[Any]) -> None:
+        """A commit of ``tps`` failed: commit them again with the next one."""
+        with self._lock:
+            for tp in tps:
+                state = self._states.get(tp)
+                if state is not None and not state.dead:
+                    state.committed = None
+                    self._dirty.add(state)
+
+    # ------------------------------------------------------------------ rebalances
+
+    def _revoke_begin(
+        self, tps: Iterable[Any], *, lost: bool
+    ) -> tuple[list[PartitionState], float]:
+        """Stop handing out records of ``tps``: drop their buffered deliveries, forget them.
+
+        Returns their states and how long to wait for their in-flight deliveries (0 when
+        ``lost`` or closing).
+        """
+        with self._cond:
+            tps = set(tps)
+            self._pending_init.difference_update(tps)
+            states = [self._states.pop(tp) for tp in tps if tp in self._states]
+            if not states:
+                return [], 0.0
+            gone = set(states)
+            kept: list[Delivery] = []
+            for delivery in [*self._buffer.clear(), *self._overflow]:
+                if delivery.token[0] in gone:
+                    delivery._settle = None  # never handed out: nothing to settle
+                else:
+                    kept.append(delivery)
+            self._overflow.clear()
+            self._accept_locked(kept)
+            self._dirty.difference_update(gone)
+            wait = 0.0 if (lost or self._closed) else self._options.revoke_timeout_ms / 1000
+        return states, wait
+
+    def _revoke_busy(self, states: list[PartitionState]) -> bool:
+        """True while a delivery of ``states`` is in flight (handed out, not settled)."""
+        with self._lock:
+            return any(state.inflight for state in states)
+
+    def _revoke_finish(self, states: list[PartitionState], waited: float) -> dict[Any, int]:
+        """Let ``states`` go: later settlements are ignored; return their commit points."""
+        with self._lock:
+            busy = any(state.inflight for state in states)
+            offsets = {s.tp: s.commit_point() for s in states if s.needs_commit()}
+            for state in states:
+                state.dead = True
+                self._inflight -= state.inflight  # their settlements are ignored from now on
+                state.inflight = 0
+            self._refill_locked()
+        if busy and waited:
+            log.warning(
+                "%r: rebalance: deliveries still in flight after %.1fs; they will be "
+                "delivered again to the new owner",
+                self,
+                waited,
+            )
+        return offsets
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
+        """Hand out up to ``max_messages`` buffered deliveries, waiting up to ``timeout``
+        (the toolkit's :meth:`~msgbus.backendkit.DeliveryBuffer.take`).
+
+        Returns ``[]`` on timeout or once closed; raises :class:`~msgbus.AuthenticationError`
+        or :class:`~msgbus.TopicNotFound` if the consumer hit a fatal error. Any thread.
+        """
+        with self._buffer:
+            if self._error is not None:
+                raise self._error
+            out = self._buffer.take(max_messages, timeout, self._raise_error)
+            if out:
+                self._inflight += len(out)
+                for delivery in out:
+                    delivery.token[0].inflight += 1
+            return out
+
+    def confirm_settled(self, timeout: float) -> bool:
+        """Wait until the broker holds the commits of what was settled (see commits.py)."""
+        return commits.confirm_committed(self, timeout)
+
+    def _settle(self, delivery: Delivery, ack: bool, requeue: bool) -> None:
+        state, offset = delivery.token
+        with self._lock:
+            if state.dead or self._closed:
+                return  # revoked or closed: the partition's next owner delivers it again
+            state.inflight -= 1
+            self._inflight -= 1
+            if ack or not requeue:
+                state.settle(offset)
+                self._dirty.add(state)
+                if self._space_waiting:
+                    self._space.notify()
+                if self._overflow:
+                    self._buffer.put(self._overflow.popleft())  # the window has room again
+                return
+            self._buffer.put_back(delivery, self._settle)  # again first, marked redelivered
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self) -> None:
+        """Leave the group: commit what was settled, hand the rest back; wake ``receive``.
+
+        Idempotent, any thread. Waits (bounded by ``request_timeout_ms``) for the consumer
+        thread to commit and leave, so the partitions move on without a session timeout.
+        """
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._stopping = True
+            for delivery in [*self._buffer.close(), *self._overflow]:
+                delivery._settle = None
+            self._overflow.clear()
+            self._cond.notify_all()
+            self._space.notify_all()
+        thread = self._thread
+        if thread is None:
+            self._shutdown()
+        elif thread is not threading.current_thread():
+            self._loop_done.wait(self._options.request_timeout_ms / 1000 + 1)
+        self._backend._forget(self)
+
+    # ------------------------------------------------------------------ consumer thread
+
+    def _start_thread(self, where: str) -> None:
+        """Start the consumer thread and wait until the member is ready (or raise)."""
+        self._thread = threading.Thread(
+            target=self._run, name=f"msgbus-kafka {self.topic}[{self.group or 'private'}]"
+        )
+        self._thread.daemon = True
+        self._thread.start()
+        self._wait_ready(where)
+
+    def _run(self) -> None:
+        """The consumer thread: :meth:`_step` until stopped, retrying driver errors with
+        backoff (authentication and missing topics are fatal); then :meth:`_shutdown`."""
+        failures = 0
+        try:
+            while not self._stopping:
+                try:
+                    self._step()
+                    failures = 0
+                except Exception as exc:
+                    error = self._backend._translate(exc, f"consuming Kafka topic {self.topic!r}")
+                    if isinstance(error, AuthenticationError | TopicNotFound):
+                        self._fail(error)
+                        return
+                    failures += 1
+                    delay = min(2.0, 0.05 * 2**failures)
+                    log.warning("%r: %s; retrying in %.2fs", self, error, delay)
+                    with self._space:
+                        self._space.wait_for(lambda: self._stopping, delay)
+        finally:
+            self._shutdown()
+
+    @abstractmethod
+    def _step(self) -> None:
+        """One round of the consumer thread: commit what was settled, poll, ingest."""
+
+    @abstractmethod
+    def _commit_now(self) -> None:
+        """Commit every moved commit point synchronously (the final commit)."""
+
+    @abstractmethod
+    def _close_consumer(self) -> None:
+        """Leave the group and close the driver's consumer (if one was created)."""
+
+    def _shutdown(self) -> None:
+        """On the consumer thread: final commit, leave the group, close the consumer."""
+        with self._cond:
+            self._stopping = True
+        try:
+            if self.group is not None and self._error is None:
+                try:
+                    self._commit_now()
+                except Exception as exc:
+                    log.warning("%r: final commit failed (%s); expect redeliveries", self, exc)
+            try:
+                self._close_consumer()
+            except Exception as exc:
+                log.debug("%r: closing the consumer: %s", self, exc)
+        finally:
+            self._forget_states()
+
+    def _forget_states(self) -> None:
+        """After the consumer closed: every partition is gone."""
+        with self._cond:
+            for state in self._states.values():
+                state.dead = True
+            self._states.clear()
+            self._cond.notify_all()
+        self._loop_done.set()
