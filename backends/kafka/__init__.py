@@ -75,7 +75,8 @@ Options (URL query or keyword; keywords win)
       request is in flight are batched anyway. Below 256 KiB a burst queues a second batch
       per partition, and kafka-python then wakes its sender thread on every record (see
       docs/kafka.md).
-    - ``partitions`` (3), ``replication_factor`` (1): for topics this backend creates;
+    - ``partitions`` (3), ``replication_factor`` (min(3, brokers in the
+      cluster)): for topics this backend creates;
       ``auto_create`` (true): create topics on first use, else raise ``TopicNotFound``.
     - ``max_message_bytes`` (4 MiB): larger bodies raise ``MessageTooLarge`` at once; created
       topics get a matching ``max.message.bytes``.

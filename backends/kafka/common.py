@@ -210,6 +210,19 @@ class KafkaBackend(Backend):
             time.sleep(delay)  # bounded poll of broker state: there is no event to wait on
             delay = min(0.2, delay * 2)
 
+    def replication_factor(self) -> int:
+        """The replication factor of the topics this backend creates: the option when
+        given, else ``min(3, brokers in the cluster's metadata)`` (1 on one broker). Raises
+        what the driver raises when the broker does not answer."""
+        given = self.options.replication_factor
+        if given is not None:
+            return given
+        return max(1, min(3, self._broker_count()))
+
+    @abstractmethod
+    def _broker_count(self) -> int:
+        """How many brokers the cluster's metadata lists."""
+
     @abstractmethod
     def _create_topic(self, topic: str) -> None:
         """Create ``topic`` with ``partitions``, ``replication_factor`` and

@@ -221,15 +221,20 @@ class ConfluentKafkaBackend(KafkaBackend):
         )
         return len(info.partitions), leaderless
 
+    def _broker_count(self) -> int:
+        timeout = self.options.request_timeout_ms / 1000
+        return len(self._admin_client().list_topics(timeout=timeout).brokers)
+
     def _create_topic(self, topic: str) -> None:
         opts, admin = self.options, self._admin_client()
         timeout = opts.request_timeout_ms / 1000
+        replicas = self.replication_factor()
 
         def create(configs: dict[str, str]) -> None:
             new = NewTopic(
                 topic,
                 num_partitions=opts.partitions,
-                replication_factor=opts.replication_factor,
+                replication_factor=replicas,
                 config=configs,
             )
             admin.create_topics([new], request_timeout=timeout)[topic].result(timeout + 1)

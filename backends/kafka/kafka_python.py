@@ -187,10 +187,14 @@ class KafkaPythonBackend(KafkaBackend):
         )
         return len(partitions), leaderless
 
+    def _broker_count(self) -> int:
+        return len(self._admin_client().describe_cluster().get("brokers") or ())
+
     def _create_topic(self, topic: str) -> None:
         opts, admin = self.options, self._admin_client()
         configs = topic_configs(opts)
-        new = NewTopic(topic, opts.partitions, opts.replication_factor, topic_configs=configs)
+        replicas = self.replication_factor()
+        new = NewTopic(topic, opts.partitions, replicas, topic_configs=configs)
         try:
             admin.create_topics([new])
         except kerr.TopicAlreadyExistsError:
@@ -200,7 +204,7 @@ class KafkaPythonBackend(KafkaBackend):
                 "creating topic %s with max.message.bytes failed (%s); retrying plain", topic, exc
             )
             try:
-                admin.create_topics([NewTopic(topic, opts.partitions, opts.replication_factor)])
+                admin.create_topics([NewTopic(topic, opts.partitions, replicas)])
             except kerr.TopicAlreadyExistsError:
                 return
         log.debug("created Kafka topic %s (%d partitions)", topic, opts.partitions)

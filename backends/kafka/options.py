@@ -57,7 +57,9 @@ class KafkaOptions:
     linger_ms: int = 0
     batch_size: int = 262144
     partitions: int = 3
-    replication_factor: int = 1
+    #: None: min(3, the brokers the cluster's metadata lists) — one copy on one broker, three on
+    #: a cluster, so a node's death leaves each partition a leader
+    replication_factor: int | None = None
     auto_create: bool = True
     max_message_bytes: int = 4 * 1024 * 1024
     idempotent: bool = True

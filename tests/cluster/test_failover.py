@@ -167,8 +167,27 @@ def test_kafka_keeps_every_acknowledged_record_when_a_broker_dies(kafka_cluster)
         return "SIGKILL node 0"
 
     try:
-        # msgbus creates its topics itself, with replication_factor=1 unless told otherwise
-        # (the broker's default.replication.factor does not apply to them)
-        _failover(kafka_cluster.url, kill, order_expected=True, replication_factor=3)
+        # no replication_factor: msgbus's default, min(3, brokers), must give every
+        # partition a replica that outlives node 0
+        _failover(kafka_cluster.url, kill, order_expected=True)
     finally:
         kafka_cluster.start()
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("driver", ["kafka-python", "confluent"])
+def test_kafka_topics_get_three_replicas_on_a_three_node_cluster(kafka_cluster, driver) -> None:  # type: ignore[no-untyped-def]
+    """Without ``replication_factor`` msgbus creates its topics with min(3, brokers) replicas:
+    3 on this cluster, so no node's death leaves a partition leaderless."""
+    from kafka import KafkaAdminClient
+
+    topic = f"replicas.{uuid.uuid4().hex[:8]}"
+    with msgbus.connect(f"{kafka_cluster.url}?driver={driver}") as bus:
+        bus.publish(topic, "x").result(60)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_cluster.bootstrap_servers)
+    try:
+        (described,) = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    assert described["partitions"], described
+    assert {len(p["replicas"]) for p in described["partitions"]} == {3}, described

@@ -7,8 +7,8 @@ Broker defaults make the topics msgbus auto-creates replicated: ``default.replic
 = n (at most 3) and ``min.insync.replicas`` = replication factor - 1 (2 for three nodes), the
 same for the internal offsets and transaction topics; unclean leader election stays off
 (Kafka's default). Each JVM's heap is capped (``heap``, 512 MiB by default). msgbus's Kafka
-backend creates its topics itself with its own ``replication_factor`` option (1 by default),
-which the broker default does not override: connect with ``?replication_factor=3``.
+backend creates its topics itself with its own ``replication_factor`` option, by default
+``min(3, brokers in the metadata)``: 3 here.
 
 Nodes are started together: a combined node answers clients only once the quorum has a
 leader, which needs a majority of the voters up.

@@ -17,9 +17,9 @@ A :class:`ChaosTarget` knows the URL the workload's clients use, the profile it 
 
 The profiles' options are fixed here (:data:`PROFILE_OPTIONS`): on RabbitMQ the group queue
 is a quorum queue (replicated over a cluster; fsync before the confirm on one node: the
-benchmark's D1), on Kafka clusters topics get ``replication_factor=3`` — msgbus's Kafka
-backend creates topics with a replication factor of 1 unless told otherwise, and a single
-replica dies with its node.
+benchmark's D1), on Kafka clusters topics get ``replication_factor=3`` (msgbus's Kafka
+backend's default there too, ``min(3, brokers)``; said explicitly so a run does not depend
+on it).
 """
 
 from __future__ import annotations
