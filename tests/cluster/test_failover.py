@@ -190,4 +190,4 @@ def test_kafka_topics_get_three_replicas_on_a_three_node_cluster(kafka_cluster, 
     finally:
         admin.close()
     assert described["partitions"], described
-    assert {len(p["replicas"]) for p in described["partitions"]} == {3}, described
+    assert {len(p["replica_nodes"]) for p in described["partitions"]} == {3}, described
