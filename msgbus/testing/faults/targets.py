@@ -27,10 +27,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from dataclasses import replace
 from typing import Any
 
 from msgbus.testing.faults.proxy import FaultProxy
-from msgbus.url import BusURL
+from msgbus.url import BusURL, HostPort
 
 __all__ = [
     "NETWORK_FAULTS",
@@ -162,31 +163,21 @@ class ChaosTarget:
         """Start one proxy per host of the URL and point :attr:`client_url` at them. On Kafka,
         one proxy per node, from the port the node advertises to its ``CLIENT`` listener."""
         parsed = BusURL.parse(self.url)
-        hosts = []
         kafka = self._kafka_nodes() if self.kind == "kafka" else None
+        # (broker port to forward to, port to listen on: None for a free one)
+        routes: list[tuple[int, int | None]] = []
         if kafka is not None:
-            for node in kafka:
-                self.proxies.append(FaultProxy(node.proxied_port, port=node.proxy_port).start())
-                hosts.append(type(parsed.hosts[0])("127.0.0.1", node.proxy_port))
-            proxied = BusURL(
-                parsed.scheme,
-                tuple(hosts),
-                parsed.username,
-                parsed.password,
-                parsed.path,
-                parsed.query,
-            )
-            self.client_url = proxied.render(hide_password=False)
-            return
-        for host in parsed.hosts:
-            assert host.port is not None
-            proxy = FaultProxy(host.port).start()
+            routes = [(node.proxied_port, node.proxy_port) for node in kafka]
+        else:
+            for host in parsed.hosts:
+                assert host.port is not None  # supports() refused such a URL
+                routes.append((host.port, None))
+        hosts = []
+        for target_port, listen_port in routes:
+            proxy = FaultProxy(target_port, port=listen_port).start()
             self.proxies.append(proxy)
-            hosts.append(type(host)("127.0.0.1", proxy.port))
-        proxied = BusURL(
-            parsed.scheme, tuple(hosts), parsed.username, parsed.password, parsed.path, parsed.query
-        )
-        self.client_url = proxied.render(hide_password=False)
+            hosts.append(HostPort("127.0.0.1", proxy.port))
+        self.client_url = replace(parsed, hosts=tuple(hosts)).render(hide_password=False)
 
     def close(self) -> None:
         """Close the proxies; stop the broker if this target started it."""
