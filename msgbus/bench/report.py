@@ -741,13 +741,18 @@ def _verdict_row(data: ReportData, workload: str) -> list[str] | None:
             return a / b if b else float("inf")
         return b / a if a else float("inf")
 
+    compared: dict[str, Comparison] = {}
+
     def versus(target: str) -> Comparison:
-        return compare(
-            [c for c in cells if c.target == leader],
-            [c for c in cells if c.target == target],
-            metric.value,
-            higher_better=metric.higher_better,
-        )
+        # the margin and the verdict may ask for the same pair: bootstrap it once
+        if target not in compared:
+            compared[target] = compare(
+                [c for c in cells if c.target == leader],
+                [c for c in cells if c.target == target],
+                metric.value,
+                higher_better=metric.higher_better,
+            )
+        return compared[target]
 
     margin = "only broker"
     if len(ranked) > 1:
