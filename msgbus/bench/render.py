@@ -111,7 +111,8 @@ def _inline(text: str) -> str:
 _STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
-table{border-collapse:collapse;margin:.5em 0 1em;font-size:.9em}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:.85em;display:block;
+overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}
 th{background:#f2f2f2} tr:nth-child(even) td{background:#fafafa}
 img{max-width:100%;border:1px solid #ddd} figure{margin:1em 0}

@@ -15,7 +15,7 @@ pytest.importorskip("matplotlib")
 from msgbus.bench.cli import main
 from msgbus.bench.provenance import find_checkout, source_state, stale_paths
 from msgbus.bench.render import to_markdown
-from msgbus.bench.report import ReportData, _staleness
+from msgbus.bench.report import ReportData, staleness
 
 
 def _git(root: Path, *args: str) -> str:
@@ -67,7 +67,7 @@ def test_find_checkout_needs_msgbus_in_a_git_checkout(checkout: Path, tmp_path: 
 
 
 def _report(manifest: dict[str, object], checkout: Path) -> str:
-    return to_markdown(_staleness(ReportData(manifest, {}), checkout))
+    return to_markdown(staleness(ReportData(manifest, {}), checkout))
 
 
 def test_report_warns_when_results_are_stale_dirty_mixed_or_unknown(checkout: Path) -> None:
