@@ -234,7 +234,11 @@ class Cell:
 
     def backlog_latency(self) -> bool:
         """True when this row's end-to-end times are mostly time queued in a backlog: the
-        step runs as fast as possible, or its representative repeat fell behind."""
+        step runs as fast as possible, or its representative repeat fell behind (the run's
+        own ``latency_includes_backlog`` when it records one)."""
+        flag = self.rep.get("latency_includes_backlog")
+        if flag is not None:
+            return bool(flag)
         return not self.fixed_rate or not self.rep.get("kept_up", True)
 
     def correctness(self) -> str:
