@@ -43,11 +43,13 @@ def line_chart(
     xlim: tuple[float, float] | None = None,
     ylim: tuple[float, float] | None = None,
     hline: tuple[float, str] | None = None,
+    xticks: Sequence[float] | None = None,
 ) -> bytes:
     """Lines with markers, one per label; ``dashed`` series (e.g. an ideal line) in dashes,
     in the colour of the series whose label ends theirs; ``hline`` a labelled horizontal
-    limit (value, label); ``xlim``/``ylim`` fixed axes (to compare charts); ``note`` as small
-    text under the axes."""
+    limit (value, label); ``xlim``/``ylim`` fixed axes (to compare charts); ``xticks`` the x
+    values to label (e.g. the steps' consumer counts); ``note`` as small text under the
+    axes."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colours: dict[str, str] = {}
     for label, points in series.items():
@@ -73,6 +75,9 @@ def line_chart(
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
+    if xticks:
+        ax.set_xticks(list(xticks))
+        ax.set_xticklabels([f"{x:g}" for x in xticks])
     if xlim is not None:
         ax.set_xlim(*xlim)
     if ylim is not None:

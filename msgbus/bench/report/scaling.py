@@ -118,6 +118,7 @@ def section_scaling(data: ReportData, name: str, out: list[Block]) -> None:
                 xlabel="consumers in the group (= partitions/queues)",
                 ylabel="consumed msg/s",
                 dashed=dashed,
+                xticks=sorted({_consumers(c) for c in cells}),
             ),
             f"{name}: throughput against consumers; dashed: the ideal from step 1",
         )
@@ -126,6 +127,7 @@ def section_scaling(data: ReportData, name: str, out: list[Block]) -> None:
         n: [(_consumers(c), b) for c in row if (b := box_cores(c.rep)[0]) is not None]
         for n, row in rows.items()
     }
+    exact = all(box_cores(c.rep)[1] for c in cells)
     if any(box_series.values()):
         out.append(
             Chart(
@@ -134,9 +136,12 @@ def section_scaling(data: ReportData, name: str, out: list[Block]) -> None:
                     box_series,
                     title=f"{name}: the box's busy cores vs consumers",
                     xlabel="consumers in the group (= partitions/queues)",
-                    ylabel="busy cores (whole machine)",
+                    ylabel="busy cores (whole machine)"
+                    if exact
+                    else "busy cores (broker + clients: box ≥ this)",
                     hline=(float(cpus), f"{cpus} cores: saturated"),
                     ylim=(0.0, cpus * 1.1),
+                    xticks=sorted({_consumers(c) for c in cells}),
                 ),
                 f"{name}: CPU saturation of the whole machine per step",
             )

@@ -185,6 +185,7 @@ def section_fanout(data: ReportData, name: str, out: list[Block]) -> None:
                 xlabel="consumer groups (each gets every message)",
                 ylabel="p99 latency (ms, log)",
                 logy=True,
+                xticks=sorted({groups(c) for c in cells}),
                 note=_caveat(cells),
             ),
             f"{name}: p99 end-to-end latency against the number of groups",

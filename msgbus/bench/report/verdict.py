@@ -159,12 +159,6 @@ def _limits(
     return "; ".join(parts)
 
 
-def _repeats_note(j: Judgement) -> str:
-    if j.comparison is not None and j.comparison.repeats < MIN_REPEATS:
-        return f"only {j.comparison.repeats} repeat(s)"
-    return ""
-
-
 def _point(
     data: ReportData,
     aspect: str,
@@ -193,7 +187,6 @@ def _point(
         x
         for x in (
             _limits(data, j, groups, step),
-            _repeats_note(j),
             "tansu stands in for Kafka (no Apache Kafka in these results)"
             if j.kafka and groups[j.kafka][0].on_tansu
             else "",
@@ -355,13 +348,7 @@ def _replication(data: ReportData) -> list[str]:
         "throughput kept under replication, replicated ÷ single-node msg/s: "
         f"{_figures(j, '.2f', '×')} — {where}, replication table"
     )
-    return [
-        aspect,
-        evidence,
-        j.verdict,
-        "all nodes share one 2-core machine"
-        + (f"; {_repeats_note(j)}" if _repeats_note(j) else ""),
-    ]
+    return [aspect, evidence, j.verdict, "all nodes share one 2-core machine"]
 
 
 @dataclass(frozen=True)
@@ -435,7 +422,6 @@ def _other_rows(data: ReportData, used: set[str]) -> list[list[str]]:
             x
             for x in (
                 _limits(data, j, groups, step, latency=False),
-                _repeats_note(j),
                 "tansu stands in for Kafka" if j.kafka and groups[j.kafka][0].on_tansu else "",
             )
             if x
