@@ -274,9 +274,13 @@ class ReportData:
         return int((self.manifest.get("machine") or {}).get("cpus") or 2)
 
     def workloads(self) -> list[str]:
-        """Workload names present, standard ones first in report order."""
+        """Workload names present: in the order the manifest lists them (the run's order,
+        so a report does not change when the shipped set does), then the standard set's
+        order, then by name."""
         names = {c.workload for c in self.cells.values()}
-        return [n for n in STANDARD if n in names] + sorted(names - set(STANDARD))
+        order = [*(self.manifest.get("workloads") or []), *STANDARD]
+        known = [n for n in dict.fromkeys(order) if n in names]
+        return known + sorted(names - set(known))
 
     def targets(self) -> list[str]:
         """Target names in run order."""
