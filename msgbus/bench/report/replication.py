@@ -150,6 +150,15 @@ def _outage(r: dict[str, object]) -> object:
     return a.get("outage_s") if isinstance(a, dict) else None
 
 
+def _outage_text(c: Cell) -> str:
+    """The outage of the representative repeat with the range; NaN = nothing arrived after
+    the kill at all."""
+    v = _outage(c.rep)
+    if isinstance(v, float) and v != v:
+        return "none arrived after the kill"
+    return c.fmt(_outage, ".2f")
+
+
 def section_availability(data: ReportData, name: str, out: list[Block]) -> None:
     """A failover workload (a node killed inside the window): per broker/client the killed
     node, the outage (longest time no group received anything new after the kill) and the
@@ -164,7 +173,7 @@ def section_availability(data: ReportData, name: str, out: list[Block]) -> None:
                 f"{c.profile}, {c.nodes} node(s)",
                 NA if a.get("killed_at_s") is None else f"{a['killed_at_s']:g}",
                 str(a.get("node", NA)),
-                c.fmt(_outage, ".2f"),
+                _outage_text(c),
                 c.fmt(published),
                 c.correctness(),
             ]
