@@ -208,6 +208,7 @@ def _run(
             "clients_rss_mib": 80.0,
         },
         "repeat": repeat,
+        "warmup_curve": [[0.5, consumed / 2], [1.5, consumed]] if kind == "max-rate" else None,
     }
 
 
@@ -485,7 +486,7 @@ def test_every_chart_is_written_and_inlined(second_edition: tuple[Path, str]) ->
     charts = re.findall(r"\]\((charts/[^)]+\.png)\)", md)
     assert charts and all((folder / "out" / c).stat().st_size > 1000 for c in charts)
     assert html.count("data:image/png;base64,") == len(charts)
-    assert "charts/warmup.png" in charts
+    assert "charts/warmup.png" in charts and "charts/max-rate-warmup.png" in charts
 
 
 def test_loading_keeps_drivers_apart(second_edition: tuple[Path, str]) -> None:

@@ -132,7 +132,8 @@ def section_sweep(data: ReportData, name: str, out: list[Block]) -> None:
 
 def section_max(data: ReportData, name: str, out: list[Block]) -> None:
     """Max rate: table, broker vs client, consumed msg/s per broker (msgbus vs raw, with the
-    min–max of the repeats as whiskers)."""
+    min–max of the repeats as whiskers), and the warm-up curves where the runs recorded
+    them."""
     cells = data.of(name)
     out.append(rate_table(cells))
     out += broker_vs_client(data, cells)
@@ -163,6 +164,25 @@ def section_max(data: ReportData, name: str, out: list[Block]) -> None:
             f"{name}: consumed msg/s per broker through msgbus and through the raw client",
         )
     )
+    curves = {
+        c.name: [(float(t), float(v)) for t, v in c.rep.get("warmup_curve") or []]
+        for c in top
+        if c.client == "msgbus"
+    }
+    if any(curves.values()):
+        out.append(
+            Chart(
+                f"charts/{name}-warmup.png",
+                charts.line_chart(
+                    curves,
+                    title=f"{name}: delivered msg/s during the warm-up",
+                    xlabel="seconds since the warm-up began",
+                    ylabel="delivered msg/s",
+                ),
+                f"{name}: throughput during each broker's warm-up (representative repeat, "
+                "msgbus); flat before the window opens = warm enough",
+            )
+        )
 
 
 def section_fanout(data: ReportData, name: str, out: list[Block]) -> None:
