@@ -454,13 +454,17 @@ def verdict_blocks(data: ReportData, level: int = 2) -> list[Block]:
     blocks.append(
         Para(
             "Point by point, through msgbus (the same application code on every broker). "
-            "Kafka is Apache Kafka through its fastest driver here; it is compared with the "
-            "best of the other brokers. Margin = the leader's figure over the other's (for "
-            "latency: the other's over the leader's) with the 95 % bootstrap "
-            "interval of that ratio over the repeats. A comparison is inconclusive when the "
-            "two brokers' per-repeat figures overlap, when the interval reaches 1, or with "
-            f"fewer than {MIN_REPEATS} repeats (`msgbus/bench/compare.py`); there is no "
-            "fixed tie band. `memory://` is an in-process baseline, not a broker."
+            + (
+                "Kafka is Apache Kafka through its fastest driver here; "
+                if _has_apache(data)
+                else "These results hold no Apache Kafka: tansu stands in for it, named as such; "
+            )
+            + "it is compared with the best of the other brokers. Margin = the leader's "
+            "figure over the other's (for latency: the other's over the leader's) with the "
+            "95 % bootstrap interval of that ratio over the repeats. A comparison is "
+            "inconclusive when the two brokers' per-repeat figures overlap, when the interval "
+            f"reaches 1, or with fewer than {MIN_REPEATS} repeats (`msgbus/bench/compare.py`); "
+            "there is no fixed tie band. `memory://` is an in-process baseline, not a broker."
         )
     )
     blocks.append(Table(["point", "evidence", "the claim", "caveat"], points))
