@@ -14,7 +14,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Block", "Bullets", "Chart", "Heading", "Para", "Table", "to_html", "to_markdown"]
+__all__ = [
+    "Block",
+    "Bullets",
+    "Chart",
+    "Heading",
+    "Para",
+    "Table",
+    "slug",
+    "to_html",
+    "to_markdown",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,14 @@ class Chart:
 
 
 Block = Heading | Para | Bullets | Table | Chart
+
+
+def slug(text: str) -> str:
+    """The anchor of a heading, as GitHub makes it (lower case, punctuation dropped, spaces
+    to hyphens); :func:`to_html` gives headings the same ids, so ``[x](#slug)`` links work
+    in both outputs."""
+    kept = "".join(ch for ch in text.lower() if ch.isalnum() or ch in " -_")
+    return kept.replace(" ", "-")
 
 
 def _md_cell(text: str) -> str:
@@ -130,7 +148,7 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
     ]
     for b in blocks:
         if isinstance(b, Heading):
-            out.append(f"<h{b.level}>{_inline(b.text)}</h{b.level}>")
+            out.append(f'<h{b.level} id="{slug(b.text)}">{_inline(b.text)}</h{b.level}>')
         elif isinstance(b, Para):
             out.append(f"<p>{_inline(b.text)}</p>")
         elif isinstance(b, Bullets):

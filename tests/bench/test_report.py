@@ -487,6 +487,11 @@ def test_every_chart_is_written_and_inlined(second_edition: tuple[Path, str]) ->
     assert charts and all((folder / "out" / c).stat().st_size > 1000 for c in charts)
     assert html.count("data:image/png;base64,") == len(charts)
     assert "charts/warmup.png" in charts and "charts/max-rate-warmup.png" in charts
+    # a contents list, verdict first, whose links work in both outputs
+    contents = md.split("**Contents**")[1].split("\n## ")[0]
+    assert contents.strip().startswith("- [Verdict: does")
+    assert "- [Workload: max-rate](#workload-max-rate)" in contents
+    assert '<h2 id="workload-max-rate">' in html and 'href="#workload-max-rate"' in html
 
 
 def test_loading_keeps_drivers_apart(second_edition: tuple[Path, str]) -> None:

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from msgbus.bench.render import Block, Chart, Heading, Para, to_html, to_markdown
+from msgbus.bench.render import (
+    Block,
+    Bullets,
+    Chart,
+    Heading,
+    Para,
+    slug,
+    to_html,
+    to_markdown,
+)
 from msgbus.bench.report.bottleneck import RULES
 from msgbus.bench.report.data import MIN_P999_SAMPLES, Cell, ReportData, load_results
 from msgbus.bench.report.manifest import correctness, manifest_blocks, staleness
@@ -89,7 +98,19 @@ def build_report(data: ReportData) -> list[Block]:
     section_resources(data, blocks)
     blocks += correctness(data)
     blocks += verdict_blocks(data)
-    return blocks
+    return _with_contents(blocks)
+
+
+def _with_contents(blocks: list[Block]) -> list[Block]:
+    """``blocks`` with a list of links to every section (level 2 headings) after the
+    opening paragraphs, the verdict first."""
+    sections = [b.text for b in blocks if isinstance(b, Heading) and b.level == 2]
+    if not sections:
+        return blocks
+    verdict = [t for t in sections if t.startswith("Verdict")]
+    links = [f"[{t}](#{slug(t)})" for t in verdict + [t for t in sections if t not in verdict]]
+    first = next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.level == 2)
+    return [*blocks[:first], Para("**Contents**"), Bullets(links), *blocks[first:]]
 
 
 def write_report(results: Path, output: Path) -> list[Path]:
