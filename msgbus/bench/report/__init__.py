@@ -43,16 +43,20 @@ __all__ = [
 TITLE = "msgbus broker comparison"
 
 HOW_TO_READ = (
-    "Each table row is one repeat — the median one, by p99 at a fixed rate and by consumed "
-    "msg/s at max rate — so the figures of a row belong together; brackets give the min–max "
-    "over all repeats. Percentiles go to p99.9 with the sample count beside them; a p99.9 "
-    f"resting on fewer than {MIN_P999_SAMPLES:,} samples reads \u201ctoo few samples\u201d. "
-    "Latency columns marked ‡ (or headed \u201ctime in backlog\u201d) are from rows that ran "
-    "as fast as possible or fell behind: that is queueing time, not broker latency. Each "
-    "broker's raw Python client runs the same work beside msgbus where the workload asks for "
-    "it; CPU per message of client and broker and the whole box's busy cores show which "
-    f"side limited a run. {RULES} Figures the results do not hold read n/a."
+    "**One repeat per row.** Each table row is one repeat — the median one, by p99 at a "
+    "fixed rate and by consumed msg/s at max rate — so the figures of a row belong together; "
+    "brackets give the min–max over all repeats.",
+    "**Percentiles** go to p99.9 with the sample count beside them; a p99.9 resting on fewer "
+    f"than {MIN_P999_SAMPLES:,} samples reads “too few samples”.",
+    "**Backlog, not latency.** Latency columns headed “… in backlog‡” (or values "
+    "marked ‡) come from rows that ran as fast as possible or fell behind: that is queueing "
+    "time, not broker latency.",
+    "**Broker vs client.** Each broker's raw Python client runs the same work beside msgbus "
+    "where the workload asks for it; CPU per message of client and broker and the whole "
+    "box's busy cores show which side limited a run. " + RULES,
+    "**n/a**: a figure these results do not hold (older results lack some).",
 )
+"""The How-to-read bullets."""
 
 
 def build_report(data: ReportData) -> list[Block]:
@@ -71,7 +75,7 @@ def build_report(data: ReportData) -> list[Block]:
     blocks += staleness(data)
     if data.any_tansu():
         blocks.append(Para("**tansu.** " + TANSU_NOTE))
-    blocks += [Heading(2, "How to read it"), Para(HOW_TO_READ)]
+    blocks += [Heading(2, "How to read it"), Bullets(list(HOW_TO_READ))]
     blocks += manifest_blocks(data)
     failover = availability_cells(data)
     kinds = {c.kind for c in data.cells.values()}

@@ -127,4 +127,4 @@ def sentence(cells: Sequence[Cell], cpus: int) -> str:
         f"{c.name}{f' at {c.label}' if steps else ''}: {bottleneck(c, cpus).text(cpus)}"
         for c in rows
     ]
-    return "**Bottleneck** (rules under How to read): " + "; ".join(parts) + "."
+    return "**Bottleneck** (rules in [How to read it](#how-to-read-it)): " + "; ".join(parts) + "."
