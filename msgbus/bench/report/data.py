@@ -148,6 +148,11 @@ class Cell:
         return self.display or f"{self.broker}/{self.client}"
 
     @property
+    def broker_name(self) -> str:
+        """:attr:`name` without the client: the broker as this report tells it apart."""
+        return self.name.rsplit("/", 1)[0]
+
+    @property
     def settings(self) -> dict[str, Any]:
         """The step's workload settings."""
         return self.runs[0].get("settings") or {}

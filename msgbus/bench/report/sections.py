@@ -116,7 +116,7 @@ def section_sweep(data: ReportData, name: str, out: list[Block]) -> None:
                 f"charts/{name}-{target}.png",
                 charts.line_chart(
                     series,
-                    title=f"{mine[0].broker}: consumed msg/s vs latency",
+                    title=f"{mine[0].broker_name}: consumed msg/s vs latency",
                     xlabel="consumed msg/s (median of repeats)",
                     ylabel="end-to-end latency (ms, log)",
                     logy=True,
@@ -124,7 +124,7 @@ def section_sweep(data: ReportData, name: str, out: list[Block]) -> None:
                     xlim=xlim,
                     ylim=ylim,
                 ),
-                f"{name}: {mine[0].broker} throughput vs p50/p99/p99.9 latency (same axes "
+                f"{name}: {mine[0].broker_name} throughput vs p50/p99/p99.9 latency (same axes "
                 "for every broker)",
             )
         )
@@ -138,13 +138,13 @@ def section_max(data: ReportData, name: str, out: list[Block]) -> None:
     out.append(rate_table(cells))
     out += broker_vs_client(data, cells)
     top = [c for c in cells if c.step == cells[0].step]
-    brokers = list(dict.fromkeys(c.broker for c in top))
+    brokers = list(dict.fromkeys(c.broker_name for c in top))
     series: dict[str, list[float]] = {}
     ranges: dict[str, list[tuple[float, float]]] = {}
     for client in ("msgbus", "raw"):
         vals, spans = [], []
         for b in brokers:
-            cell = next((c for c in top if c.broker == b and c.client == client), None)
+            cell = next((c for c in top if c.broker_name == b and c.client == client), None)
             vs = cell.values(consumed) if cell else []
             vals.append(cell.median(consumed) if cell else math.nan)
             spans.append((min(vs), max(vs)) if vs else (math.nan, math.nan))
@@ -315,7 +315,7 @@ def section_durability(data: ReportData, name: str, out: list[Block]) -> None:
     if profiles:
         out.append(Bullets(profiles))
     out += broker_vs_client(data, cells)
-    brokers = list(dict.fromkeys(c.broker for c in cells if c.client == "msgbus"))
+    brokers = list(dict.fromkeys(c.broker_name for c in cells if c.client == "msgbus"))
     p99: dict[str, list[float]] = {}
     rate: dict[str, list[float]] = {}
     for profile in ("D0", "D1"):
@@ -324,7 +324,7 @@ def section_durability(data: ReportData, name: str, out: list[Block]) -> None:
             mine = [
                 c
                 for c in cells
-                if c.broker == b
+                if c.broker_name == b
                 and c.client == "msgbus"
                 and c.settings.get("durability") == profile
             ]
@@ -377,8 +377,8 @@ def section_resources(data: ReportData, out: list[Block]) -> None:
                     c.fmt(res("clients_rss_mib"), ".0f"),
                 ]
             )
-            if not c.fixed_rate and c.broker not in cats:
-                cats.append(c.broker)
+            if not c.fixed_rate and c.broker_name not in cats:
+                cats.append(c.broker_name)
                 cpu["broker CPU cores"].append(c.median(res("broker_cpu_cores")))
                 cpu["clients CPU cores"].append(c.median(res("clients_cpu_cores")))
                 rss["broker RSS MiB"].append(c.median(res("broker_rss_mib")))

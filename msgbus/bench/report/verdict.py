@@ -48,7 +48,7 @@ class Judgement:
 
 
 def _label(c: Cell) -> str:
-    return c.name.rsplit("/", 1)[0]
+    return c.broker_name
 
 
 def _groups(cells: Sequence[Cell]) -> dict[str, list[Cell]]:
