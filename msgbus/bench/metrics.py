@@ -3,7 +3,8 @@
 Latencies are recorded in microseconds, from 1 µs to one hour, with 3 significant digits.
 Histograms travel between processes and into result files in HdrHistogram's compressed
 base64 form (:func:`encode` / :func:`decode`), readable by any HdrHistogram tool.
-CPU and memory come from ``/proc/<pid>/stat`` and ``/proc/<pid>/status`` (Linux).
+CPU and memory come from ``/proc/<pid>/stat`` and ``/proc/<pid>/status``, the whole
+machine's busy time from ``/proc/stat`` (Linux).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "MAX_US",
     "PERCENTILES",
     "ProcessSample",
+    "box_busy_seconds",
     "decode",
     "encode",
     "merge",
@@ -123,3 +125,23 @@ def sample_processes(pids: Iterable[int]) -> ProcessSample:
             rss += one[1]
             n += 1
     return ProcessSample(cpu, rss, n)
+
+
+def box_busy_seconds(stat_text: str | None = None) -> float | None:
+    """CPU seconds the whole machine has been busy since boot, summed over its CPUs: the
+    ``cpu`` line of ``/proc/stat`` without ``idle`` and ``iowait`` (``guest`` time is already
+    inside ``user``). The difference of two readings over a window, divided by the window,
+    is the number of busy cores. ``stat_text`` stands in for the file (tests); None when it
+    cannot be read."""
+    if stat_text is None:
+        try:
+            stat_text = Path("/proc/stat").read_text()
+        except OSError:
+            return None
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            ticks = [int(v) for v in fields[1:9]] + [0] * (8 - len(fields[1:9]))
+            user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+            return (user + nice + system + irq + softirq + steal) / _CLK_TCK
+    return None
