@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds of max-rate load a freshly started Kafka or ActiveMQ gets before its "
-        "first measured run (default 60; 0 with --quick)",
+        "first measured run (default Kafka 90, ActiveMQ 60; 0 with --quick)",
     )
     run.add_argument("--quick", action="store_true", help="the reduced smoke set, shortened")
     run.add_argument("--output", type=Path, default=None, help="results folder")

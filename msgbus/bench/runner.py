@@ -613,7 +613,7 @@ DEFAULT_REPEATS = 3
 START_ESTIMATE = {"kafka": 15.0, "rabbitmq": 8.0, "activemq": 10.0, "memory": 0.0, "kombu": 0.0}
 """Seconds a harness broker takes to start (one node; a cluster about twice as long)."""
 
-PRIME_SECONDS = {"kafka": 60.0, "activemq": 60.0}
+PRIME_SECONDS = {"kafka": 90.0, "activemq": 60.0}
 """Seconds of max-rate load a freshly started JVM broker gets before its first measured
 run (``--prime``; see :func:`priming_step` and docs/benchmark.md, "Warm-up")."""
 

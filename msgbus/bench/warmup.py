@@ -12,10 +12,13 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-__all__ = ["SETTLE_TOLERANCE", "main", "rate_curve", "settled_at", "table"]
+__all__ = ["SETTLE_TOLERANCE", "SMOOTH", "main", "rate_curve", "settled_at", "table"]
 
 SETTLE_TOLERANCE = 0.10
 """A curve has settled once every later second is at least 90 % of its plateau."""
+
+SMOOTH = 5
+"""Points of the rolling median :func:`settled_at` smooths a curve with."""
 
 
 def rate_curve(
@@ -54,21 +57,26 @@ def rate_curve(
 
 
 def settled_at(
-    curve: Sequence[Sequence[float]], tolerance: float = SETTLE_TOLERANCE
+    curve: Sequence[Sequence[float]], tolerance: float = SETTLE_TOLERANCE, smooth: int = SMOOTH
 ) -> float | None:
-    """The time of the first point from which every later rate is at least ``1 - tolerance``
-    of the plateau (the median of the curve's last third); None for fewer than 3 points or
-    a plateau of zero."""
+    """The time of the first point from which the curve, smoothed by a rolling median of
+    ``smooth`` points (one slow second of a shared machine is not a trend), stays at least
+    ``1 - tolerance`` of its plateau (the median of the smoothed curve's last third); None
+    for fewer than 3 points or a plateau of zero."""
     if len(curve) < 3:
         return None
-    tail = [p[1] for p in curve[-max(1, len(curve) // 3) :]]
-    plateau = statistics.median(tail)
+    rates = [p[1] for p in curve]
+    half = max(0, smooth // 2)
+    smoothed = [
+        statistics.median(rates[max(0, i - half) : i + half + 1]) for i in range(len(rates))
+    ]
+    plateau = statistics.median(smoothed[-max(1, len(smoothed) // 3) :])
     if plateau <= 0:
         return None
     floor = (1 - tolerance) * plateau
     settled = None
-    for point in reversed(curve):
-        if point[1] < floor:
+    for point, rate in zip(reversed(curve), reversed(smoothed), strict=True):
+        if rate < floor:
             break
         settled = point[0]
     return settled

@@ -58,9 +58,13 @@ def test_settled_at_finds_the_end_of_the_climb() -> None:
         [6.0, 4000.0],
     ]
     assert settled_at(curve) == 3.0
-    # a late dip below 90 % of the plateau moves the settling point past it
-    dipped = [*curve[:4], [5.0, 3000.0], [6.0, 4000.0], [7.0, 4000.0]]
-    assert settled_at(dipped) == 6.0
+    # one slow second (another job on the box) is smoothed away ...
+    blip = [*curve, [7.0, 1000.0], *[[t, 4000.0] for t in (8.0, 9.0, 10.0, 11.0)]]
+    assert settled_at(blip) == 3.0
+    # ... a slump of several seconds below 90 % of the plateau moves the point past it
+    slump = [*curve[:4], *[[t, 2000.0] for t in (5.0, 6.0, 7.0, 8.0)]]
+    slump += [[t, 4000.0] for t in (9.0, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0, 16.0)]
+    assert settled_at(slump) == 9.0
     assert settled_at(curve[:2]) is None
     assert settled_at([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]) is None
 

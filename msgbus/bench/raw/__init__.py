@@ -16,7 +16,8 @@ slower the difference is msgbus's:
   confirms (a blocking channel waits a round trip per message); one durable topic exchange
   ``bench.raw``, a queue ``<topic>.<group>`` bound by routing key = topic (quorum for
   ``queue_type=quorum``), persistent messages unless ``persistent=False``. Consuming on a
-  ``BlockingConnection`` with ``basic_qos(prefetch)`` and batched acknowledgements
+  ``SelectConnection``, the handler on its I/O thread, with ``basic_qos(prefetch)`` and
+  batched acknowledgements
   (``basic_ack(multiple=True)`` once per read batch, at the latest every quarter prefetch).
 - ActiveMQ, stomp.py (STOMP 1.2): SEND to ``/topic/VirtualTopic.<topic>`` with a receipt
   each, receipts windowed by the caller (STOMP has no cumulative receipt); consuming
