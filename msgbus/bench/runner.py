@@ -54,6 +54,8 @@ __all__ = ["RunError", "RunOutcome", "Runner", "run_once"]
 
 READY_TIMEOUT = 120.0
 SAMPLE_EVERY = 0.1
+SPAWN_ESTIMATE = 1.2
+"""Seconds each worker process beyond the first producer and consumer adds to a run."""
 SETUP_ESTIMATE = {"kafka": 6.0, "rabbitmq": 2.5, "activemq": 2.5, "memory": 0.3, "kombu": 3.0}
 
 
@@ -344,8 +346,10 @@ def _measure(
             on_tick(f"{phase} {t:+.0f}s sent {sent:,} received {min(received):,}")
 
     box_cpu: list[float | None] = []
+    marked: list[float] = []
 
     def cpu_mark() -> None:
+        marked.append(time.monotonic())
         broker_cpu.append(metrics.sample_processes(target.pids()))
         client_cpu.append(metrics.sample_processes(pool.pids()))
         box_cpu.append(metrics.box_busy_seconds())
@@ -388,8 +392,12 @@ def _measure(
     consumers = len(group_of)
     _wait_until(pool, got, lambda: len(got.consumers) == consumers, 60, "consumer reports")
     window = (end - start) / 1e9
+    # CPU over the time between the two marks (each taken at the first sample after the
+    # window's edge), not over the nominal window: a short window would otherwise be off
+    # by up to a sampling interval
+    cpu_span = max(1e-3, marked[1] - marked[0]) if len(marked) >= 2 else window
     box = (
-        (box_cpu[1] - box_cpu[0]) / window
+        (box_cpu[1] - box_cpu[0]) / cpu_span
         if len(box_cpu) >= 2 and box_cpu[0] is not None and box_cpu[1] is not None
         else None
     )
@@ -399,8 +407,8 @@ def _measure(
         "box_cpu": box,
         "fault": fault,
         "warmup_curve": rate_curve(samples, -w.warmup, 0.0),
-        "broker_cpu": (broker_cpu[1].cpu_seconds - broker_cpu[0].cpu_seconds) / window,
-        "clients_cpu": (client_cpu[1].cpu_seconds - client_cpu[0].cpu_seconds) / window,
+        "broker_cpu": (broker_cpu[1].cpu_seconds - broker_cpu[0].cpu_seconds) / cpu_span,
+        "clients_cpu": (client_cpu[1].cpu_seconds - client_cpu[0].cpu_seconds) / cpu_span,
         "broker_rss": peak["broker"],
         "clients_rss": peak["clients"],
         "broker_processes": broker_cpu[0].processes,
@@ -586,6 +594,8 @@ class _Planned:
     def estimate(self) -> float:
         w = self.step.workload
         setup = SETUP_ESTIMATE.get(self.target.kind, 3.0) * (1.5 if self.target.nodes > 1 else 1)
+        # spawning a worker process takes about 1.2 s on the 2-core box (measured)
+        setup += SPAWN_ESTIMATE * max(0, w.producers + w.consumers - 2)
         drain = 2.0 if w.producer_rate <= 0 else 1.0
         heal = START_ESTIMATE.get(self.target.kind, 10.0) if w.kill_at > 0 else 0.0
         return setup + 0.3 + w.warmup + w.duration + w.backlog_pause * 0.5 + drain + heal
