@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
@@ -90,11 +90,19 @@ def _pname(p: float) -> str:
 
 @dataclass(frozen=True)
 class ProcessSample:
-    """CPU seconds (user + system, all threads) and resident memory of a set of processes."""
+    """CPU seconds (user + system, all threads) and resident memory of a set of processes;
+    ``per_pid`` the CPU seconds of each (see :meth:`cpu_since`)."""
 
     cpu_seconds: float
     rss_bytes: int
     processes: int
+    per_pid: dict[int, float] = field(default_factory=dict)
+
+    def cpu_since(self, earlier: ProcessSample) -> float:
+        """CPU seconds used between ``earlier`` and this sample by the processes alive now
+        (a process that started in between counts from zero; one that died in between, e.g.
+        a killed broker node, is left out instead of making the figure negative)."""
+        return sum(cpu - earlier.per_pid.get(pid, 0.0) for pid, cpu in self.per_pid.items())
 
 
 def _one(pid: int) -> tuple[float, int] | None:
@@ -117,14 +125,14 @@ def sample_processes(pids: Iterable[int]) -> ProcessSample:
     """Sum CPU seconds and RSS over ``pids`` (processes that are gone count as zero)."""
     cpu = 0.0
     rss = 0
-    n = 0
+    per_pid: dict[int, float] = {}
     for pid in pids:
         one = _one(pid)
         if one is not None:
             cpu += one[0]
             rss += one[1]
-            n += 1
-    return ProcessSample(cpu, rss, n)
+            per_pid[pid] = one[0]
+    return ProcessSample(cpu, rss, len(per_pid), per_pid)
 
 
 def box_busy_seconds(stat_text: str | None = None) -> float | None:

@@ -349,10 +349,12 @@ def _measure(
     marked: list[float] = []
 
     def cpu_mark() -> None:
+        # the box's reading and its time first, together: listing a cluster's processes
+        # can take a while on a busy machine
+        box_cpu.append(metrics.box_busy_seconds())
         marked.append(time.monotonic())
         broker_cpu.append(metrics.sample_processes(target.pids()))
         client_cpu.append(metrics.sample_processes(pool.pids()))
-        box_cpu.append(metrics.box_busy_seconds())
 
     hard_deadline = end + int((w.drain_timeout + 60) * 1e9)
     kill_at = start + int(w.kill_at * 1e9) if w.kill_at > 0 else None
@@ -407,8 +409,8 @@ def _measure(
         "box_cpu": box,
         "fault": fault,
         "warmup_curve": rate_curve(samples, -w.warmup, 0.0),
-        "broker_cpu": (broker_cpu[1].cpu_seconds - broker_cpu[0].cpu_seconds) / cpu_span,
-        "clients_cpu": (client_cpu[1].cpu_seconds - client_cpu[0].cpu_seconds) / cpu_span,
+        "broker_cpu": broker_cpu[1].cpu_since(broker_cpu[0]) / cpu_span,
+        "clients_cpu": client_cpu[1].cpu_since(client_cpu[0]) / cpu_span,
         "broker_rss": peak["broker"],
         "clients_rss": peak["clients"],
         "broker_processes": broker_cpu[0].processes,

@@ -23,6 +23,8 @@ from typing import Any, Literal
 __all__ = [
     "KINDS",
     "SHIPPED",
+    "STANDARD",
+    "STANDARD_RUN",
     "Step",
     "Workload",
     "WorkloadError",
@@ -328,14 +330,31 @@ STANDARD = (
     "rate-sweep",
     "max-rate",
     "scaling",
+    "io-bound",
+    "fan-out",
+    "message-size",
+    "backlog",
+    "durability",
+    "replication",
+    "availability",
+)
+"""Every shipped workload, in report order (the report lists a results folder's workloads
+in this order)."""
+
+STANDARD_RUN = (
+    "latency",
+    "rate-sweep",
+    "max-rate",
+    "scaling",
     "fan-out",
     "replication",
     "availability",
 )
-"""The shipped standard set, in report order: the workloads that answer the article's claim
-("performs": latency at low and high load, throughput; "scales": partitions and consumers,
-fan-out, replication; ActiveMQ's failover as availability). ``io-bound``,
-``message-size``, ``backlog`` and ``durability`` stay shipped for runs that name them."""
+"""The standard set: what ``msgbus bench run`` runs without named workloads, the workloads
+that answer the article's claim ("performs": latency at low and high load, throughput;
+"scales": partitions and consumers, fan-out, replication; ActiveMQ's failover as
+availability). ``io-bound``, ``message-size``, ``backlog`` and ``durability`` stay shipped
+for runs that name them."""
 
 QUICK = ("latency", "scaling")
 """The workloads of ``--quick`` (each shrunk by :func:`quick`): the raw clients and the
@@ -344,7 +363,7 @@ multi-process scaling path, one run each."""
 
 def standard_set(quick_run: bool = False) -> list[str]:
     """Names of the shipped workloads a full (or ``--quick``) run uses, in report order."""
-    return list(QUICK if quick_run else STANDARD)
+    return list(QUICK if quick_run else STANDARD_RUN)
 
 
 def quick(steps: list[Step]) -> list[Step]:

@@ -83,3 +83,18 @@ def test_priming_table() -> None:
     assert row.startswith("| kafka | 500 | 9,000 |") and row.endswith("| 5 s |")
     assert "rabbitmq" not in text
     assert table({}) == "no priming curves in this manifest"
+
+
+def test_cpu_since_never_goes_negative_when_a_process_dies() -> None:
+    before = metrics.ProcessSample(12.0, 0, 2, {10: 5.0, 11: 7.0})
+    # pid 11 was killed (a broker node), pid 12 started in between
+    after = metrics.ProcessSample(7.5, 0, 2, {10: 6.0, 12: 1.5})
+    assert after.cpu_since(before) == pytest.approx(1.0 + 1.5)
+
+
+def test_sample_processes_of_this_process() -> None:
+    import os
+
+    sample = metrics.sample_processes([os.getpid(), 2**22 + 7])  # the second does not exist
+    assert sample.processes == 1 and set(sample.per_pid) == {os.getpid()}
+    assert sample.cpu_seconds == pytest.approx(sample.per_pid[os.getpid()])
