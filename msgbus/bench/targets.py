@@ -173,7 +173,12 @@ def kind_of_url(url: str) -> str:
 @dataclass
 class Target:
     """One broker to measure. ``name`` labels it in results; ``kind`` picks durability
-    mapping and raw client; ``url`` is None until :meth:`open` for harness brokers."""
+    mapping and raw client; ``url`` is None until :meth:`open` for harness brokers.
+    ``driver``: the client library (msgbus's driver and the raw client; default per kind,
+    :data:`DRIVERS`); ``profile`` (``single``, ``replicated``, ``failover``) and ``nodes``;
+    ``workloads``: the only workloads it runs (None: all); ``shares``: the name of the
+    target whose broker it uses when both are in a run; ``impl``: which harness Kafka
+    (``apache`` or ``tansu``); ``owner``: the target it is attached to (:meth:`attach`)."""
 
     name: str
     kind: str
