@@ -10,9 +10,10 @@ reports are served by the backend's own poll thread (``msgbus-kafka-producer``),
 nobody calling ``flush``. ``flush`` waits for librdkafka's queue to drain and for the poll
 thread to finish serving the reports it took.
 
-Consuming: every subscription owns a ``Consumer`` driven by its own thread; librdkafka
-heartbeats on its own threads (``confluent_consumer.py``). ``on_assign``, ``on_revoke`` and
-``on_lost`` run on that thread inside ``poll``/``consume``: an assignment is positioned
+Consuming: every subscription owns a ``Consumer`` driven by its consumer thread or by an
+idle worker holding its poll baton; librdkafka heartbeats on its own threads
+(``confluent_consumer.py``). ``on_assign``, ``on_revoke`` and ``on_lost`` run on the polling
+thread inside ``poll``/``consume``: an assignment is positioned
 (committed offset, else the start of a new group, committed at once) before it is assigned,
 or, when the broker does not answer that in time, assigned without explicit offsets so that
 librdkafka starts it at the group's committed offsets; a revoke stops handing out records of
