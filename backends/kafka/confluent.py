@@ -46,7 +46,6 @@ from msgbus.backend import (
     PendingFuture,
     ResolvedFuture,
     Subscription,
-    settle_future,
 )
 from msgbus.errors import (
     AuthenticationError,
@@ -390,7 +389,7 @@ class ConfluentKafkaBackend(KafkaBackend):
             raise ConfigurationError(
                 "a header name holds a NUL character, which librdkafka cannot send"
             )
-        future = _PublishFuture(topic)
+        future = _PublishFuture()
         try:
             self._producer.produce(
                 topic, body, key, headers=wire, timestamp=timestamp_ms, on_delivery=future.reported
@@ -530,17 +529,16 @@ class ConfluentKafkaBackend(KafkaBackend):
 
 
 class _PublishFuture(PendingFuture):
-    """The future ``publish`` returns, resolved from its delivery report (poll thread)."""
+    """The future ``publish`` returns, resolved from its delivery report (poll thread).
 
-    def __init__(self, topic: str) -> None:
-        super().__init__()
-        self._topic = topic
+    Nothing per future beyond a :class:`~msgbus.backend.PendingFuture`: the topic named in
+    an error comes from the report's message."""
 
     def reported(self, error: KafkaError | None, message: Message) -> None:
         """librdkafka's delivery report: acknowledged, or failed with ``error``."""
         if error is None:
-            settle_future(self, None)
+            self.settle()
         else:
-            settle_future(
-                self, translate_error(error, f"publishing to Kafka topic {self._topic!r}")
-            )
+            topic = message.topic() if message is not None else None
+            where = f"publishing to Kafka topic {topic!r}"
+            self.settle(translate_error(error, where))
