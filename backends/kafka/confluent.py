@@ -378,13 +378,13 @@ class ConfluentKafkaBackend(KafkaBackend):
         self, topic: str, body: bytes, key: str | None, headers: Mapping[str, str]
     ) -> Future[None]:
         """Hand one checked record to librdkafka; its future resolves from the report."""
-        stamp = headers.get(TIMESTAMP)
-        timestamp_ms = 0  # librdkafka: now
-        if stamp is not None and stamp.isdigit():
-            # the publish time travels as the record's own timestamp, not as a header
-            timestamp_ms = int(stamp)
-        # values as bytes: librdkafka would cut a str value at its first NUL character
-        wire = [(name, value.encode()) for name, value in headers.items() if name != TIMESTAMP]
+        wire: Any = dict(headers)  # str values: confluent-kafka encodes them as UTF-8
+        # the publish time travels as the record's own timestamp, not as a header
+        stamp = wire.pop(TIMESTAMP, None)
+        timestamp_ms = int(stamp) if stamp is not None and stamp.isdigit() else 0  # 0: now
+        if "\x00" in "".join(wire.values()):
+            # librdkafka would cut a str value at its first NUL character: bytes instead
+            wire = [(name, value.encode()) for name, value in wire.items()]
         if "\x00" in "".join(headers):  # names go to librdkafka as C strings
             raise ConfigurationError(
                 "a header name holds a NUL character, which librdkafka cannot send"
@@ -405,7 +405,7 @@ class ConfluentKafkaBackend(KafkaBackend):
         topic: str,
         body: bytes,
         key: str | None,
-        wire: list[tuple[str, bytes]],
+        wire: Any,
         timestamp_ms: int,
         future: _PublishFuture,
     ) -> None:

@@ -110,7 +110,7 @@ class ConfluentSubscription(KafkaSubscriptionBase):
             self._ingest(messages)
 
     def _ingest(self, messages: list[Message]) -> None:
-        settle = self._settle
+        settle, topic = self._settle, self.topic  # one topic per subscription
         with self._lock:
             states, ready = self._states, []
             append = ready.append
@@ -123,7 +123,7 @@ class ConfluentSubscription(KafkaSubscriptionBase):
                         raise KafkaException(error)
                     log.info("%r: %s", self, error.str())
                     continue
-                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                partition, offset = message.partition(), message.offset()
                 state = states.get((topic, partition))
                 if state is None or state.dead or offset < state.next_offset:
                     continue  # revoked, or already handed out
