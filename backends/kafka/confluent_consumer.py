@@ -159,7 +159,7 @@ class ConfluentSubscription(KafkaSubscriptionBase):
 
     def _commit(self, consumer: Consumer, *, sync: bool) -> None:
         """Commit the commit points of partitions whose settled offsets moved on."""
-        points = self._take_commits()
+        points = self._take_commits(sync=sync)
         if not points:
             return
         offsets = [TopicPartition(t, p, point) for (t, p), point in points.items()]

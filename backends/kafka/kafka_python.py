@@ -622,7 +622,7 @@ class _KafkaSubscription(KafkaSubscriptionBase):
 
     def _commit(self, consumer: KafkaConsumer, *, sync: bool) -> None:
         """Commit the commit points of partitions whose settled offsets moved on."""
-        points = self._take_commits()
+        points = self._take_commits(sync=sync)
         if not points:
             return
         offsets = {tp: OffsetAndMetadata(point, "", -1) for tp, point in points.items()}
