@@ -33,23 +33,8 @@ class QueueBrowser(ActiveMQSubscription):
     returns ``[]`` at once after the broker's end-of-browse frame. Close it when done."""
 
     def on_up(self, conn: stomp.Connection12, generation: int) -> None:
-        with self._lock:
-            self._generation = generation
-            self._conn = conn
-        self._confirmed(
-            conn,
-            f"browse-{self._id}-{generation}",
-            lambda receipt: conn.subscribe(
-                self.destination,
-                id=self._id,
-                ack="auto",
-                headers={
-                    "receipt": receipt,
-                    "browser": "true",
-                    "activemq.prefetchSize": str(self.prefetch),
-                },
-            ),
-            "the queue browser",
+        self._subscribe_on(
+            conn, generation, ack="auto", what="the queue browser", headers={"browser": "true"}
         )
 
     _ended = False

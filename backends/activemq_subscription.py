@@ -59,21 +59,38 @@ class ActiveMQSubscription(Subscription, LinkOwner):
 
     # ---------------------------------------------------------------- link callbacks
 
-    def on_up(self, conn: stomp.Connection12, generation: int) -> None:
+    def _subscribe_on(
+        self,
+        conn: stomp.Connection12,
+        generation: int,
+        *,
+        ack: str,
+        what: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Adopt ``conn`` as this generation's connection and SUBSCRIBE on it with a receipt
+        (``ack`` mode, the prefetch, extra ``headers``); ``what`` names it in errors."""
         with self._lock:
             self._generation = generation
             self._conn = conn
         self._confirmed(
             conn,
-            f"sub-{self._id}-{generation}",
+            f"{ack}-{self._id}-{generation}",
             lambda receipt: conn.subscribe(
                 self.destination,
                 id=self._id,
-                ack="client-individual",
-                headers={"receipt": receipt, "activemq.prefetchSize": str(self.prefetch)},
+                ack=ack,
+                headers={
+                    **(headers or {}),
+                    "receipt": receipt,
+                    "activemq.prefetchSize": str(self.prefetch),
+                },
             ),
-            "the subscription",
+            what,
         )
+
+    def on_up(self, conn: stomp.Connection12, generation: int) -> None:
+        self._subscribe_on(conn, generation, ack="client-individual", what="the subscription")
         if self.group is not None:
             # ActiveMQ forgets a group queue that never held a message when it crashes (it is
             # only journaled with its first message); a marker makes the queue durable, so

@@ -519,7 +519,7 @@ class _LoopRunner:
     async def _handle(self, consumer: Consumer, work: Any) -> list[Any]:
         """One attempt of ``work``, settled and finished; returns the works now runnable."""
         telemetry = consumer.telemetry
-        if telemetry is None or not telemetry.active():
+        if telemetry is None or not telemetry.on:
             return await self._attempt(consumer, work)
         observed = telemetry.begin(consumer, work)  # the span is current in this task
         try:

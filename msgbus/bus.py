@@ -104,7 +104,6 @@ class Bus:
             meter_provider=meter_provider,
             lag=self._lag_readings if self._lag is not None else None,
         )
-        self._send = backend.publish if self.telemetry is None else self.telemetry.sender(backend)
         self._health = HealthRecord()
         self._lock = threading.Lock()
         self._specs: list[SubscriptionSpec] = []
@@ -171,7 +170,10 @@ class Bus:
             if not isinstance(delay, int | float) or delay < 0:
                 raise ConfigurationError(f"delay must be a number of seconds >= 0, not {delay!r}")
             return self.backend.publish_delayed(topic, body, key=key, headers=wire, delay=delay)
-        return self._send(topic, body, key=key, headers=wire)
+        telemetry = self.telemetry
+        if telemetry is None or not telemetry.on:  # the hot path: no call in between
+            return self.backend.publish(topic, body, key=key, headers=wire)
+        return telemetry.publish(self.backend.publish, topic, body, key=key, headers=wire)
 
     def publish_many(
         self,
@@ -212,12 +214,14 @@ class Bus:
                 payload, codec=codec, headers=headers, correlation_id=None, message_id=None
             )
             batch.append((body, key if keys is None else keys[i], wire))
-        if self.telemetry is None:
+        telemetry = self.telemetry
+        if telemetry is None or not telemetry.on:
             return self.backend.publish_many(topic, batch)
         futures: list[Future[None]] = []  # one traced publish each
+        send = self.backend.publish
         for body, k, wire in batch:
             try:
-                futures.append(self._send(topic, body, key=k, headers=wire))
+                futures.append(telemetry.publish(send, topic, body, key=k, headers=wire))
             except BusClosed:
                 raise
             except MsgBusError as exc:

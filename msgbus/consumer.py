@@ -318,7 +318,7 @@ class Consumer:
             if work is None:
                 return
             telemetry = self.telemetry
-            if telemetry is None or not telemetry.active():
+            if telemetry is None or not telemetry.on:
                 retry_in = self._process(work)
             else:
                 retry_in = telemetry.process(self, work, self._process)
@@ -525,7 +525,7 @@ class Consumer:
         """``backend.publish_routed``, in a send span when telemetry is active."""
         send = self.backend.publish_routed
         telemetry = self.telemetry
-        if telemetry is None or not telemetry.active():
+        if telemetry is None or not telemetry.on:
             return send(topic, body, key=key, headers=headers)
         return telemetry.publish(send, topic, body, key=key, headers=headers)
 

@@ -2,10 +2,11 @@
 
 :func:`telemetry_for` returns None when ``opentelemetry-api`` is not installed, or when both
 tracing and metrics are turned off: then the bus calls the backend directly and pays nothing.
-Otherwise the :class:`Telemetry` hooks find out, at most once a second, whether a tracer or
-meter provider that records is configured (an SDK, or providers given to ``connect``); while
-the API's no-op/proxy providers are the global ones, a hook costs one method call and a
-clock read.
+Otherwise the :class:`Telemetry` hooks find out whether a tracer or meter provider that
+records is configured (an SDK, or providers given to ``connect``) when the bus is made, and
+while one is missing, once a second on a shared watcher thread
+(:mod:`msgbus.provider_watch`); while the API's no-op/proxy providers are the global ones, a
+hook costs one attribute read.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from msgbus import provider_watch
 from msgbus.errors import ConfigurationError
 from msgbus.message import MESSAGE_ID
 from msgbus.url import BusURL
 
 if TYPE_CHECKING:
-    from msgbus.backend import Backend
     from msgbus.consumer import Consumer, _Work
     from msgbus.metrics import Metrics
     from msgbus.tracing import Tracing
@@ -35,8 +36,6 @@ __all__ = [
     "telemetry_for",
 ]
 
-RECHECK_SECONDS = 1.0
-"""How often an inactive hook looks again for a configured SDK provider."""
 
 _SYSTEMS = {
     "kafka": "kafka",
@@ -198,9 +197,8 @@ class Telemetry:
             return Metrics(provider, system, lag=lag)
 
         never = _NEVER
-        self._next_check = 0.0
-        self._on = False
-        self._both = False
+        self.on = False
+        """True when spans or metrics are being recorded: what the hot paths read."""
         self._tracing: _Resolver | _Never = (
             _Resolver(
                 tracer_provider, otel_trace.get_tracer_provider, _tracer_is_noop, build_tracing
@@ -215,35 +213,22 @@ class Telemetry:
             if metrics
             else never
         )
+        if self.refresh():
+            provider_watch.watch(self)
+
+    def refresh(self) -> bool:
+        """Look for recording providers now and update :attr:`on`; True while tracing or
+        metrics (when enabled) still waits for one. Called by the watcher thread."""
+        tracing, metrics = self._tracing.resolve(), self._metrics.resolve()
+        self.on = tracing is not None or metrics is not None
+        return (tracing is None and self._tracing is not _NEVER) or (
+            metrics is None and self._metrics is not _NEVER
+        )
 
     def active(self) -> bool:
-        """True when spans or metrics are being recorded (re-checked once a second while not,
-        and while only one of them is)."""
-        if self._on and self._both:
-            return True
-        now = time.monotonic()
-        if now < self._next_check:
-            return self._on
-        self._next_check = now + RECHECK_SECONDS
-        tracing, metrics = self._tracing.resolve(), self._metrics.resolve()
-        self._both = (tracing is not None or self._tracing is _NEVER) and (
-            metrics is not None or self._metrics is _NEVER
-        )
-        self._on = tracing is not None or metrics is not None
-        return self._on
-
-    def sender(self, backend: Backend) -> Send:
-        """``backend.publish`` wrapped in :meth:`publish` (same signature)."""
-        send = backend.publish
-
-        def traced_publish(
-            topic: str, body: bytes, *, key: str | None, headers: dict[str, str]
-        ) -> Future[None]:
-            if not self.active():
-                return send(topic, body, key=key, headers=headers)
-            return self.publish(send, topic, body, key=key, headers=headers)
-
-        return traced_publish
+        """True when spans or metrics are being recorded (an SDK installed after the bus was
+        made is noticed within about a second)."""
+        return self.on
 
     def publish(
         self,
@@ -256,7 +241,7 @@ class Telemetry:
     ) -> Future[None]:
         """Call ``send(topic, body, key=, headers=)`` inside a send span, counting it.
 
-        Call only when :meth:`active` (:meth:`sender` checks).
+        Call only when :attr:`on` (the bus checks).
         ``headers`` (the wire headers, owned by the caller) get the trace context.
         """
         tracing = self._tracing.value

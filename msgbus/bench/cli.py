@@ -3,16 +3,17 @@
 ::
 
     msgbus bench run [WORKLOAD...] [--url URL]... [--brokers kafka,rabbitmq,activemq,memory]
-                     [--repeats N] [--quick] [--output DIR] [--plan]
+                     [--repeats N] [--prime SECONDS] [--quick] [--output DIR] [--plan]
     msgbus bench report RESULTS [--output DIR] [--readme README.md]
     msgbus bench list
     msgbus bench overhead [--brokers memory,rabbitmq] [--messages N] [--rounds R]
 
 ``run`` without workloads runs the standard set (``--quick``: the reduced smoke set);
 ``--plan`` prints what it would run and how long that should take, and runs nothing.
-Without ``--url`` and ``--brokers`` it uses every harness broker that is installed here,
-plus ``memory://``. It exits 1 if any run lost a message or failed, 130 on Ctrl-C, 2 on bad
-arguments.
+Without ``--url`` and ``--brokers`` it uses every default harness target whose broker is
+installed here (Apache Kafka through the confluent driver and through kafka-python, RabbitMQ,
+ActiveMQ, ``memory://``, and the three-node clusters for the ``replication`` workload).
+It exits 1 if any run lost a message or failed, 130 on Ctrl-C, 2 on bad arguments.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from msgbus.bench.targets import HARNESS_KINDS, Target, harness_target, url_target
+from msgbus.bench.targets import (
+    DEFAULT_HARNESS,
+    HARNESS_KINDS,
+    Target,
+    harness_target,
+    url_target,
+)
 from msgbus.bench.workloads import (
     WorkloadError,
     load_workload,
@@ -36,19 +43,18 @@ __all__ = ["available_harness_kinds", "main"]
 
 
 def available_harness_kinds() -> list[str]:
-    """Harness brokers whose binaries are installed here (kafka, rabbitmq, activemq order),
-    plus ``memory``."""
-    from msgbus.testing import brokers
+    """The default harness targets (:data:`~msgbus.bench.targets.DEFAULT_HARNESS`) whose
+    broker is installed here, in that order; ``memory`` always."""
     from msgbus.testing.brokers.base import BrokerNotInstalled
 
     kinds = []
-    for kind in ("kafka", "rabbitmq", "activemq"):
+    for kind in DEFAULT_HARNESS:
         try:
-            brokers.broker_class(kind)().check_installed()
+            harness_target(kind).check_installed()
         except BrokerNotInstalled:
             continue
         kinds.append(kind)
-    return [*kinds, "memory"]
+    return kinds
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +67,20 @@ def _parser() -> argparse.ArgumentParser:
         "--brokers",
         help=f"harness brokers to start, comma-separated from: {', '.join(HARNESS_KINDS)}",
     )
-    run.add_argument("--repeats", type=int, default=None, help="runs per step (default 3)")
+    run.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="runs per step for every workload (default: each workload's own, else 3; "
+        "1 with --quick)",
+    )
+    run.add_argument(
+        "--prime",
+        type=float,
+        default=None,
+        help="seconds of max-rate load a freshly started Kafka or ActiveMQ gets before its "
+        "first measured run (default Kafka 90, ActiveMQ 60; 0 with --quick)",
+    )
     run.add_argument("--quick", action="store_true", help="the reduced smoke set, shortened")
     run.add_argument("--output", type=Path, default=None, help="results folder")
     run.add_argument("--report", action="store_true", help="write the report afterwards")
@@ -86,19 +105,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _targets(args: argparse.Namespace) -> list[Target]:
+    standard = not args.workloads
     targets: list[Target] = []
     names: set[str] = set()
     if args.brokers:
         for kind in (k.strip() for k in args.brokers.split(",")):
             if kind:
-                targets.append(harness_target(kind))
+                targets.append(harness_target(kind, standard=standard))
                 names.add(kind)
     for url in args.url:
         target = url_target(url, names)
         names.add(target.name)
         targets.append(target)
     if not targets:
-        targets = [harness_target(k) for k in available_harness_kinds()]
+        targets = [harness_target(k, standard=standard) for k in available_harness_kinds()]
     return targets
 
 
@@ -110,9 +130,15 @@ def _run(args: argparse.Namespace) -> int:
     for name in names:
         steps = load_workload(name)
         loaded.append((steps[0].workload.name, quick(steps) if args.quick else steps))
-    repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
-    if repeats < 1:
+    repeats = args.repeats if args.repeats is not None else (1 if args.quick else None)
+    if repeats is not None and repeats < 1:
         raise WorkloadError("--repeats must be at least 1")
+    if args.prime is not None and args.prime < 0:
+        raise WorkloadError("--prime must be 0 or more seconds")
+    from msgbus.bench.runner import PRIME_SECONDS
+
+    seconds = args.prime if args.prime is not None else (0.0 if args.quick else None)
+    prime = None if seconds is None else {k: seconds for k in PRIME_SECONDS if seconds > 0}
     targets = _targets(args)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     output = args.output or Path(f"bench-results-{stamp}")
@@ -121,6 +147,7 @@ def _run(args: argparse.Namespace) -> int:
         targets,
         output,
         repeats=repeats,
+        prime=prime,
         manifest_extra={
             "quick": args.quick,
             "command": " ".join(["msgbus", "bench", *sys.argv[2:]]),

@@ -68,14 +68,18 @@ class _BusReceiver:
         self._bus.close(timeout=10)
 
 
-def open_sender(client: str, kind: str, url: str, options: dict[str, Any]) -> Sender:
+def open_sender(
+    client: str, kind: str, url: str, options: dict[str, Any], driver: str = ""
+) -> Sender:
     """A connected :class:`Sender`: ``client`` is ``msgbus`` or ``raw``; ``kind`` the broker
-    kind (kafka, rabbitmq, activemq, memory); ``options`` the target's connect options."""
+    kind (kafka, rabbitmq, activemq, memory); ``options`` the target's connect options;
+    ``driver`` the target's client library (which raw Kafka client; msgbus reads its driver
+    from the URL)."""
     if client == "msgbus":
         return _BusSender(url, options)
     from msgbus.bench import raw
 
-    return raw.open_sender(kind, url, options)
+    return raw.open_sender(kind, url, options, driver)
 
 
 def open_receiver(
@@ -89,6 +93,7 @@ def open_receiver(
     *,
     concurrency: int = 1,
     prefetch: int = 256,
+    driver: str = "",
 ) -> Receiver:
     """A not yet started :class:`Receiver` of ``group`` on ``topics`` calling ``handler``."""
     if client == "msgbus":
@@ -97,4 +102,6 @@ def open_receiver(
         )
     from msgbus.bench import raw
 
-    return raw.open_receiver(kind, url, options, topics, group, handler, prefetch=prefetch)
+    return raw.open_receiver(
+        kind, url, options, topics, group, handler, prefetch=prefetch, driver=driver
+    )

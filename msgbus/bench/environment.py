@@ -16,6 +16,7 @@ __all__ = ["CLIENT_PACKAGES", "manifest"]
 CLIENT_PACKAGES = (
     "msgbus",
     "kafka-python",
+    "confluent-kafka",
     "pika",
     "stomp.py",
     "kombu",
@@ -59,7 +60,15 @@ def manifest(targets: Sequence[Target], workloads: Sequence[str], repeats: int) 
     """A JSON-ready description of where and how the benchmark ran. Never contains a
     password (URLs are rendered with the password hidden)."""
     kafka_note = None
-    if any(t.on_tansu for t in targets):
+    apache = [t for t in targets if t.kind == "kafka" and t.harness and not t.on_tansu]
+    if apache:
+        kafka_note = (
+            "Apache Kafka, started by the harness (KRaft); driven by msgbus's confluent driver "
+            "(confluent-kafka) and, as a second labelled row, by kafka-python"
+        )
+        if any(t.on_tansu for t in targets):
+            kafka_note += "; tansu is an extra, labelled row: tansu " + TANSU_CAVEAT
+    elif any(t.on_tansu for t in targets):
         kafka_note = "tansu (the harness's Kafka-protocol broker): Kafka " + TANSU_CAVEAT
     elif any(t.kind == "kafka" for t in targets):
         kafka_note = "Kafka-protocol broker given by URL: which product it is was not checked"
@@ -86,6 +95,7 @@ def manifest(targets: Sequence[Target], workloads: Sequence[str], repeats: int) 
         "method": (
             "open-loop fixed-rate producers (latency from the intended send time), "
             "HdrHistogram, producers and consumers in separate processes (spawn; threads "
-            "on memory://), loss/duplicates/order from the benchmark's own sequence numbers"
+            "on memory://), loss/duplicates/order from the benchmark's own sequence numbers, "
+            "targets interleaved round-robin per repeat, JVM brokers primed once after start"
         ),
     }

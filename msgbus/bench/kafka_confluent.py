@@ -1,7 +1,8 @@
 """The raw confluent-kafka (librdkafka) rows of ``python -m msgbus.bench.kafka --driver
 confluent|both``: the same work as the raw kafka-python rows, with the settings of msgbus's
 confluent driver (``acks=all``, idempotence, ``linger.ms`` 0, ``batch.size`` 256 KiB,
-``fetch.wait.max.ms`` 10), so the msgbus-on-confluent rows compare with them in one run.
+``fetch.wait.max.ms`` 10), so the msgbus-on-confluent rows compare with them in one run. The
+producer configuration is the workload clients' (:mod:`msgbus.bench.raw.kafka_confluent`).
 """
 
 from __future__ import annotations
@@ -17,24 +18,17 @@ from msgbus.bench.clock import Clock as _Clock
 from msgbus.bench.clock import Result
 from msgbus.bench.clock import paced as _paced
 from msgbus.bench.kafka import _filled_topic, _payload
-from msgbus.bench.raw.kafka import BATCH_SIZE, PARTITIONS
+from msgbus.bench.raw.kafka import PARTITIONS
 from msgbus.bench.raw.kafka import bootstrap as _bootstrap
 from msgbus.bench.raw.kafka import hex_id as _hex_id
 from msgbus.bench.raw.kafka import new_topic as _new_topic
+from msgbus.bench.raw.kafka_confluent import producer_config
 
 __all__ = ["raw_consume", "raw_latency", "raw_produce", "raw_produce_with_headers"]
 
 
 def _producer(url: str) -> Producer:
-    return Producer(
-        {
-            "bootstrap.servers": _bootstrap(url),
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 0,
-            "batch.size": BATCH_SIZE,
-        }
-    )
+    return Producer(producer_config(url))
 
 
 def raw_produce(url: str, messages: int) -> Result:

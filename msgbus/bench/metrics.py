@@ -3,14 +3,15 @@
 Latencies are recorded in microseconds, from 1 µs to one hour, with 3 significant digits.
 Histograms travel between processes and into result files in HdrHistogram's compressed
 base64 form (:func:`encode` / :func:`decode`), readable by any HdrHistogram tool.
-CPU and memory come from ``/proc/<pid>/stat`` and ``/proc/<pid>/status`` (Linux).
+CPU and memory come from ``/proc/<pid>/stat`` and ``/proc/<pid>/status``, the whole
+machine's busy time from ``/proc/stat`` (Linux).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hdrh.histogram import HdrHistogram
@@ -19,6 +20,7 @@ __all__ = [
     "MAX_US",
     "PERCENTILES",
     "ProcessSample",
+    "box_busy_seconds",
     "decode",
     "encode",
     "merge",
@@ -88,11 +90,19 @@ def _pname(p: float) -> str:
 
 @dataclass(frozen=True)
 class ProcessSample:
-    """CPU seconds (user + system, all threads) and resident memory of a set of processes."""
+    """CPU seconds (user + system, all threads) and resident memory of a set of processes;
+    ``per_pid`` the CPU seconds of each (see :meth:`cpu_since`)."""
 
     cpu_seconds: float
     rss_bytes: int
     processes: int
+    per_pid: dict[int, float] = field(default_factory=dict)
+
+    def cpu_since(self, earlier: ProcessSample) -> float:
+        """CPU seconds used between ``earlier`` and this sample by the processes alive now
+        (a process that started in between counts from zero; one that died in between, e.g.
+        a killed broker node, is left out instead of making the figure negative)."""
+        return sum(cpu - earlier.per_pid.get(pid, 0.0) for pid, cpu in self.per_pid.items())
 
 
 def _one(pid: int) -> tuple[float, int] | None:
@@ -115,11 +125,31 @@ def sample_processes(pids: Iterable[int]) -> ProcessSample:
     """Sum CPU seconds and RSS over ``pids`` (processes that are gone count as zero)."""
     cpu = 0.0
     rss = 0
-    n = 0
+    per_pid: dict[int, float] = {}
     for pid in pids:
         one = _one(pid)
         if one is not None:
             cpu += one[0]
             rss += one[1]
-            n += 1
-    return ProcessSample(cpu, rss, n)
+            per_pid[pid] = one[0]
+    return ProcessSample(cpu, rss, len(per_pid), per_pid)
+
+
+def box_busy_seconds(stat_text: str | None = None) -> float | None:
+    """CPU seconds the whole machine has been busy since boot, summed over its CPUs: the
+    ``cpu`` line of ``/proc/stat`` without ``idle`` and ``iowait`` (``guest`` time is already
+    inside ``user``). The difference of two readings over a window, divided by the window,
+    is the number of busy cores. ``stat_text`` stands in for the file (tests); None when it
+    cannot be read."""
+    if stat_text is None:
+        try:
+            stat_text = Path("/proc/stat").read_text()
+        except OSError:
+            return None
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            ticks = [int(v) for v in fields[1:9]] + [0] * (8 - len(fields[1:9]))
+            user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+            return (user + nice + system + irq + softirq + steal) / _CLK_TCK
+    return None

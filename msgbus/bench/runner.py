@@ -2,14 +2,18 @@
 
 :func:`run_once` runs one step of one workload on one target with one client (msgbus or raw)
 once: consumer processes first (each a consumer-group member, ready before anything is
-sent), then producer processes, then the measured window, then the drain, then the
-accounting. Workers are separate processes from the ``spawn`` context, except on
+sent), then producer processes, then the measured window (for a workload with ``kill_at``,
+the cluster node serving the clients is killed in it and started again after the run), then
+the drain, then the accounting, the CPU of broker, clients and the whole box, and the
+warm-up curve. Workers are separate processes from the ``spawn`` context, except on
 ``memory://`` where the broker lives in one process and they are threads.
 
-:class:`Runner` loops over targets (starting each harness broker only for its own runs),
-workloads, steps, clients and repeats, prints progress with an ETA on stderr, and on Ctrl-C
-stops cleanly: the current run's workers are stopped, the broker is closed, and every
-finished result stays on disk. Results layout::
+:class:`Runner` interleaves the targets' runs (:func:`interleave`: workload by workload, step
+by step, every target once per repeat), starts each harness broker when its first run comes
+(a target that shares another's broker attaches to it), puts a priming load on a freshly
+started JVM broker, stops each broker after its last run, prints progress with an ETA on
+stderr, and on Ctrl-C stops cleanly: the current run's workers are stopped, the brokers are
+closed, and every finished result stays on disk. Results layout::
 
     RESULTS/manifest.json
     RESULTS/runs/<workload>/<step>-<target>-<client>-r<repeat>.json   (+ .hlog)
@@ -21,6 +25,7 @@ import contextlib
 import datetime as dt
 import json
 import multiprocessing
+import os
 import queue
 import statistics
 import sys
@@ -35,6 +40,7 @@ from typing import Any, TextIO
 from msgbus.bench import metrics
 from msgbus.bench.accounting import merge_counts, tally
 from msgbus.bench.targets import Target
+from msgbus.bench.warmup import rate_curve, settled_at
 from msgbus.bench.worker import (
     ConsumerSpec,
     Control,
@@ -48,6 +54,8 @@ __all__ = ["RunError", "RunOutcome", "Runner", "run_once"]
 
 READY_TIMEOUT = 120.0
 SAMPLE_EVERY = 0.1
+SPAWN_ESTIMATE = 1.2
+"""Seconds each worker process beyond the first producer and consumer adds to a run."""
 SETUP_ESTIMATE = {"kafka": 6.0, "rabbitmq": 2.5, "activemq": 2.5, "memory": 0.3, "kombu": 3.0}
 
 
@@ -117,8 +125,6 @@ class _Pool:
 
     def pids(self) -> list[int]:
         if self.in_process:
-            import os
-
             return [os.getpid()]
         return [w.pid for w in self.workers if w.pid is not None]
 
@@ -255,7 +261,16 @@ def run_once(
         for group in groups:
             for _ in range(w.consumers_per_group):
                 spec = ConsumerSpec(
-                    client, target.kind, url, options, topics, group, n, data, target.in_process
+                    client,
+                    target.kind,
+                    url,
+                    options,
+                    topics,
+                    group,
+                    n,
+                    data,
+                    target.in_process,
+                    target.driver,
                 )
                 pool.spawn("consumer", consumer_main, spec)
                 n += 1
@@ -264,7 +279,7 @@ def run_once(
         )
         for p in range(w.producers):
             spec = ProducerSpec(
-                client, target.kind, url, options, topics, p, data, target.in_process
+                client, target.kind, url, options, topics, p, data, target.in_process, target.driver
             )
             pool.spawn("producer", producer_main, spec)
         _wait_until(
@@ -278,6 +293,8 @@ def run_once(
         measured = _measure(pool, got, target, w, group_of, on_tick)
     finally:
         pool.shutdown()
+        if w.kill_at > 0:
+            target.heal()  # the killed node rejoins (as the standby) for the next run
     return _result(
         target, workload_name, step, client, options, started_at, w, got, groups, group_of, measured
     )
@@ -328,14 +345,26 @@ def _measure(
             phase = "warm-up" if t < 0 else "window" if now < end else "drain"
             on_tick(f"{phase} {t:+.0f}s sent {sent:,} received {min(received):,}")
 
+    box_cpu: list[float | None] = []
+    marked: list[float] = []
+
     def cpu_mark() -> None:
+        # the box's reading and its time first, together: listing a cluster's processes
+        # can take a while on a busy machine
+        box_cpu.append(metrics.box_busy_seconds())
+        marked.append(time.monotonic())
         broker_cpu.append(metrics.sample_processes(target.pids()))
         client_cpu.append(metrics.sample_processes(pool.pids()))
 
     hard_deadline = end + int((w.drain_timeout + 60) * 1e9)
+    kill_at = start + int(w.kill_at * 1e9) if w.kill_at > 0 else None
+    fault: dict[str, Any] | None = None
     while len(got.producers) < w.producers:
         _pump(pool, got, SAMPLE_EVERY)
         now = time.monotonic_ns()
+        if kill_at is not None and fault is None and now >= kill_at:
+            fault = {"at_s": (now - start) / 1e9, "node": None}
+            fault["node"] = target.kill_serving_node()
         if len(broker_cpu) == 0 and now >= start:
             cpu_mark()
         if len(broker_cpu) == 1 and now >= end:
@@ -365,15 +394,47 @@ def _measure(
     consumers = len(group_of)
     _wait_until(pool, got, lambda: len(got.consumers) == consumers, 60, "consumer reports")
     window = (end - start) / 1e9
+    # CPU over the time between the two marks (each taken at the first sample after the
+    # window's edge), not over the nominal window: a short window would otherwise be off
+    # by up to a sampling interval
+    cpu_span = max(1e-3, marked[1] - marked[0]) if len(marked) >= 2 else window
+    box = (
+        (box_cpu[1] - box_cpu[0]) / cpu_span
+        if len(box_cpu) >= 2 and box_cpu[0] is not None and box_cpu[1] is not None
+        else None
+    )
     return {
         "samples": samples,
         "window": window,
-        "broker_cpu": (broker_cpu[1].cpu_seconds - broker_cpu[0].cpu_seconds) / window,
-        "clients_cpu": (client_cpu[1].cpu_seconds - client_cpu[0].cpu_seconds) / window,
+        "box_cpu": box,
+        "fault": fault,
+        "warmup_curve": rate_curve(samples, -w.warmup, 0.0),
+        "broker_cpu": broker_cpu[1].cpu_since(broker_cpu[0]) / cpu_span,
+        "clients_cpu": client_cpu[1].cpu_since(client_cpu[0]) / cpu_span,
         "broker_rss": peak["broker"],
         "clients_rss": peak["clients"],
         "broker_processes": broker_cpu[0].processes,
     }
+
+
+def _availability(
+    samples: list[tuple[float, int, int]], fault: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """For a run with a killed node: when and which node, and the outage, the longest time
+    after the kill in which no group received anything new (sampled every 100 ms)."""
+    if fault is None:
+        return None
+    after = [(t, r) for t, _, r in samples if t >= fault["at_s"] - SAMPLE_EVERY]
+    outage = 0.0
+    if after:
+        last_t, last_r = after[0]
+        for t, r in after[1:]:
+            if r > last_r:
+                outage = max(outage, t - last_t)
+                last_t, last_r = t, r
+        if after[-1][1] <= after[0][1]:
+            outage = float("nan")  # nothing arrived after the kill at all
+    return {"killed_at_s": round(fault["at_s"], 3), "node": fault["node"], "outage_s": outage}
 
 
 def _downsample(samples: list[tuple[float, int, int]], limit: int = 400) -> list[list[float]]:
@@ -431,6 +492,9 @@ def _result(
         and backlog_at_end <= rate * 1.0 + 100
     )
     delivered = sum(r["received"] for r in group_rows)
+    delivered_rate = sum(r["received_in_window"] for r in group_rows) / window
+    box = m["box_cpu"]
+    broker_cores = m["broker_cpu"] if target.pids() or m["broker_processes"] else None
     return {
         "schema": 1,
         "workload": workload_name,
@@ -440,6 +504,9 @@ def _result(
         "target": target.name,
         "broker_kind": target.kind,
         "client": client,
+        "driver": target.driver,
+        "profile": target.profile,
+        "nodes": target.nodes,
         "on_tansu": target.on_tansu,
         "started_at": started_at,
         "settings": w.to_dict(),
@@ -452,6 +519,9 @@ def _result(
         "consume_rate": consume_rate,
         "target_rate": rate,
         "kept_up": kept_up,
+        # closed loop (max rate) or fallen behind: latency is mostly time spent queued in the
+        # backlog, not the broker's end-to-end latency; the report labels it so
+        "latency_includes_backlog": rate <= 0 or not kept_up,
         "groups": group_rows,
         "lost": sum(r["lost"] for r in group_rows),
         "duplicated": sum(r["duplicated"] for r in group_rows),
@@ -470,13 +540,25 @@ def _result(
             "at_window_end": backlog_at_end,
             **_drain_figures(samples, w.backlog_pause, rate),
         },
+        "warmup_curve": m["warmup_curve"],
+        "availability": _availability(samples, m["fault"]),
         "resources": {
-            "broker_cpu_cores": m["broker_cpu"] if target.pids() or m["broker_processes"] else None,
+            "broker_cpu_cores": broker_cores,
             "broker_rss_mib": m["broker_rss"] / 2**20 if m["broker_rss"] else None,
             "clients_cpu_cores": m["clients_cpu"],
             "clients_rss_mib": m["clients_rss"] / 2**20,
             "broker_cpu_us_per_msg": (
                 m["broker_cpu"] * 1e6 / (publish_rate or 1) if m["broker_processes"] else None
+            ),
+            "clients_cpu_us_per_msg": (
+                m["clients_cpu"] * 1e6 / delivered_rate if delivered_rate > 0 else None
+            ),
+            "box_cpu_cores": box,
+            "box_cpus": os.cpu_count(),
+            "other_cpu_cores": (
+                max(0.0, box - (broker_cores or 0.0) - m["clients_cpu"])
+                if box is not None and broker_cores is not None
+                else None
             ),
             "delivered": delivered,
         },
@@ -509,11 +591,16 @@ class _Planned:
     step: Step
     client: str
     repeat: int
+    repeats: int = 1
 
     def estimate(self) -> float:
         w = self.step.workload
-        setup = SETUP_ESTIMATE.get(self.target.kind, 3.0)
-        return setup + 0.3 + w.warmup + w.duration + w.backlog_pause * 0.5 + 1.0
+        setup = SETUP_ESTIMATE.get(self.target.kind, 3.0) * (1.5 if self.target.nodes > 1 else 1)
+        # spawning a worker process takes about 1.2 s on the 2-core box (measured)
+        setup += SPAWN_ESTIMATE * max(0, w.producers + w.consumers - 2)
+        drain = 2.0 if w.producer_rate <= 0 else 1.0
+        heal = START_ESTIMATE.get(self.target.kind, 10.0) if w.kill_at > 0 else 0.0
+        return setup + 0.3 + w.warmup + w.duration + w.backlog_pause * 0.5 + drain + heal
 
 
 @dataclass
@@ -532,10 +619,43 @@ class Summary:
         return not self.failed_runs and not self.lossy_runs and not self.interrupted
 
 
-class Runner:
-    """Runs ``workloads`` (name → steps) on ``targets`` with ``repeats`` into ``output``.
+DEFAULT_REPEATS = 3
+"""Runs per step when neither the command line nor the workload says."""
 
-    Not thread-safe; one :meth:`run` per instance.
+START_ESTIMATE = {"kafka": 15.0, "rabbitmq": 8.0, "activemq": 10.0, "memory": 0.0, "kombu": 0.0}
+"""Seconds a harness broker takes to start (one node; a cluster about twice as long)."""
+
+PRIME_SECONDS = {"kafka": 90.0, "activemq": 60.0}
+"""Seconds of max-rate load a freshly started JVM broker gets before its first measured
+run (``--prime``; see :func:`priming_step` and docs/benchmark.md, "Warm-up")."""
+
+
+def priming_step(seconds: float) -> Step:
+    """The throw-away load that warms a freshly started broker up: one producer at max rate
+    (5,000 unconfirmed), one consumer, ``seconds`` of warm-up whose delivered rate is kept
+    as the priming curve, then a 1 s window."""
+    w = Workload(
+        name="priming",
+        kind="max-rate",
+        description="JVM warm-up load after the broker started (not a result)",
+        producer_rate=0,
+        max_in_flight=5000,
+        warmup=seconds,
+        duration=1.0,
+        drain_timeout=30.0,
+    )
+    return Step(0, "priming", w)
+
+
+class Runner:
+    """Runs ``workloads`` (name → steps) on ``targets`` into ``output``.
+
+    ``repeats``: runs per step for every workload (None: each workload's own ``repeats``,
+    else :data:`DEFAULT_REPEATS`). ``prime``: seconds of priming load per broker kind,
+    run once after a harness broker starts (None: :data:`PRIME_SECONDS`; ``{}``: none).
+    Harness brokers start when their first run comes and stop after their last one, so a
+    three-node cluster is up only for the workload that uses it. Not thread-safe; one
+    :meth:`run` per instance.
     """
 
     def __init__(
@@ -544,9 +664,10 @@ class Runner:
         targets: Sequence[Target],
         output: Path,
         *,
-        repeats: int = 3,
+        repeats: int | None = None,
         stream: TextIO | None = None,
         manifest_extra: dict[str, Any] | None = None,
+        prime: dict[str, float] | None = None,
     ) -> None:
         self.workloads = list(workloads)
         self.targets = list(targets)
@@ -554,24 +675,78 @@ class Runner:
         self.repeats = repeats
         self.stream = stream if stream is not None else sys.stderr
         self.manifest_extra = manifest_extra or {}
+        self.prime = dict(PRIME_SECONDS if prime is None else prime)
         self.summary = Summary()
+        self._unusable: dict[str, dict[str, str]] = {}
+        self._failed_open: dict[str, str] = {}
+
+    def repeats_for(self, w: Workload) -> int:
+        """Runs per step of ``w``: the command line's ``repeats``, else the workload's, else
+        :data:`DEFAULT_REPEATS`."""
+        return self.repeats or w.repeats or DEFAULT_REPEATS
 
     def _plan(self, target: Target) -> list[_Planned]:
         plan = []
         for name, steps in self.workloads:
+            if not target.runs_workload(name):
+                continue
             for step in steps:
-                if target.options(step.workload.durability, 1) is None:
+                w = step.workload
+                if w.kinds and target.kind not in w.kinds:
                     continue
-                for client in step.workload.clients:
+                if w.profiles and target.profile not in w.profiles:
+                    continue
+                if target.options(w.durability, 1) is None:
+                    continue
+                repeats = self.repeats_for(w)
+                for client in w.clients:
                     if client == "raw" and not target.has_raw_client:
                         continue
-                    for r in range(self.repeats):
-                        plan.append(_Planned(target, name, step, client, r))
+                    for r in range(repeats):
+                        plan.append(_Planned(target, name, step, client, r, repeats))
         return plan
+
+    def _owner(self, target: Target) -> Target:
+        """The target whose broker ``target`` runs on (itself unless it shares one)."""
+        if target.shares and target.harness:
+            for other in self.targets:
+                if other.name == target.shares and other.harness and other is not target:
+                    return other
+        return target
+
+    def _prime_seconds(self, target: Target) -> float:
+        """Seconds of priming load ``target`` gets after its start (failover pairs none:
+        they measure an outage, not a rate)."""
+        if not target.harness or target.kind == "memory" or target.profile == "failover":
+            return 0.0
+        return self.prime.get(target.kind, 0.0)
+
+    def _start_seconds(self, target: Target) -> float:
+        if not target.harness or target.kind == "memory":
+            return 0.0
+        start = START_ESTIMATE.get(target.kind, 10.0) * (2.5 if target.nodes > 1 else 1.0)
+        prime = self._prime_seconds(target)
+        return start + (prime + 10.0 if prime else 0.0)
+
+    def _brokers_started(self, plans: dict[str, list[_Planned]]) -> list[Target]:
+        owners: dict[str, Target] = {}
+        for target in self.targets:
+            if plans.get(target.name):
+                owner = self._owner(target)
+                owners.setdefault(owner.name, owner)
+        return list(owners.values())
+
+    def estimate_seconds(self) -> float:
+        """The plan's estimated duration: every run's set-up + warm-up + window + drain, plus
+        the broker starts and their priming load."""
+        plans = {t.name: self._plan(t) for t in self.targets}
+        runs = sum(p.estimate() for plan in plans.values() for p in plan)
+        return runs + sum(self._start_seconds(t) for t in self._brokers_started(plans))
 
     def plan_text(self) -> str:
         """The plan, without running it: per target and workload the steps, clients,
-        repeats, runs and the time each run takes (set-up + warm-up + window + drain), then the
+        repeats, runs and each run's warm-up + window, the time that takes (set-up + warm-up
+        + window + drain per run), then the broker starts with their priming load and the
         estimated total. What ``msgbus bench run --plan`` prints."""
         lines = [
             "| target | workload | steps | clients | repeats | runs | warm-up + window "
@@ -580,8 +755,9 @@ class Runner:
         ]
         total = 0.0
         runs = 0
+        plans = {t.name: self._plan(t) for t in self.targets}
         for target in self.targets:
-            plan = self._plan(target)
+            plan = plans[target.name]
             for name, _steps in self.workloads:
                 mine = [p for p in plan if p.workload == name]
                 if not mine:
@@ -591,12 +767,25 @@ class Runner:
                 runs += len(mine)
                 steps = len({p.step.index for p in mine})
                 clients = ", ".join(dict.fromkeys(p.client for p in mine))
+                repeats = "/".join(str(r) for r in sorted({p.repeats for p in mine}))
                 windows = sorted({(p.step.workload.warmup, p.step.workload.duration) for p in mine})
                 window = ", ".join(f"{w:g} + {d:g} s" for w, d in windows)
                 lines.append(
-                    f"| {target.name} | {name} | {steps} | {clients} | {self.repeats} "
+                    f"| {target.name} | {name} | {steps} | {clients} | {repeats} "
                     f"| {len(mine)} | {window} | {_fmt_seconds(seconds)} |"
                 )
+        starts = self._brokers_started(plans)
+        start_total = sum(self._start_seconds(t) for t in starts)
+        if start_total:
+            primed = [
+                f"{t.name} {self._prime_seconds(t):g} s" for t in starts if self._prime_seconds(t)
+            ]
+            lines.append(
+                f"| (broker starts) | {len(starts)} start(s)"
+                + (f", priming {', '.join(primed)}" if primed else "")
+                + f" | | | | | | {_fmt_seconds(start_total)} |"
+            )
+        total += start_total
         lines.append(f"\n{runs} runs, estimated {_fmt_seconds(total)} in all")
         return "\n".join(lines)
 
@@ -613,6 +802,7 @@ class Runner:
         plans = {t.name: self._plan(t) for t in self.targets}
         total = sum(len(p) for p in plans.values())
         remaining_estimate = sum(p.estimate() for ps in plans.values() for p in ps)
+        remaining_estimate += sum(self._start_seconds(t) for t in self._brokers_started(plans))
         ratio = 1.0
         done = 0
         started = time.monotonic()
@@ -637,44 +827,21 @@ class Runner:
             self._prior_summary = prior
             self._prior_workloads = previous.get("workloads", [])
             self._prior_kafka_note = previous.get("kafka_note")
+        self._info = info
+        self._manifest = manifest
         self._say(f"msgbus bench: {total} runs on {len(self.targets)} target(s)")
+        order = interleave(
+            [plans[t.name] for t in self.targets], [name for name, _ in self.workloads]
+        )
+        last_use: dict[str, int] = {}
+        for i, p in enumerate(order):
+            last_use[self._owner(p.target).name] = i
         opened: list[Target] = []
         try:
-            for target in self.targets:
-                plan = plans[target.name]
-                if not plan:
-                    continue
-                self._say(f"== {target.name}: starting" if target.harness else f"== {target.name}")
-                try:
-                    target.open()
-                except Exception as exc:
-                    self._say(f"!! {target.name}: cannot start: {exc}")
-                    self.summary.failed_runs.append(f"{target.name}: not started: {exc}")
-                    done += len(plan)
-                    remaining_estimate -= sum(p.estimate() for p in plan)
-                    plans[target.name] = []
-                    continue
-                opened.append(target)
-                info["targets"][target.name] = _target_info(target)
-                missing = _msgbus_backend_problem(target)
-                if missing:
-                    self._say(f"   {target.name}: no msgbus runs: {missing}")
-                    info["targets"][target.name]["msgbus_missing"] = missing
-                    skipped = [p for p in plan if p.client == "msgbus"]
-                    self.summary.skipped += [
-                        f"{target.name}/msgbus {p.workload} [{p.step.label}]: {missing}"
-                        for p in skipped
-                        if p.repeat == 0
-                    ]
-                    plans[target.name] = [p for p in plan if p.client != "msgbus"]
-                    done += len(skipped)
-                    remaining_estimate -= sum(p.estimate() for p in skipped)
-                self._write_manifest(info, manifest)
+            self._write_manifest(info, manifest)
             behind: set[tuple[str, str, str]] = set()
             step_results: dict[tuple[str, str, int, str], list[bool]] = {}
-            for p in interleave(
-                [plans[t.name] for t in opened], [name for name, _ in self.workloads]
-            ):
+            for i, p in enumerate(order):
                 target = p.target
                 remaining_estimate -= p.estimate()
                 done += 1
@@ -682,10 +849,23 @@ class Runner:
                 w = p.step.workload
                 label = (
                     f"{target.name}/{p.client} {p.workload} [{p.step.label}] "
-                    f"rep {p.repeat + 1}/{self.repeats}"
+                    f"rep {p.repeat + 1}/{p.repeats}"
                 )
+                if not self._ensure_open(target, opened):
+                    reason = self._failed_open[target.name]
+                    if p.repeat == 0:
+                        self.summary.skipped.append(f"{label}: not started: {reason}")
+                    self._close_after(i, last_use, opened)
+                    continue
+                problem = self._unusable.get(target.name, {}).get(p.client)
+                if problem:
+                    if p.repeat == 0:
+                        self.summary.skipped.append(f"{label}: {problem}")
+                    self._close_after(i, last_use, opened)
+                    continue
                 if key in behind:
                     self.summary.skipped.append(f"{label}: an earlier step fell behind")
+                    self._close_after(i, last_use, opened)
                     continue
                 eta = remaining_estimate * ratio
                 prefix = f"[{done}/{total}] {label}"
@@ -697,7 +877,7 @@ class Runner:
                 step_results.setdefault(sk, []).append(self._last_kept_up)
                 if (
                     w.stop_when_behind
-                    and len(step_results[sk]) == self.repeats
+                    and len(step_results[sk]) == p.repeats
                     and sum(step_results[sk]) * 2 < len(step_results[sk])
                 ):
                     behind.add(key)
@@ -705,11 +885,12 @@ class Runner:
                         f"   {p.workload}: {target.name}/{p.client} fell behind; "
                         "skipping its higher steps"
                     )
+                self._close_after(i, last_use, opened)
         except KeyboardInterrupt:
             self.summary.interrupted = True
             self._say("interrupted: stopping workers and brokers; finished results are kept")
         finally:
-            for target in opened:
+            for target in reversed(opened):
                 target.close()
         invocation["finished_at"] = _now()
         invocation["load_after"] = load_average()
@@ -726,10 +907,97 @@ class Runner:
         self._write_manifest(info, manifest)
         return self.summary
 
+    def _ensure_open(self, target: Target, opened: list[Target]) -> bool:
+        """Start ``target``'s broker (or attach it to its owner's) on first use; False when
+        that failed (the reason is in ``_failed_open``)."""
+        if target in opened:
+            return True
+        if target.name in self._failed_open:
+            return False
+        owner = self._owner(target)
+        try:
+            if owner is not target and owner not in opened:
+                if owner.name in self._failed_open:
+                    raise RuntimeError(self._failed_open[owner.name])
+                self._open_broker(owner, opened)
+            if owner is not target:
+                target.attach(owner)
+                opened.append(target)
+                self._say(f"== {target.name}: on {owner.name}'s broker")
+            else:
+                self._open_broker(target, opened)
+        except Exception as exc:
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._say(f"!! {target.name}: cannot start: {text}")
+            self._failed_open[target.name] = text
+            self.summary.failed_runs.append(f"{target.name}: not started: {text}")
+            return False
+        self._record_target(target)
+        return True
+
+    def _open_broker(self, target: Target, opened: list[Target]) -> None:
+        self._say(f"== {target.name}: starting" if target.harness else f"== {target.name}")
+        target.open()
+        opened.append(target)
+        self._record_target(target)
+        seconds = self._prime_seconds(target)
+        if seconds:
+            self._say(f"   {target.name}: priming load for {seconds:g} s")
+            self._info["targets"][target.name]["priming"] = self._prime(target, seconds)
+
+    def _prime(self, target: Target, seconds: float) -> dict[str, Any]:
+        problems = _client_problems(target)
+        client = "msgbus" if not problems.get("msgbus") else "raw"
+        try:
+            result = run_once(target, "priming", priming_step(seconds), client)
+        except Exception as exc:  # priming is best effort; the runs say whether it matters
+            self._say(f"   priming failed: {exc}")
+            return {"seconds": seconds, "client": client, "error": str(exc).splitlines()[0]}
+        curve = result["warmup_curve"]
+        settled = settled_at(curve)
+        self._say(
+            f"   primed: {curve[-1][1] if curve else 0:,.0f} msg/s at the end, "
+            f"settled after {settled if settled is not None else '?'} s"
+        )
+        return {"seconds": seconds, "client": client, "curve": curve, "settled_at_s": settled}
+
+    def _record_target(self, target: Target) -> None:
+        info = self._info
+        entry = {**info["targets"].get(target.name, {}), **_target_info(target)}
+        info["targets"][target.name] = entry
+        if target.name not in self._unusable:
+            problems = _client_problems(target)
+            self._unusable[target.name] = problems
+            if problems.get("msgbus"):
+                self._say(f"   {target.name}: no msgbus runs: {problems['msgbus']}")
+                entry["msgbus_missing"] = problems["msgbus"]
+            if problems.get("raw"):
+                self._say(f"   {target.name}: no raw runs: {problems['raw']}")
+                entry["raw_missing"] = problems["raw"]
+        self._write_manifest(info, self._manifest)
+
+    def _close_after(self, index: int, last_use: dict[str, int], opened: list[Target]) -> None:
+        """Stop the brokers whose last planned run was ``index`` (sharers first)."""
+        finished = {name for name, last in last_use.items() if last == index}
+        if not finished:
+            return
+        for target in [t for t in opened if self._owner(t).name in finished]:
+            if target.harness and self._owner(target) is target:
+                continue
+            target.close()
+            opened.remove(target)
+        for target in [t for t in opened if self._owner(t).name in finished]:
+            if target.harness and target.kind != "memory":
+                self._say(f"== {target.name}: stopping (no runs left)")
+            target.close()
+            opened.remove(target)
+
     _last_kept_up = True
     _prior_summary: dict[str, Any] = {}
     _prior_workloads: list[str] = []
     _prior_kafka_note: str | None = None
+    _info: dict[str, Any] = {}
+    _manifest: Callable[..., Any] | None = None
 
     def _previous_manifest(self) -> dict[str, Any]:
         path = self.output / "manifest.json"
@@ -788,7 +1056,12 @@ class Runner:
 
     def _write_manifest(self, info: dict[str, Any], manifest: Callable[..., Any]) -> None:
         names = list(dict.fromkeys([*self._prior_workloads, *(n for n, _ in self.workloads)]))
-        data = manifest(self.targets, names, self.repeats)
+        repeats = {
+            name: max([self.repeats_for(s.workload) for s in steps] or [0])
+            for name, steps in self.workloads
+        }
+        data = manifest(self.targets, names, self.repeats or max(repeats.values(), default=0))
+        data["repeats_per_workload"] = repeats
         data["kafka_note"] = data.get("kafka_note") or self._prior_kafka_note
         data.update(info)
         (self.output / "manifest.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
@@ -813,20 +1086,38 @@ def interleave(plans: Sequence[Sequence[_Planned]], workloads: Sequence[str]) ->
     return [p for _, p in sorted(merged, key=order)]
 
 
-def _msgbus_backend_problem(target: Target) -> str:
-    """Why msgbus cannot drive ``target`` ('' when it can): e.g. its backend is missing."""
+DRIVER_MODULES = {
+    ("kafka", "confluent"): ("confluent_kafka", "msgbus[kafka-confluent]"),
+    ("kafka", "kafka-python"): ("kafka", "msgbus[kafka]"),
+    ("rabbitmq", "pika"): ("pika", "msgbus[rabbitmq]"),
+    ("activemq", "stomp.py"): ("stomp", "msgbus[activemq]"),
+}
+"""(kind, driver) → (the module its clients import, the extra that installs it)."""
+
+
+def _client_problems(target: Target) -> dict[str, str]:
+    """Why msgbus or the raw client cannot drive ``target`` (client → reason; a client
+    that can is absent): the backend or the driver's library is missing."""
+    import importlib.util
+
     from msgbus.registry import load_backend
     from msgbus.url import BusURL
 
+    problems: dict[str, str] = {}
+    module = DRIVER_MODULES.get((target.kind, target.driver))
+    if module is not None and importlib.util.find_spec(module[0]) is None:
+        text = f'{target.driver} is not installed (pip install "{module[1]}")'
+        problems = {"msgbus": text, "raw": text}
     try:
         load_backend(BusURL.parse(target.url or "memory://").scheme)
     except Exception as exc:  # UnknownBackend, BackendNotInstalled, a broken module
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    return ""
+        problems.setdefault("msgbus", f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+    return problems
 
 
 def _target_info(target: Target) -> dict[str, Any]:
     return {
+        **target.info(),
         "kind": target.kind,
         "url": target.display_url(),
         "description": target.description,

@@ -68,6 +68,7 @@ class ProducerSpec:
     index: int
     workload: dict[str, Any]
     in_process: bool = False
+    driver: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,18 @@ class ConsumerSpec:
     index: int
     workload: dict[str, Any]
     in_process: bool = False
+    driver: str = ""
 
 
 def _workload(data: dict[str, Any]) -> Workload:
-    return Workload(**{**data, "clients": tuple(data["clients"])})
+    return Workload(
+        **{
+            **data,
+            "clients": tuple(data["clients"]),
+            "kinds": tuple(data.get("kinds", ())),
+            "profiles": tuple(data.get("profiles", ())),
+        }
+    )
 
 
 def _quiet_signals(in_process: bool) -> None:
@@ -136,7 +145,7 @@ def producer_main(spec: ProducerSpec, ctl: Control) -> None:
 
 def _produce(spec: ProducerSpec, ctl: Control) -> dict[str, Any]:
     w = _workload(spec.workload)
-    sender = open_sender(spec.client, spec.kind, spec.url, spec.options)
+    sender = open_sender(spec.client, spec.kind, spec.url, spec.options, spec.driver)
     factory = make_factory(w.body_bytes)
     choose_key = _key_chooser(w, spec.index)
     topics = spec.topics
@@ -293,6 +302,7 @@ def _consume(spec: ConsumerSpec, ctl: Control) -> dict[str, Any]:
         handling,
         concurrency=w.consumer_concurrency,
         prefetch=w.prefetch,
+        driver=spec.driver,
     )
     try:
         receiver.start()

@@ -23,6 +23,8 @@ from typing import Any, Literal
 __all__ = [
     "KINDS",
     "SHIPPED",
+    "STANDARD",
+    "STANDARD_RUN",
     "Step",
     "Workload",
     "WorkloadError",
@@ -36,7 +38,18 @@ __all__ = [
 SHIPPED = Path(__file__).with_name("workloads")
 """Folder of the shipped workload files."""
 
-KINDS = ("latency", "sweep", "max-rate", "scaling", "fan-out", "size", "backlog", "durability")
+KINDS = (
+    "latency",
+    "sweep",
+    "max-rate",
+    "scaling",
+    "fan-out",
+    "size",
+    "backlog",
+    "durability",
+    "replication",
+    "availability",
+)
 """What a workload's results are charted as in the report (the ``kind`` field)."""
 
 _SIZES = {"account.created": 0}
@@ -73,6 +86,15 @@ class Workload:
       work, see :mod:`msgbus.bench.raw`).
     - ``stop_when_behind``: in a stepped workload, skip the remaining steps for a target and
       client once a step could not keep up.
+    - ``repeats``: runs per step when the command line does not say (None: the command's
+      default); the workloads a verdict rests on ask for 5.
+    - ``kinds``: the broker kinds (``kafka``, ``rabbitmq``, ``activemq``, ``memory``,
+      ``kombu``) this workload runs on; empty means every kind.
+    - ``profiles``: the target profiles (``single``, ``replicated``, ``failover``) it runs
+      on; empty means every profile.
+    - ``kill_at``: seconds into the window at which the runner kills the node serving the
+      clients (a cluster target's master); 0: no fault. The node is started again after
+      the run.
     """
 
     name: str
@@ -99,6 +121,10 @@ class Workload:
     backlog_pause: float = 0.0
     clients: tuple[str, ...] = ("msgbus",)
     stop_when_behind: bool = False
+    repeats: int | None = None
+    kinds: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
+    kill_at: float = 0.0
 
     @property
     def body_bytes(self) -> int:
@@ -122,6 +148,8 @@ class Workload:
         """Plain-data form (JSON-ready; tuples become lists)."""
         data = dataclasses.asdict(self)
         data["clients"] = list(self.clients)
+        data["kinds"] = list(self.kinds)
+        data["profiles"] = list(self.profiles)
         return data
 
 
@@ -146,8 +174,12 @@ _POSITIVE_INT = (
     "prefetch",
     "keys",
 )
-_NON_NEGATIVE = ("producer_rate", "warmup", "handler_cost_ms", "backlog_pause")
+_NON_NEGATIVE = ("producer_rate", "warmup", "handler_cost_ms", "backlog_pause", "kill_at")
 _CLIENTS = ("msgbus", "raw")
+BROKER_KINDS = ("kafka", "rabbitmq", "activemq", "memory", "kombu")
+"""What the ``kinds`` field may name."""
+PROFILES = ("single", "replicated", "failover")
+"""What the ``profiles`` field may name."""
 MAX_BODY = 16 * 1024 * 1024
 
 
@@ -221,6 +253,25 @@ def _validate(where: str, values: dict[str, Any]) -> Workload:
         data["clients"] = tuple(dict.fromkeys(clients))
     if "stop_when_behind" in data and not isinstance(data["stop_when_behind"], bool):
         raise WorkloadError(f"{where}: 'stop_when_behind' must be true or false")
+    if "repeats" in data:
+        value = data["repeats"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise WorkloadError(f"{where}: 'repeats' must be an integer >= 1, not {value!r}")
+    if "kinds" in data:
+        kinds = data["kinds"]
+        if not isinstance(kinds, list | tuple) or any(k not in BROKER_KINDS for k in kinds):
+            raise WorkloadError(
+                f"{where}: 'kinds' must be a list of broker kinds from "
+                f"{', '.join(BROKER_KINDS)}, not {kinds!r}"
+            )
+        data["kinds"] = tuple(dict.fromkeys(kinds))
+    if "profiles" in data:
+        profiles = data["profiles"]
+        if not isinstance(profiles, list | tuple) or any(p not in PROFILES for p in profiles):
+            raise WorkloadError(
+                f"{where}: 'profiles' must be a list from {', '.join(PROFILES)}, not {profiles!r}"
+            )
+        data["profiles"] = tuple(dict.fromkeys(profiles))
     return Workload(**data)
 
 
@@ -284,21 +335,41 @@ STANDARD = (
     "message-size",
     "backlog",
     "durability",
+    "replication",
+    "availability",
 )
-"""The shipped standard set, in report order."""
+"""Every shipped workload, in report order (the report lists a results folder's workloads
+in this order)."""
 
-QUICK = ("latency", "fan-out", "backlog")
-"""The workloads of ``--quick`` (each shrunk by :func:`quick`)."""
+STANDARD_RUN = (
+    "latency",
+    "rate-sweep",
+    "max-rate",
+    "scaling",
+    "fan-out",
+    "replication",
+    "availability",
+)
+"""The standard set: what ``msgbus bench run`` runs without named workloads, the workloads
+that answer the article's claim ("performs": latency at low and high load, throughput;
+"scales": partitions and consumers, fan-out, replication; ActiveMQ's failover as
+availability). ``io-bound``, ``message-size``, ``backlog`` and ``durability`` stay shipped
+for runs that name them."""
+
+QUICK = ("latency", "scaling")
+"""The workloads of ``--quick`` (each shrunk by :func:`quick`): the raw clients and the
+multi-process scaling path, one run each."""
 
 
 def standard_set(quick_run: bool = False) -> list[str]:
     """Names of the shipped workloads a full (or ``--quick``) run uses, in report order."""
-    return list(QUICK if quick_run else STANDARD)
+    return list(QUICK if quick_run else STANDARD_RUN)
 
 
 def quick(steps: list[Step]) -> list[Step]:
     """Shrink ``steps`` for a smoke run: at most the first and last step, 0.5 s warm-up,
-    2 s window, 15 s drain timeout, backlog pause at most 1 s."""
+    2 s window, 15 s drain timeout, backlog pause at most 1 s, a fault at most 0.5 s into
+    the window."""
     chosen = steps if len(steps) <= 2 else [steps[0], steps[-1]]
     out = []
     for i, step in enumerate(chosen):
@@ -309,6 +380,7 @@ def quick(steps: list[Step]) -> list[Step]:
             duration=min(w.duration, 2.0),
             drain_timeout=min(w.drain_timeout, 15.0),
             backlog_pause=min(w.backlog_pause, 1.0),
+            kill_at=min(w.kill_at, 0.5),
         )
         out.append(Step(i, step.label, w))
     return out

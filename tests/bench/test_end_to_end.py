@@ -76,6 +76,10 @@ def test_memory_run_and_report(tmp_path: Path) -> None:
         assert run["sent"] > 0
         assert all(g["received"] == g["expected"] == run["sent"] for g in run["groups"])
         assert (results / "runs" / run["workload"] / run["hlog"]).read_text().count("Tag=") == 3
+        assert (run["driver"], run["profile"], run["nodes"]) == ("memory", "single", 1)
+        assert run["resources"]["clients_cpu_us_per_msg"] > 0
+        assert run["resources"]["box_cpu_cores"] > 0
+        assert run["resources"]["broker_cpu_cores"] is None  # no broker process on memory://
     manifest = json.loads((results / "manifest.json").read_text())
     assert manifest["summary"]["lossy_runs"] == [] and manifest["interrupted"] is False
     assert "memory" in manifest["targets"]

@@ -58,6 +58,10 @@ message_size = 65536
         ('name = "x"\n[[steps]]\nname = "y"', "step 1: unknown field 'name'"),
         ('name = "x"\n[[steps]]\nconsumers_per_group = 1.5', "step 1: 'consumers_per_group'"),
         ("name = ", "not valid TOML"),
+        ('name = "x"\nrepeats = 0', "'repeats' must be an integer >= 1"),
+        ('name = "x"\nkinds = ["oracle"]', "'kinds' must be a list of broker kinds"),
+        ('name = "x"\nprofiles = ["sharded"]', "'profiles' must be a list from"),
+        ('name = "x"\nkill_at = -1', "'kill_at' must be a number >= 0"),
     ],
 )
 def test_validation_errors(text: str, message: str) -> None:
@@ -95,3 +99,40 @@ def test_quick_shrinks() -> None:
     assert len(steps) == 2
     assert all(s.workload.duration <= 2 and s.workload.warmup <= 0.5 for s in steps)
     assert steps[1].workload.producer_rate == load_workload("rate-sweep")[-1].workload.producer_rate
+
+
+def test_repeats_kinds_profiles_and_faults() -> None:
+    text = """
+name = "x"
+repeats = 5
+kinds = ["kafka", "kafka"]
+[[steps]]
+label = "a"
+[[steps]]
+label = "b"
+kinds = ["rabbitmq"]
+profiles = ["failover"]
+kill_at = 2
+"""
+    a, b = parse_workload(text)
+    assert (a.workload.repeats, a.workload.kinds, a.workload.profiles) == (5, ("kafka",), ())
+    assert (b.workload.kinds, b.workload.profiles, b.workload.kill_at) == (
+        ("rabbitmq",),
+        ("failover",),
+        2.0,
+    )
+    assert b.workload.to_dict()["kinds"] == ["rabbitmq"]
+    assert quick([b])[0].workload.kill_at == 0.5
+
+
+def test_standard_set_answers_the_claim() -> None:
+    assert standard_set() == [
+        "latency",
+        "rate-sweep",
+        "max-rate",
+        "scaling",
+        "fan-out",
+        "replication",
+        "availability",
+    ]
+    assert standard_set(quick_run=True) == ["latency", "scaling"]

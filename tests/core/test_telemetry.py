@@ -134,3 +134,51 @@ def test_buses_sharing_a_meter_provider_are_all_counted(caplog: pytest.LogCaptur
         assert meters.values("both")["msgbus.messages.published"] == 2
         assert meters.values("both")["msgbus.publish.duration"] == 2
     assert "created already" not in caplog.text
+
+
+_LATE_SDK = """
+import time, msgbus
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from msgbus.testing.recorder import Recorder
+
+with msgbus.connect("memory://late-sdk", metrics=False) as bus:
+    assert not bus.telemetry.active(), "no SDK yet"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    deadline = time.monotonic() + 10
+    while not bus.telemetry.active():
+        assert time.monotonic() < deadline, "the SDK installed later was never noticed"
+        time.sleep(0.05)
+    rec = Recorder()
+    bus.subscribe("t", rec)
+    bus.start()
+    bus.publish("t", "x").result(5)
+    (msg,) = rec.wait_for(1, 10)
+    assert "traceparent" in msg.headers
+    names = {s.name for s in exporter.get_finished_spans()}
+    assert "send t" in names, names
+print("noticed")
+"""
+
+
+def test_an_sdk_installed_after_the_bus_was_made_is_noticed(tmp_path) -> None:
+    """The watcher thread finds a global SDK set later (its own process: global providers are
+    set once per process)."""
+    pytest.importorskip("opentelemetry.sdk.trace")
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _LATE_SDK],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "noticed"

@@ -54,12 +54,12 @@ BATCH_SIZE = KafkaOptions.batch_size
 """The raw producers use the msgbus backend's default batch size (same settings, same work)."""
 
 
-def create_topics(url: str, topics: Sequence[str], partitions: int) -> None:
-    """Create ``topics`` with ``partitions`` partitions each (replication 1)."""
+def create_topics(url: str, topics: Sequence[str], partitions: int, replication: int = 1) -> None:
+    """Create ``topics`` with ``partitions`` partitions and ``replication`` replicas each."""
     servers = [f"{h}:{p}" for h, p in endpoints(url, 9092)]
     admin = KafkaAdminClient(bootstrap_servers=servers)
     try:
-        admin.create_topics([NewTopic(t, partitions, 1) for t in topics])
+        admin.create_topics([NewTopic(t, partitions, replication) for t in topics])
     finally:
         admin.close()
 
