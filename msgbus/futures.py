@@ -76,6 +76,18 @@ class PendingFuture(Future):  # type: ignore[type-arg]
                 return
         super().set_exception(exception)
 
+    def settle(self, error: BaseException | None = None) -> None:
+        """:func:`settle_future` of this future (resolve with ``None``, or fail with
+        ``error``; leave it alone if already done or cancelled), in one call when nothing
+        observed it yet: for the thread that resolves thousands of publish futures."""
+        with _CREATING:
+            if self._lazy_condition is None:
+                if self._state == _PENDING:
+                    self._exception = error
+                    self._state = _FINISHED
+                return
+        settle_future(self, error)
+
     def _finish_unobserved(self, result: Any, exception: BaseException | None) -> None:
         # under _CREATING, no Condition yet: every other state change (cancel, running)
         # goes through the Condition, so no waiter and no callback can be installed; the

@@ -35,8 +35,11 @@ Features
     time, so no publish waits for a ``flush``). Topics are created on first use (publish or
     subscribe) with ``partitions`` partitions, or must exist (``auto_create=false``).
 
-    Consuming: every subscription owns a consumer driven by its own thread (the
-    driver's consumer is not thread-safe, and must keep polling to take part in rebalances).
+    Consuming: every subscription owns a consumer driven by one thread at a time: its own
+    consumer thread, or a bus worker that is idle and polls it directly, so a record reaches
+    its handler on the thread that fetched it (the driver's consumer is not thread-safe, and
+    must keep polling to take part in rebalances; when every worker is busy the consumer
+    thread polls).
     Offsets are committed for settled deliveries only, up to the first unsettled one of each
     partition. On a rebalance this member stops handing out records of the partitions it
     loses, waits up to ``revoke_timeout_ms`` for their in-flight deliveries, commits, and

@@ -366,7 +366,7 @@ class KafkaBackend(Backend):
                 raise BusClosed("the Kafka backend is closed")
             self._subscriptions.add(sub)
         try:
-            sub.start()  # type: ignore[attr-defined]
+            sub.start()
         except BaseException:
             sub.close()
             self._forget(sub)

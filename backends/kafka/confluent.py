@@ -10,9 +10,10 @@ reports are served by the backend's own poll thread (``msgbus-kafka-producer``),
 nobody calling ``flush``. ``flush`` waits for librdkafka's queue to drain and for the poll
 thread to finish serving the reports it took.
 
-Consuming: every subscription owns a ``Consumer`` driven by its own thread; librdkafka
-heartbeats on its own threads (``confluent_consumer.py``). ``on_assign``, ``on_revoke`` and
-``on_lost`` run on that thread inside ``poll``/``consume``: an assignment is positioned
+Consuming: every subscription owns a ``Consumer`` driven by its consumer thread or by an
+idle worker holding its poll baton; librdkafka heartbeats on its own threads
+(``confluent_consumer.py``). ``on_assign``, ``on_revoke`` and ``on_lost`` run on the polling
+thread inside ``poll``/``consume``: an assignment is positioned
 (committed offset, else the start of a new group, committed at once) before it is assigned,
 or, when the broker does not answer that in time, assigned without explicit offsets so that
 librdkafka starts it at the group's committed offsets; a revoke stops handing out records of
@@ -45,7 +46,6 @@ from msgbus.backend import (
     PendingFuture,
     ResolvedFuture,
     Subscription,
-    settle_future,
 )
 from msgbus.errors import (
     AuthenticationError,
@@ -378,18 +378,18 @@ class ConfluentKafkaBackend(KafkaBackend):
         self, topic: str, body: bytes, key: str | None, headers: Mapping[str, str]
     ) -> Future[None]:
         """Hand one checked record to librdkafka; its future resolves from the report."""
-        stamp = headers.get(TIMESTAMP)
-        timestamp_ms = 0  # librdkafka: now
-        if stamp is not None and stamp.isdigit():
-            # the publish time travels as the record's own timestamp, not as a header
-            timestamp_ms = int(stamp)
-        # values as bytes: librdkafka would cut a str value at its first NUL character
-        wire = [(name, value.encode()) for name, value in headers.items() if name != TIMESTAMP]
+        wire: Any = dict(headers)  # str values: confluent-kafka encodes them as UTF-8
+        # the publish time travels as the record's own timestamp, not as a header
+        stamp = wire.pop(TIMESTAMP, None)
+        timestamp_ms = int(stamp) if stamp is not None and stamp.isdigit() else 0  # 0: now
+        if "\x00" in "".join(wire.values()):
+            # librdkafka would cut a str value at its first NUL character: bytes instead
+            wire = [(name, value.encode()) for name, value in wire.items()]
         if "\x00" in "".join(headers):  # names go to librdkafka as C strings
             raise ConfigurationError(
                 "a header name holds a NUL character, which librdkafka cannot send"
             )
-        future = _PublishFuture(topic)
+        future = _PublishFuture()
         try:
             self._producer.produce(
                 topic, body, key, headers=wire, timestamp=timestamp_ms, on_delivery=future.reported
@@ -405,7 +405,7 @@ class ConfluentKafkaBackend(KafkaBackend):
         topic: str,
         body: bytes,
         key: str | None,
-        wire: list[tuple[str, bytes]],
+        wire: Any,
         timestamp_ms: int,
         future: _PublishFuture,
     ) -> None:
@@ -529,17 +529,16 @@ class ConfluentKafkaBackend(KafkaBackend):
 
 
 class _PublishFuture(PendingFuture):
-    """The future ``publish`` returns, resolved from its delivery report (poll thread)."""
+    """The future ``publish`` returns, resolved from its delivery report (poll thread).
 
-    def __init__(self, topic: str) -> None:
-        super().__init__()
-        self._topic = topic
+    Nothing per future beyond a :class:`~msgbus.backend.PendingFuture`: the topic named in
+    an error comes from the report's message."""
 
     def reported(self, error: KafkaError | None, message: Message) -> None:
         """librdkafka's delivery report: acknowledged, or failed with ``error``."""
         if error is None:
-            settle_future(self, None)
+            self.settle()
         else:
-            settle_future(
-                self, translate_error(error, f"publishing to Kafka topic {self._topic!r}")
-            )
+            topic = message.topic() if message is not None else None
+            where = f"publishing to Kafka topic {topic!r}"
+            self.settle(translate_error(error, where))

@@ -18,11 +18,10 @@ from confluent_kafka import (
 )
 
 from msgbus.backend import Delivery
-from msgbus.errors import AuthenticationError, MsgBusError, TopicNotFound
+from msgbus.errors import AuthenticationError, TopicNotFound
 from msgbus.message import TIMESTAMP
 
 from .confluent_errors import AUTH, translate_error
-from .options import POLL_MS
 from .subscription import KafkaSubscriptionBase, PartitionState
 
 if TYPE_CHECKING:
@@ -39,48 +38,27 @@ Key = tuple[str, int]
 class ConfluentSubscription(KafkaSubscriptionBase):
     """A member of ``group`` on ``topic`` (see the package docstring).
 
-    One thread (``msgbus-kafka ...``) owns the ``Consumer``: it polls, runs the rebalance
-    callbacks, commits. ``receive`` only takes deliveries from its buffer, so any thread may
-    call it; ``ack``/``nack`` (any thread) only update offset bookkeeping under a lock.
+    Whoever holds the poll baton (the ``msgbus-kafka ...`` thread, or an idle worker in
+    ``receive``: see :class:`~.subscription.KafkaSubscriptionBase`) calls into the
+    ``Consumer``: it polls, runs the rebalance callbacks (librdkafka runs them on the
+    polling thread), commits. ``ack``/``nack`` (any thread) only update offset bookkeeping
+    under a lock.
     """
 
     _backend: ConfluentKafkaBackend
 
-    def __init__(
-        self,
-        backend: ConfluentKafkaBackend,
-        topic: str,
-        group: str | None,
-        prefetch: int,
-        from_beginning: bool,
-    ) -> None:
-        super().__init__(backend, topic, group, prefetch, from_beginning)
-        self._consumer: Consumer | None = None
-
-    def start(self) -> None:
-        """Create the consumer, join and position; return when ready (or raise)."""
-        backend, opts = self._backend, self._options
-        where = f"subscribing to Kafka topic {self.topic!r}"
-        group_id = None if self.group is None else opts.group_id(self.group, self.topic)
-        config = backend.consumer_config(group_id)
+    def _new_consumer(self, group_id: str | None, where: str) -> Consumer:
+        config = self._backend.consumer_config(group_id)
         config["on_commit"] = self._on_committed
-        try:
-            consumer = Consumer(config)
-            self._consumer = consumer
-            if self.group is None:
-                self._assign_all(consumer)
-            else:
-                consumer.subscribe(
-                    [self.topic],
-                    on_assign=self._on_assign,
-                    on_revoke=self._on_revoke,
-                    on_lost=self._on_lost,
-                )
-        except MsgBusError:
-            raise
-        except Exception as exc:
-            raise translate_error(exc, where) from exc
-        self._start_thread(where)
+        return Consumer(config)
+
+    def _join(self, consumer: Consumer) -> None:
+        consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
 
     def _assign_all(self, consumer: Consumer) -> None:
         """Private member: own every partition, positioned at the start (no group)."""
@@ -96,13 +74,13 @@ class ConfluentSubscription(KafkaSubscriptionBase):
 
     # ------------------------------------------------------------------ consumer thread
 
-    def _step(self) -> None:
+    def _step(self, timeout: float) -> None:
         consumer = self._consumer
         assert consumer is not None
         self._commit(consumer, sync=False)
-        self._poll(consumer)
+        self._poll(consumer, timeout)
 
-    def _poll(self, consumer: Consumer) -> None:
+    def _poll(self, consumer: Consumer, timeout: float) -> None:
         with self._lock:
             room = self._room()
         if room <= 0:
@@ -122,7 +100,7 @@ class ConfluentSubscription(KafkaSubscriptionBase):
             # consume(n, t) waits until n messages or t has passed; poll returns on the first
             messages = consumer.consume(room, 0)
             if not messages:
-                first = consumer.poll(POLL_MS / 1000)
+                first = consumer.poll(timeout)
                 if first is None:
                     return
                 messages = [first]
@@ -132,7 +110,7 @@ class ConfluentSubscription(KafkaSubscriptionBase):
             self._ingest(messages)
 
     def _ingest(self, messages: list[Message]) -> None:
-        settle = self._settle
+        settle, topic = self._settle, self.topic  # one topic per subscription
         with self._lock:
             states, ready = self._states, []
             append = ready.append
@@ -145,7 +123,7 @@ class ConfluentSubscription(KafkaSubscriptionBase):
                         raise KafkaException(error)
                     log.info("%r: %s", self, error.str())
                     continue
-                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                partition, offset = message.partition(), message.offset()
                 state = states.get((topic, partition))
                 if state is None or state.dead or offset < state.next_offset:
                     continue  # revoked, or already handed out
@@ -181,7 +159,7 @@ class ConfluentSubscription(KafkaSubscriptionBase):
 
     def _commit(self, consumer: Consumer, *, sync: bool) -> None:
         """Commit the commit points of partitions whose settled offsets moved on."""
-        points = self._take_commits()
+        points = self._take_commits(sync=sync)
         if not points:
             return
         offsets = [TopicPartition(t, p, point) for (t, p), point in points.items()]

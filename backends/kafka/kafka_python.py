@@ -6,8 +6,9 @@ docstring for features, URL form and options.
 
 Publishing: one idempotent, batching ``KafkaProducer`` per backend; the future resolves from
 the producer's callback on the broker's acknowledgement. Consuming: every subscription owns a
-``KafkaConsumer`` driven by its own thread (the driver's consumer is not thread-safe, and must
-keep polling to take part in rebalances); rebalance hooks are kafka-python's asynchronous
+``KafkaConsumer`` driven by one thread at a time, its consumer thread or an idle worker that
+polls it directly (the driver's consumer is not thread-safe, and must keep polling to take
+part in rebalances); rebalance hooks are kafka-python's asynchronous
 listener, run on its I/O thread, so heartbeats go on while a revoke waits for handlers.
 """
 
@@ -41,7 +42,6 @@ from msgbus.url import BusURL
 
 from .common import (
     HEADROOM,
-    POLL_MS,
     KafkaBackend,
     KafkaOptions,
     KafkaSubscriptionBase,
@@ -447,51 +447,27 @@ class _Listener(AsyncConsumerRebalanceListener):
 class _KafkaSubscription(KafkaSubscriptionBase):
     """A member of ``group`` on ``topic`` (see the package docstring).
 
-    One thread (``msgbus-kafka ...``) owns the ``KafkaConsumer``: it polls, positions new
-    partitions, commits and takes part in rebalances. ``receive`` only takes deliveries from
-    its buffer, so any thread may call it; ``ack``/``nack`` (any thread) only update offset
-    bookkeeping under a lock; the consumer thread commits the result.
+    Whoever holds the poll baton (the ``msgbus-kafka ...`` thread, or an idle worker in
+    ``receive``: see :class:`~.subscription.KafkaSubscriptionBase`) calls into the
+    ``KafkaConsumer``, one thread at a time (it is not thread-safe): it polls, positions new
+    partitions, commits. The rebalance listener runs on kafka-python's I/O thread.
+    ``ack``/``nack`` (any thread) only update offset bookkeeping under a lock.
     """
 
     _backend: KafkaPythonBackend
-
-    def __init__(
-        self,
-        backend: KafkaPythonBackend,
-        topic: str,
-        group: str | None,
-        prefetch: int,
-        from_beginning: bool,
-    ) -> None:
-        super().__init__(backend, topic, group, prefetch, from_beginning)
-        self._consumer: KafkaConsumer | None = None
+    _consumer: KafkaConsumer | None
 
     # ------------------------------------------------------------------ start
 
-    def start(self) -> None:
-        """Create the consumer, join and position; return when ready (or raise)."""
-        backend, opts = self._backend, self._options
-        where = f"subscribing to Kafka topic {self.topic!r}"
+    def _new_consumer(self, group_id: str | None, where: str) -> KafkaConsumer:
         try:
-            group_id = None if self.group is None else opts.group_id(self.group, self.topic)
-            consumer = KafkaConsumer(**backend.consumer_config(group_id))
+            return KafkaConsumer(**self._backend.consumer_config(group_id))
         except kerr.KafkaTimeoutError as exc:
             raise BrokerUnavailable(f"{where}: broker did not answer: {exc}") from exc
-        except Exception as exc:
-            raise translate_error(exc, where) from exc
-        self._consumer = consumer
-        try:
-            if self.group is None:
-                self._await_partition_metadata(consumer)
-                self._assign_all(consumer)
-            else:
-                consumer.subscribe([self.topic], listener=_Listener(self))
-                self._await_partition_metadata(consumer)
-        except MsgBusError:
-            raise
-        except Exception as exc:
-            raise translate_error(exc, where) from exc
-        self._start_thread(where)
+
+    def _join(self, consumer: KafkaConsumer) -> None:
+        consumer.subscribe([self.topic], listener=_Listener(self))
+        self._await_partition_metadata(consumer)
 
     def _await_partition_metadata(self, consumer: KafkaConsumer) -> None:
         """Refresh ``consumer``'s metadata until it lists every partition of the topic.
@@ -520,6 +496,7 @@ class _KafkaSubscription(KafkaSubscriptionBase):
 
     def _assign_all(self, consumer: KafkaConsumer) -> None:
         """Private member: own every partition, positioned at the start (no group)."""
+        self._await_partition_metadata(consumer)
         partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:
             raise TopicNotFound(f"Kafka topic {self.topic!r} has no partitions")
@@ -533,15 +510,15 @@ class _KafkaSubscription(KafkaSubscriptionBase):
 
     # ------------------------------------------------------------------ consumer thread
 
-    def _step(self) -> None:
+    def _step(self, timeout: float) -> None:
         consumer = self._consumer
         assert consumer is not None
         if self._pending_init:
             self._init_partitions(consumer)
         self._commit(consumer, sync=False)
-        self._poll(consumer)
+        self._poll(consumer, timeout)
 
-    def _poll(self, consumer: KafkaConsumer) -> None:
+    def _poll(self, consumer: KafkaConsumer, timeout: float) -> None:
         with self._lock:
             room = self._room()
         if room <= 0:
@@ -556,7 +533,7 @@ class _KafkaSubscription(KafkaSubscriptionBase):
             with self._lock:
                 waiting = set(self._pending_init)
             consumer.resume(*(consumer.assignment() - waiting))
-        records = consumer.poll(timeout_ms=POLL_MS, max_records=room)
+        records = consumer.poll(timeout_ms=int(timeout * 1000), max_records=room)
         if records:
             self._ingest(records)
 
@@ -645,7 +622,7 @@ class _KafkaSubscription(KafkaSubscriptionBase):
 
     def _commit(self, consumer: KafkaConsumer, *, sync: bool) -> None:
         """Commit the commit points of partitions whose settled offsets moved on."""
-        points = self._take_commits()
+        points = self._take_commits(sync=sync)
         if not points:
             return
         offsets = {tp: OffsetAndMetadata(point, "", -1) for tp, point in points.items()}

@@ -29,9 +29,28 @@ from .options import POLL_MS
 if TYPE_CHECKING:
     from .common import KafkaBackend
 
-__all__ = ["KafkaSubscriptionBase", "PartitionState"]
+__all__ = ["COMMIT_INTERVAL_S", "HANDBACK_S", "KafkaSubscriptionBase", "PartitionState"]
 
 log = logging.getLogger("msgbus.kafka")
+
+HANDBACK_S = POLL_MS / 1000
+"""How long the poll baton stays free after a worker gave it back before the consumer thread
+takes it again (s): a worker that handles its records and asks again within this time polls
+again itself; when every worker is busy longer, the consumer thread serves the group."""
+
+COMMIT_INTERVAL_S = POLL_MS / 1000
+"""Asynchronous commits of a subscription go at most this often (s). One per round meant one
+OffsetCommit request per record at low rates (1,000/s at 1,000 msg/s); queued behind each
+other on the coordinator connection they delayed the heartbeats until the session timed out
+on a loaded machine (measured: 2,646 requests in flight, then a rebalance and redeliveries).
+The final and rebalance commits are synchronous and not limited."""
+
+_THREAD = "thread"
+_WORKER = "worker"
+
+
+class _YourTurn(Exception):
+    """Raised inside ``receive``'s wait: the baton is free and this worker may poll."""
 
 
 class PartitionState:
@@ -102,6 +121,16 @@ class KafkaSubscriptionBase(Subscription):
     ``_lock``; the consumer thread commits what :meth:`_take_commits` returns. On a
     rebalance the driver calls :meth:`_revoke_begin`, waits while :meth:`_revoke_busy`
     (bounded), then :meth:`_revoke_finish` for the offsets to commit.
+
+    **The poll baton** (the direct worker hand-off): only the thread holding it calls into
+    the driver's consumer (:meth:`_step`). The consumer thread holds it by default. A
+    ``receive`` that finds the buffer empty while the window has room asks for it; the
+    consumer thread gives it up at the end of its current round, and the worker then runs
+    the same round itself (commit, position new partitions, poll at most the window's room,
+    ingest: rebalance callbacks run on it) and takes its records from the buffer, so they
+    reach the handler on the thread that fetched them. The worker gives the baton back
+    before ``receive`` returns; the consumer thread takes it again once it stayed free for
+    :data:`HANDBACK_S`, so the group is served while every handler is busy.
     """
 
     def __init__(
@@ -133,8 +162,16 @@ class KafkaSubscriptionBase(Subscription):
         self._stopping = False
         self._error: MsgBusError | None = None
         self._flow_paused = False
+        self._consumer: Any = None  # the driver's consumer, made by start()
         self._thread: threading.Thread | None = None
         self._loop_done = threading.Event()
+        # the poll baton: who may call into the driver's consumer (see the class docstring)
+        self._holder: str | None = None
+        self._wanted = 0  # receives waiting with an empty buffer, that would poll themselves
+        self._free_since = float("-inf")  # when a worker last gave the baton back
+        self._direct_after = 0.0  # after a worker's poll failed: the consumer thread retries
+        self._next_commit = 0.0  # no asynchronous commit before (monotonic)
+        self._baton = threading.Condition(self._lock)  # consumer thread: baton free, closing
 
     @property
     def closed(self) -> bool:
@@ -189,16 +226,23 @@ class KafkaSubscriptionBase(Subscription):
         with self._space:
             self._space_waiting = True
             self._space.wait_for(
-                lambda: self._stopping or self._room() > 0 or bool(self._dirty),
+                lambda: (
+                    self._stopping
+                    or self._room() > 0
+                    or (bool(self._dirty) and time.monotonic() >= self._next_commit)
+                ),
                 POLL_MS / 1000,
             )
             self._space_waiting = False
 
     def _fail(self, error: MsgBusError) -> None:
-        """Consumer thread: a fatal error; ``receive`` and ``start`` raise it from now on."""
+        """A fatal error (consumer thread, or a worker holding the baton): ``receive`` and
+        ``start`` raise it from now on."""
         with self._cond:
             self._error = error
+            self._stopping = True  # the consumer thread leaves; no worker polls any more
             self._cond.notify_all()
+            self._baton.notify_all()
             for delivery in self._buffer.clear():  # wakes every waiting receive
                 self._buffer.put(delivery)
 
@@ -209,9 +253,11 @@ class KafkaSubscriptionBase(Subscription):
 
     # ------------------------------------------------------------------ commits
 
-    def _take_commits(self) -> dict[Any, int]:
+    def _take_commits(self, *, sync: bool = False) -> dict[Any, int]:
         """The commit points of partitions whose settled offsets moved on; marks them
-        committed (call :meth:`_commit_failed` if the commit then fails)."""
+        committed (call :meth:`_commit_failed` if the commit then fails). For an
+        asynchronous commit (``sync`` false) at most once per :data:`COMMIT_INTERVAL_S`:
+        ``{}`` until then, and the points stay due."""
         if self.group is None:
             with self._lock:
                 self._dirty.clear()
@@ -219,6 +265,11 @@ class KafkaSubscriptionBase(Subscription):
         with self._lock:
             if not self._dirty:
                 return {}
+            if not sync:
+                now = time.monotonic()
+                if now < self._next_commit:
+                    return {}
+                self._next_commit = now + COMMIT_INTERVAL_S
             offsets = {}
             for state in self._dirty:
                 if state.dead or not state.needs_commit():
@@ -294,21 +345,89 @@ class KafkaSubscriptionBase(Subscription):
     # ------------------------------------------------------------------ receiving
 
     def receive(self, max_messages: int, timeout: float) -> list[Delivery]:
-        """Hand out up to ``max_messages`` buffered deliveries, waiting up to ``timeout``
-        (the toolkit's :meth:`~msgbus.backendkit.DeliveryBuffer.take`).
+        """Hand out up to ``max_messages`` deliveries, waiting up to ``timeout``.
 
-        Returns ``[]`` on timeout or once closed; raises :class:`~msgbus.AuthenticationError`
-        or :class:`~msgbus.TopicNotFound` if the consumer hit a fatal error. Any thread.
+        What the consumer thread buffered is handed out at once. With nothing buffered and
+        room in the window, the calling thread polls the driver itself once the poll baton is
+        free (see the class docstring); otherwise it waits for the buffer (the toolkit's
+        :meth:`~msgbus.backendkit.DeliveryBuffer.take`). Returns ``[]`` on timeout or once
+        closed; raises :class:`~msgbus.AuthenticationError` or :class:`~msgbus.TopicNotFound`
+        if the consumer hit a fatal error. Any thread.
         """
-        with self._buffer:
+        buffer = self._buffer
+        direct = timeout > 0 and self._thread is not None
+        deadline = time.monotonic() + timeout
+        with buffer:
             if self._error is not None:
                 raise self._error
-            out = self._buffer.take(max_messages, timeout, self._raise_error)
-            if out:
-                self._inflight += len(out)
-                for delivery in out:
-                    delivery.token[0].inflight += 1
-            return out
+            if not direct:
+                return self._hand_out_locked(buffer.take(max_messages, timeout, self._raise_error))
+            self._wanted += 1
+            try:
+                return self._hand_out_locked(buffer.take(max_messages, timeout, self._check_turn))
+            except _YourTurn:
+                self._holder = _WORKER
+            finally:
+                self._wanted -= 1
+        return self._receive_direct(max_messages, deadline)
+
+    def _hand_out_locked(self, out: list[Delivery]) -> list[Delivery]:
+        """``_lock`` held: count ``out`` as in flight."""
+        if out:
+            self._inflight += len(out)
+            for delivery in out:
+                delivery.token[0].inflight += 1
+        return out
+
+    def _worker_may_poll_locked(self) -> bool:
+        """``_lock`` held: whether a worker with nothing buffered may take the baton."""
+        return (
+            self._ready
+            and not self._stopping
+            and self._room() > 0
+            and time.monotonic() >= self._direct_after
+        )
+
+    def _check_turn(self) -> None:
+        """``receive``'s check while the buffer is empty: a fatal error raises it; a free
+        baton raises :class:`_YourTurn` when this worker may poll."""
+        if self._error is not None:
+            raise self._error
+        if self._holder is None and self._worker_may_poll_locked():
+            raise _YourTurn
+
+    def _receive_direct(self, max_messages: int, deadline: float) -> list[Delivery]:
+        """The calling thread holds the baton: run rounds until records arrive, the window
+        closes, the subscription stops or ``deadline`` passes; then give the baton back."""
+        buffer = self._buffer
+        try:
+            while True:
+                remaining = max(0.0, min(deadline - time.monotonic(), POLL_MS / 1000))
+                try:
+                    self._step(remaining)
+                except Exception as exc:
+                    error = self._backend._translate(exc, f"consuming Kafka topic {self.topic!r}")
+                    if isinstance(error, AuthenticationError | TopicNotFound):
+                        self._fail(error)
+                        raise error from exc
+                    log.warning("%r: %s; the consumer thread retries", self, error)
+                    with self._lock:
+                        self._direct_after = time.monotonic() + 1.0
+                    return []
+                with buffer:
+                    if self._error is not None:
+                        raise self._error
+                    if len(buffer):
+                        return self._hand_out_locked(buffer.take(max_messages, 0))
+                    if time.monotonic() >= deadline or not self._worker_may_poll_locked():
+                        return []
+        finally:
+            with self._lock:
+                self._holder = None
+                self._free_since = time.monotonic()
+                if self._stopping:
+                    self._baton.notify_all()
+                buffer.wake()  # another waiting receive may take the baton now
 
     def confirm_settled(self, timeout: float) -> bool:
         """Wait until the broker holds the commits of what was settled (see commits.py)."""
@@ -349,12 +468,45 @@ class KafkaSubscriptionBase(Subscription):
             self._overflow.clear()
             self._cond.notify_all()
             self._space.notify_all()
+            self._baton.notify_all()
         thread = self._thread
         if thread is None:
             self._shutdown()
         elif thread is not threading.current_thread():
             self._loop_done.wait(self._options.request_timeout_ms / 1000 + 1)
         self._backend._forget(self)
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        """Create the driver's consumer, join the group (or, private, assign every
+        partition) and wait until the partitions are positioned; raise the driver's error
+        as a msgbus error (bounded by ``subscribe_timeout_ms``)."""
+        where = f"subscribing to Kafka topic {self.topic!r}"
+        group_id = None if self.group is None else self._options.group_id(self.group, self.topic)
+        try:
+            self._consumer = self._new_consumer(group_id, where)
+            if self.group is None:
+                self._assign_all(self._consumer)
+            else:
+                self._join(self._consumer)
+        except MsgBusError:
+            raise
+        except Exception as exc:
+            raise self._backend._translate(exc, where) from exc
+        self._start_thread(where)
+
+    @abstractmethod
+    def _new_consumer(self, group_id: str | None, where: str) -> Any:
+        """The driver's consumer of this subscription (``group_id`` None: private)."""
+
+    @abstractmethod
+    def _assign_all(self, consumer: Any) -> None:
+        """Private member: own every partition, positioned at its start; set ``_ready``."""
+
+    @abstractmethod
+    def _join(self, consumer: Any) -> None:
+        """Subscribe ``consumer`` to the topic with this driver's rebalance hooks."""
 
     # ------------------------------------------------------------------ consumer thread
 
@@ -369,12 +521,14 @@ class KafkaSubscriptionBase(Subscription):
 
     def _run(self) -> None:
         """The consumer thread: :meth:`_step` until stopped, retrying driver errors with
-        backoff (authentication and missing topics are fatal); then :meth:`_shutdown`."""
+        backoff (authentication and missing topics are fatal); then :meth:`_shutdown`.
+        It runs a round only while it holds the poll baton, and gives the baton up after a
+        round when a worker asks for it (see the class docstring)."""
         failures = 0
         try:
-            while not self._stopping:
+            while self._thread_turn():
                 try:
-                    self._step()
+                    self._step(POLL_MS / 1000)
                     failures = 0
                 except Exception as exc:
                     error = self._backend._translate(exc, f"consuming Kafka topic {self.topic!r}")
@@ -387,11 +541,45 @@ class KafkaSubscriptionBase(Subscription):
                     with self._space:
                         self._space.wait_for(lambda: self._stopping, delay)
         finally:
+            self._last_turn()
             self._shutdown()
 
+    def _thread_turn(self) -> bool:
+        """Consumer thread, between rounds: keep the baton unless a worker asks for it and
+        may poll; without it, wait until it stayed free for :data:`HANDBACK_S`. False once
+        stopping."""
+        with self._lock:
+            if self._holder == _THREAD:
+                if not (self._wanted and self._worker_may_poll_locked()):
+                    return not self._stopping
+                self._holder = None  # a worker waits with nothing buffered: its turn
+                self._free_since = time.monotonic()
+                self._buffer.wake()
+            while not self._stopping:
+                if self._holder is None and not (self._wanted and self._worker_may_poll_locked()):
+                    idle = time.monotonic() - self._free_since
+                    if idle >= HANDBACK_S:
+                        self._holder = _THREAD
+                        return True
+                    self._baton.wait(HANDBACK_S - idle)
+                else:
+                    self._baton.wait(HANDBACK_S)  # a worker polls (or is about to)
+            return False
+
+    def _last_turn(self) -> None:
+        """Consumer thread, stopping: wait (bounded) for a polling worker to give the baton
+        back, then hold it for the final commit and close."""
+        limit = time.monotonic() + self._options.request_timeout_ms / 1000
+        with self._lock:
+            while self._holder == _WORKER and time.monotonic() < limit:
+                self._baton.wait(POLL_MS / 1000)
+            self._holder = _THREAD
+
     @abstractmethod
-    def _step(self) -> None:
-        """One round of the consumer thread: commit what was settled, poll, ingest."""
+    def _step(self, timeout: float) -> None:
+        """One round, by whoever holds the poll baton: commit what was settled, position
+        new partitions, poll (waiting at most ``timeout`` s) at most the window's room,
+        ingest."""
 
     @abstractmethod
     def _commit_now(self) -> None:

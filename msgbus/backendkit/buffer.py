@@ -31,6 +31,8 @@ class DeliveryBuffer:
       again first; ``put_back`` does it with a redelivered copy); each wakes one waiting
       ``take``, and only when one waits. A closed buffer drops what is put.
     - ``take`` hands out what is buffered, oldest first, or waits for it; see its docstring.
+    - ``wake`` wakes every waiting ``take`` so it runs its ``check`` again (its caller
+      waits for something besides deliveries, e.g. its turn to poll the driver itself).
     - ``clear`` drops what is buffered (the connection that delivered it is gone) and wakes
       every waiting ``take`` so it runs its ``check`` again; ``close`` does the same and
       makes every later ``take`` return ``[]`` at once.
@@ -132,6 +134,12 @@ class DeliveryBuffer:
                 self._ready.wait(min(remaining, self.recheck_interval))
             finally:
                 self._waiting -= 1
+
+    def wake(self) -> None:
+        """Wake every waiting ``take`` so that it runs its ``check`` again (something it
+        waits for besides deliveries changed); what is buffered stays."""
+        if self._waiting:
+            self._ready.notify_all()
 
     def clear(self) -> list[Delivery]:
         """Drop and return what is buffered; wake every waiting ``take``."""

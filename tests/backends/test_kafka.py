@@ -472,6 +472,126 @@ def test_prefetch_bounds_unsettled_deliveries(
         sub.close()
 
 
+# --------------------------------------------------------------------------- direct hand-off
+
+
+def _record_threads(sub: Subscription, method: str) -> list[str]:
+    """Names of the threads that run ``sub``'s ``method`` from now on (its driver rounds)."""
+    names: list[str] = []
+    inner = getattr(sub, method)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        names.append(threading.current_thread().name)
+        return inner(*args, **kwargs)
+
+    setattr(sub, method, recording)
+    return names
+
+
+def _receiving_worker(
+    sub: Subscription, got: list[Delivery], stop: threading.Event, *, ack: bool = True
+) -> threading.Thread:
+    """A thread that receives from ``sub`` (and acks) until ``stop``, like a bus worker."""
+
+    def work() -> None:
+        while not stop.is_set() and not sub.closed:
+            for delivery in sub.receive(10, 1.0):
+                got.append(delivery)
+                if ack:
+                    delivery.ack()
+
+    thread = threading.Thread(target=work, name="test-worker", daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_idle_receive_polls_the_driver_itself(
+    backend: KafkaBackend, topic: str, group: str
+) -> None:
+    """A receive that waits with nothing buffered takes the poll baton: the record reaches
+    it on its own thread, without the consumer thread's hand-off."""
+    sub = backend.subscribe(topic, group, prefetch=10)
+    got: list[Delivery] = []
+    stop = threading.Event()
+    try:
+        ingested = _record_threads(sub, "_ingest")
+        worker = _receiving_worker(sub, got, stop)
+        wait_until(lambda: sub._holder == "worker", TIMEOUT, "the worker to take the baton")  # type: ignore[attr-defined]
+        backend.publish(topic, b"direct", key=None, headers={}).result(TIMEOUT)
+        wait_until(lambda: len(got) == 1, TIMEOUT, "the record")
+        assert got[0].body == b"direct"
+        assert ingested == ["test-worker"], ingested
+    finally:
+        stop.set()
+        sub.close()
+    worker.join(TIMEOUT)
+
+
+def test_a_rebalance_while_a_worker_polls_loses_nothing_and_commits_on_revoke(
+    backend: KafkaBackend, topic: str, group: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker holding the baton serves the rebalance (its rounds run every step of it):
+    what it acknowledged before is committed on revoke, so the new member gets only what
+    follows, and nothing is lost."""
+    from msgbus.backends.kafka import subscription as kafka_subscription
+
+    # once a worker polls, the consumer thread does not take the baton back in this test
+    monkeypatch.setattr(kafka_subscription, "HANDBACK_S", 600.0)
+    first = backend.subscribe(topic, group, prefetch=50)
+    got_first: list[Delivery] = []
+    got_second: list[Delivery] = []
+    stop = threading.Event()
+    second: Subscription | None = None
+    try:
+        rounds = _record_threads(first, "_step")
+        worker = _receiving_worker(first, got_first, stop)
+        wait_until(lambda: first._holder == "worker", TIMEOUT, "the worker to take the baton")  # type: ignore[attr-defined]
+        for i in range(30):
+            backend.publish(topic, b"a%d" % i, key=f"k{i}", headers={})
+        backend.flush(TIMEOUT)
+        wait_until(lambda: len(got_first) == 30, TIMEOUT, "the first 30 records")
+        del rounds[:]
+        second = backend.subscribe(topic, group, prefetch=50)  # returns once rebalanced
+        other = _receiving_worker(second, got_second, stop)
+        for i in range(30):
+            backend.publish(topic, b"b%d" % i, key=f"k{i}", headers={})
+        backend.flush(TIMEOUT)
+        wait_until(
+            lambda: len({d.body for d in got_first + got_second}) == 60,
+            TIMEOUT,
+            "all 60 records across both members",
+        )
+        assert got_second, "the second member got no partition"
+        assert all(d.body.startswith(b"b") for d in got_second), "acked records came back"
+        assert set(rounds) == {"test-worker"}, f"rounds ran on {sorted(set(rounds))}"
+    finally:
+        stop.set()
+        first.close()
+        if second is not None:
+            second.close()
+    worker.join(TIMEOUT)
+    other.join(TIMEOUT)
+
+
+def test_close_while_a_worker_polls_returns_within_a_poll_round(
+    backend: KafkaBackend, topic: str, group: str
+) -> None:
+    sub = backend.subscribe(topic, group, prefetch=10)
+    returned: list[list[Delivery]] = []
+    worker = threading.Thread(target=lambda: returned.append(sub.receive(10, 60.0)))
+    worker.start()
+    try:
+        wait_until(lambda: sub._holder == "worker", TIMEOUT, "the worker to take the baton")  # type: ignore[attr-defined]
+    finally:
+        started = time.monotonic()
+        sub.close()
+        closed_in = time.monotonic() - started
+    worker.join(TIMEOUT)
+    assert not worker.is_alive() and returned == [[]]
+    # the worker leaves after its current poll slice (0.1 s); then the final commit and close
+    assert closed_in < 5.0, f"close took {closed_in:.1f}s"
+
+
 # --------------------------------------------------------------------------- groups
 
 

@@ -124,6 +124,20 @@ def test_clear_drops_what_is_buffered_and_wakes_take_to_check_again() -> None:
     assert not buffer.closed
 
 
+def test_wake_makes_a_waiting_take_run_its_check_again_and_keeps_what_is_buffered() -> None:
+    buffer = DeliveryBuffer()
+    thread, waiting, result = _take_in_thread(buffer)
+    waiting.clear()
+    with buffer:
+        buffer.wake()
+    assert waiting.wait(10.0), "wake did not make the waiting take check again"
+    with buffer:
+        buffer.put(_delivery(3))
+    thread.join(10.0)
+    assert not thread.is_alive()
+    assert [_bodies(r) for r in result] == [[b"3"]]
+
+
 def test_a_raising_check_propagates_only_while_the_buffer_is_empty() -> None:
     def check() -> None:
         raise msgbus.BrokerUnavailable("gone")

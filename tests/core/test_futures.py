@@ -142,6 +142,25 @@ def test_settle_future_resolves_or_fails_and_leaves_finished_futures_alone(make)
     assert cancelled.cancelled()
 
 
+@pytest.mark.parametrize("watched", [False, True])
+def test_pending_future_settle_is_settle_future_in_one_call(watched):
+    resolved, failed, cancelled = PendingFuture(), PendingFuture(), PendingFuture()
+    seen: list[object] = []
+    if watched:  # a callback makes the Condition: the stock path
+        resolved.add_done_callback(seen.append)
+    resolved.settle()
+    failed.settle(RuntimeError("refused"))
+    assert (resolved._lazy_condition is None) is not watched  # before result() makes one
+    assert resolved.result(0) is None
+    assert isinstance(failed.exception(0), RuntimeError)
+    assert seen == ([resolved] if watched else [])
+    resolved.settle(RuntimeError("late"))  # a second outcome is ignored
+    assert resolved.exception(0) is None
+    assert cancelled.cancel()
+    cancelled.settle()
+    assert cancelled.cancelled()
+
+
 def test_resolved_future_is_done_at_once():
     future = ResolvedFuture("x")
     seen: list[object] = []
