@@ -56,16 +56,7 @@ HARNESS_KINDS = (
 )
 """What ``--brokers`` accepts (harness target names; see the module docstring)."""
 
-DEFAULT_HARNESS = (
-    "kafka",
-    "kafka-python",
-    "rabbitmq",
-    "activemq",
-    "memory",
-    "kafka-3",
-    "rabbitmq-3",
-    "activemq-2",
-)
+DEFAULT_HARNESS = tuple(kind for kind in HARNESS_KINDS if kind != "tansu")
 """The harness targets a run uses when neither ``--url`` nor ``--brokers`` is given (each
 only where its broker is installed); tansu is never a default."""
 

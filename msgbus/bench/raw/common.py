@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from msgbus.url import BusURL
 
-__all__ = ["dumps", "endpoints"]
+__all__ = ["PollingReceiver", "dumps", "endpoints"]
 
 
 def dumps(payload: dict[str, Any]) -> bytes:
@@ -19,3 +22,36 @@ def endpoints(url: str, default_port: int) -> list[tuple[str, int]]:
     """The ``(host, port)`` pairs of a msgbus-style URL, ``default_port`` where none."""
     parsed = BusURL.parse(url)
     return [(h.host, h.port or default_port) for h in parsed.hosts]
+
+
+class PollingReceiver:
+    """A raw consumer polled on a thread of its own: ``start`` runs ``run`` (which loops until
+    ``stopping`` is set and sets ``ready`` once it has partitions), ``close`` stops it and
+    calls ``final_commit`` then ``close_consumer`` (errors of the commit ignored)."""
+
+    def __init__(self, name: str, run: Callable[[], None]) -> None:
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+
+    def start(self) -> None:
+        """Start polling; return once assigned, or after 20 s (a member of a group with
+        more members than partitions gets none)."""
+        self._thread.start()
+        self.ready.wait(20)
+
+    def close(self) -> None:
+        """Stop polling, commit what was handled, close the consumer."""
+        self.stopping.set()
+        self._thread.join(10)
+        with contextlib.suppress(Exception):
+            self.final_commit()
+        self.close_consumer()
+
+    def final_commit(self) -> None:
+        """Commit the offsets handled so far (synchronously)."""
+        raise NotImplementedError
+
+    def close_consumer(self) -> None:
+        """Close the driver's consumer."""
+        raise NotImplementedError

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -28,7 +27,7 @@ from msgbus.backends.kafka import KafkaOptions
 from msgbus.bench.clock import Clock, Result, paced
 from msgbus.bench.interface import Done, Handler
 from msgbus.bench.payload import ACCOUNT_CREATED
-from msgbus.bench.raw.common import dumps, endpoints
+from msgbus.bench.raw.common import PollingReceiver, dumps, endpoints
 from msgbus.envelope import new_message_id
 
 __all__ = [
@@ -91,7 +90,7 @@ class KafkaSender:
         self._producer.close(timeout=10)
 
 
-class KafkaReceiver:
+class KafkaReceiver(PollingReceiver):
     """A ``KafkaConsumer`` group member polling on its own thread, committing per batch."""
 
     def __init__(self, url: str, topics: Sequence[str], group: str, handler: Handler) -> None:
@@ -108,32 +107,24 @@ class KafkaReceiver:
         )
         self._consumer.subscribe(list(topics))
         self._handler = handler
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="raw-kafka-poll", daemon=True)
+        super().__init__("raw-kafka-poll", self._run)
 
     def _run(self) -> None:
         consumer = self._consumer
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             batches = consumer.poll(timeout_ms=100)
             if consumer.assignment():
-                self._ready.set()
+                self.ready.set()
             for records in batches.values():
                 for record in records:
                     self._handler(json.loads(record.value))
             if batches:
                 consumer.commit_async()
 
-    def start(self) -> None:
-        self._thread.start()
-        # A member may get no partition (more members than partitions): ready after 20 s.
-        self._ready.wait(20)
+    def final_commit(self) -> None:
+        self._consumer.commit()
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        with contextlib.suppress(Exception):
-            self._consumer.commit()
+    def close_consumer(self) -> None:
         self._consumer.close(autocommit=False)
 
 

@@ -18,7 +18,6 @@ uses the same configurations.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from msgbus.bench.interface import Done, Handler
-from msgbus.bench.raw.common import dumps, endpoints
+from msgbus.bench.raw.common import PollingReceiver, dumps, endpoints
 
 __all__ = [
     "BATCH_SIZE",
@@ -110,7 +109,7 @@ class ConfluentSender:
         self._producer.flush(10)
 
 
-class ConfluentReceiver:
+class ConfluentReceiver(PollingReceiver):
     """A workload receiver: a group member consuming batches on its own thread, one async
     commit per batch."""
 
@@ -118,19 +117,17 @@ class ConfluentReceiver:
         self._consumer = Consumer(consumer_config(url, group))
         self._topics = list(topics)
         self._handler = handler
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="raw-confluent-consume", daemon=True)
+        super().__init__("raw-confluent-consume", self._run)
 
     def _on_assign(self, _consumer: Any, _partitions: Any) -> None:
-        self._ready.set()
+        self.ready.set()
 
     def _run(self) -> None:
         consumer = self._consumer
         handler = self._handler
         loads = json.loads
         consumer.subscribe(self._topics, on_assign=self._on_assign)
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             batch = consumer.consume(BATCH, 0.1)
             if not batch:
                 continue
@@ -143,14 +140,8 @@ class ConfluentReceiver:
                 handler(loads(message.value()))
             consumer.commit(asynchronous=True)
 
-    def start(self) -> None:
-        self._thread.start()
-        # A member may get no partition (more members than partitions): ready after 20 s.
-        self._ready.wait(20)
+    def final_commit(self) -> None:
+        self._consumer.commit(asynchronous=False)
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        with contextlib.suppress(Exception):
-            self._consumer.commit(asynchronous=False)
+    def close_consumer(self) -> None:
         self._consumer.close()
