@@ -116,10 +116,20 @@ class LineReader:
         return line.decode()
 
 
+def terminal_signals() -> None:
+    """In the child before exec: SIGINT and SIGHUP as a terminal's process has them. A test
+    run launched in the background (``nohup``, ``cmd &`` without job control) passes them on
+    ignored, and a Python child then never sees the Ctrl-C or hang-up the test sends."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def spawn(argv: list[str], **env: str | None) -> subprocess.Popen[bytes]:
-    """Start a Python helper subprocess with piped, unbuffered stdout (stderr to stdout)."""
+    """Start a Python helper subprocess with piped, unbuffered stdout (stderr to stdout),
+    with the signal dispositions of :func:`terminal_signals`."""
     return subprocess.Popen(
         argv,
+        preexec_fn=terminal_signals,
         env=child_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -249,6 +259,7 @@ def test_ctrl_c_of_a_pytest_run_leaves_no_broker(tmp_path: Path) -> None:
             str(tmp_path / "test_hang.py"),
         ],
         cwd=tmp_path,
+        preexec_fn=terminal_signals,
         env=child_env(MSGBUS_KAFKA_IMPL="tansu"),  # two process groups: tansu and S3 server
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
