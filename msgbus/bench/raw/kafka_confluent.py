@@ -8,9 +8,12 @@ recommends for throughput:
   idempotence, ``linger.ms`` 0, 256 KiB batches); ``produce`` hands the record to librdkafka's
   queue and returns, a thread of its own serves delivery reports (``poll``), and a full queue
   (``BufferError``) is waited out by serving reports, never dropped;
-- the consumer is a group member reading batches with ``consume(500, 0.1)`` on a thread of
-  its own, decoding each JSON body, and committing once per batch, asynchronously
-  (:func:`consumer_config`: ``fetch.wait.max.ms`` 10, like the driver).
+- the consumer is a group member reading on a thread of its own: it drains what librdkafka
+  has fetched with ``consume(500, 0)`` and, when that is empty, waits with ``poll(0.1)``,
+  which returns on the first message (``consume(500, 0.1)`` would hold a trickle back for up
+  to 100 ms while it fills the batch, as the driver also avoids); it decodes each JSON body
+  and commits once per batch, asynchronously (:func:`consumer_config`: ``fetch.wait.max.ms``
+  10, like the driver).
 
 :mod:`msgbus.bench.kafka_confluent` (``python -m msgbus.bench.kafka --driver confluent``)
 uses the same configurations.
@@ -128,9 +131,14 @@ class ConfluentReceiver(PollingReceiver):
         loads = json.loads
         consumer.subscribe(self._topics, on_assign=self._on_assign)
         while not self.stopping.is_set():
-            batch = consumer.consume(BATCH, 0.1)
+            # consume(n, t) waits for n messages or t; poll returns on the first one, so a
+            # slow trickle is delivered at once and what is already fetched is drained after.
+            batch = consumer.consume(BATCH, 0)
             if not batch:
-                continue
+                first = consumer.poll(0.1)
+                if first is None:
+                    continue
+                batch = [first, *consumer.consume(BATCH - 1, 0)]
             for message in batch:
                 error = message.error()
                 if error is not None:
