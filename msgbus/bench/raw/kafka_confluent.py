@@ -12,8 +12,9 @@ recommends for throughput:
   has fetched with ``consume(500, 0)`` and, when that is empty, waits with ``poll(0.1)``,
   which returns on the first message (``consume(500, 0.1)`` would hold a trickle back for up
   to 100 ms while it fills the batch, as the driver also avoids); it decodes each JSON body
-  and commits once per batch, asynchronously (:func:`consumer_config`: ``fetch.wait.max.ms``
-  10, like the driver).
+  and commits asynchronously at most every 100 ms, like the driver (a commit per small batch
+  queues OffsetCommits ahead of the heartbeats); :func:`consumer_config`:
+  ``fetch.wait.max.ms`` 10, like the driver.
 
 :mod:`msgbus.bench.kafka_confluent` (``python -m msgbus.bench.kafka --driver confluent``)
 uses the same configurations.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +46,10 @@ BATCH_SIZE = 256 * 1024
 
 BATCH = 500
 """Messages a consumer asks ``consume`` for at once."""
+
+COMMIT_INTERVAL_S = 0.1
+"""Least seconds between two asynchronous offset commits of a consumer (the msgbus driver's
+interval too: ``backends/kafka/subscription.py``)."""
 
 
 def _servers(url: str) -> str:
@@ -113,8 +119,8 @@ class ConfluentSender:
 
 
 class ConfluentReceiver(PollingReceiver):
-    """A workload receiver: a group member consuming batches on its own thread, one async
-    commit per batch."""
+    """A workload receiver: a group member consuming on its own thread (first message at once,
+    the fetched rest drained), an asynchronous commit at most every ``COMMIT_INTERVAL_S``."""
 
     def __init__(self, url: str, topics: Sequence[str], group: str, handler: Handler) -> None:
         self._consumer = Consumer(consumer_config(url, group))
@@ -129,16 +135,17 @@ class ConfluentReceiver(PollingReceiver):
         consumer = self._consumer
         handler = self._handler
         loads = json.loads
+        clock = time.monotonic
         consumer.subscribe(self._topics, on_assign=self._on_assign)
+        uncommitted = False
+        last_commit = clock()
         while not self.stopping.is_set():
             # consume(n, t) waits for n messages or t; poll returns on the first one, so a
             # slow trickle is delivered at once and what is already fetched is drained after.
             batch = consumer.consume(BATCH, 0)
             if not batch:
                 first = consumer.poll(0.1)
-                if first is None:
-                    continue
-                batch = [first, *consumer.consume(BATCH - 1, 0)]
+                batch = [first, *consumer.consume(BATCH - 1, 0)] if first is not None else []
             for message in batch:
                 error = message.error()
                 if error is not None:
@@ -146,7 +153,13 @@ class ConfluentReceiver(PollingReceiver):
                         raise RuntimeError(f"raw confluent-kafka consumer: {error}")
                     continue
                 handler(loads(message.value()))
-            consumer.commit(asynchronous=True)
+                uncommitted = True
+            # One asynchronous commit per COMMIT_INTERVAL_S at most: a commit per small batch
+            # queues OffsetCommits ahead of the group's heartbeats and loses the session.
+            if uncommitted and clock() - last_commit >= COMMIT_INTERVAL_S:
+                consumer.commit(asynchronous=True)
+                uncommitted = False
+                last_commit = clock()
 
     def final_commit(self) -> None:
         self._consumer.commit(asynchronous=False)
