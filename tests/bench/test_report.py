@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def first_edition(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """report.md and report.html drawn from docs/report/results.tar.gz (schema of 2026-11)."""
+    """report.md and report.html drawn from docs/report/first-edition/results.tar.gz (the
+    first edition's results, schema of 2026-11)."""
     folder = tmp_path_factory.mktemp("first-edition")
-    with tarfile.open(ROOT / "docs" / "report" / "results.tar.gz") as archive:
+    with tarfile.open(ROOT / "docs" / "report" / "first-edition" / "results.tar.gz") as archive:
         archive.extractall(folder / "results", filter="data")
     write_report(folder / "results", folder / "out")
     return (folder / "out" / "report.md").read_text(), (folder / "out" / "report.html").read_text()
