@@ -30,6 +30,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
+from msgbus.backends.kafka.subscription import COMMIT_INTERVAL_S
 from msgbus.bench.interface import Done, Handler
 from msgbus.bench.raw.common import PollingReceiver, dumps, endpoints
 
@@ -46,10 +47,6 @@ BATCH_SIZE = 256 * 1024
 
 BATCH = 500
 """Messages a consumer asks ``consume`` for at once."""
-
-COMMIT_INTERVAL_S = 0.1
-"""Least seconds between two asynchronous offset commits of a consumer (the msgbus driver's
-interval too: ``backends/kafka/subscription.py``)."""
 
 
 def _servers(url: str) -> str:
