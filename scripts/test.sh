@@ -31,19 +31,30 @@ fi
 # lanes on two cores take ~35 min instead of ~48): the JVM-heavy Kafka lane and the rest.
 # Each lane has its own tox work folder (no shared package build) and log; the harness gives
 # every broker its own ports, folders and epmd, and the Kafka download takes a file lock.
-lane() {  # lane NAME ENVS [POSARGS...]: run ENVS in order, output prefixed with [NAME]
+lane() {  # lane NAME ENVS [POSARGS...]: run ENVS in order, output prefixed with [NAME] and
+          # kept in .tox/lane-NAME.log
     local name=$1 envs=$2
     shift 2
     .venv-tox/bin/tox run --workdir ".tox/lane-$name" -e "$envs" "$@" 2>&1 \
-        | sed -u "s/^/[$name] /"
+        | sed -u "s/^/[$name] /" | tee ".tox/lane-$name.log"
     return "${PIPESTATUS[0]}"
 }
+mkdir -p .tox
 lane kafka kafka,kafka-tansu,cluster "$@" &
 kafka_lane=$!
 lane main lint,memory,rabbitmq,activemq,kombu,stock,bench "$@" &
 main_lane=$!
 status=0
-wait "$kafka_lane" || status=1
-wait "$main_lane" || status=1
-echo "scripts/test.sh: kafka lane and main lane $([ "$status" = 0 ] && echo passed || echo FAILED)"
+kafka_result=passed
+main_result=passed
+wait "$kafka_lane" || { status=1; kafka_result=FAILED; }
+wait "$main_lane" || { status=1; main_result=FAILED; }
+if [ "$status" != 0 ]; then
+    # the failures again at the end, where a log's tail shows them: pytest's summary lines and
+    # tox's verdict per environment (the full output is in .tox/lane-*.log)
+    echo "scripts/test.sh: what failed"
+    grep -h -E '^\[[a-z]+\] ((FAILED|ERROR) |  [a-z-]+: FAIL)' .tox/lane-kafka.log .tox/lane-main.log \
+        || true
+fi
+echo "scripts/test.sh: kafka lane $kafka_result, main lane $main_result"
 exit "$status"

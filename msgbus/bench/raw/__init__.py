@@ -21,9 +21,9 @@ slower the difference is msgbus's:
   (``basic_ack(multiple=True)`` once per read batch, at the latest every quarter prefetch).
 - ActiveMQ, stomp.py (STOMP 1.2): SEND to ``/topic/VirtualTopic.<topic>`` with a receipt
   each, receipts windowed by the caller (STOMP has no cumulative receipt); consuming
-  ``/queue/Consumer.<group>.VirtualTopic.<topic>`` with ``ack:client``, whose ACK is
-  cumulative, sent once per burst (at the latest every quarter prefetch) and
-  ``activemq.prefetchSize``.
+  ``/queue/Consumer.<group>.VirtualTopic.<topic>`` with ``ack:client-individual``, an ACK
+  per message sent at once (ActiveMQ dispatches later to a consumer that holds ACKs back),
+  and ``activemq.prefetchSize``.
 
 One module per broker holds every piece of that broker's plain client the benchmarks use:
 :mod:`.kafka` and :mod:`.kafka_confluent`, :mod:`.rabbitmq` (also the raw pika
