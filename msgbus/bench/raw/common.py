@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from msgbus.url import BusURL
 
-__all__ = ["PollingReceiver", "dumps", "endpoints"]
+__all__ = ["CommitPacer", "PollingReceiver", "dumps", "endpoints"]
 
 
 def dumps(payload: dict[str, Any]) -> bytes:
@@ -55,3 +56,29 @@ class PollingReceiver:
     def close_consumer(self) -> None:
         """Close the driver's consumer."""
         raise NotImplementedError
+
+
+class CommitPacer:
+    """Paces a raw consumer's asynchronous offset commits: :meth:`due` is true at most once
+    per ``interval`` seconds, and only once records were :meth:`handled` since the last
+    commit (the Kafka receivers pass the msgbus driver's ``COMMIT_INTERVAL_S``)."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._uncommitted = False
+        self._last = time.monotonic()
+
+    def handled(self) -> None:
+        """Note that records were handled since the last commit."""
+        self._uncommitted = True
+
+    def due(self) -> bool:
+        """Whether to commit now; true resets the pacer (the caller then commits)."""
+        if not self._uncommitted:
+            return False
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            return False
+        self._uncommitted = False
+        self._last = now
+        return True

@@ -28,7 +28,7 @@ from msgbus.backends.kafka.subscription import COMMIT_INTERVAL_S
 from msgbus.bench.clock import Clock, Result, paced
 from msgbus.bench.interface import Done, Handler
 from msgbus.bench.payload import ACCOUNT_CREATED
-from msgbus.bench.raw.common import PollingReceiver, dumps, endpoints
+from msgbus.bench.raw.common import CommitPacer, PollingReceiver, dumps, endpoints
 from msgbus.envelope import new_message_id
 
 __all__ = [
@@ -113,9 +113,7 @@ class KafkaReceiver(PollingReceiver):
 
     def _run(self) -> None:
         consumer = self._consumer
-        clock = time.monotonic
-        uncommitted = False
-        last_commit = clock()
+        pacer = CommitPacer(COMMIT_INTERVAL_S)
         while not self.stopping.is_set():
             batches = consumer.poll(timeout_ms=100)
             if consumer.assignment():
@@ -123,13 +121,11 @@ class KafkaReceiver(PollingReceiver):
             for records in batches.values():
                 for record in records:
                     self._handler(json.loads(record.value))
-                uncommitted = True
+                pacer.handled()
             # Like the driver: one asynchronous commit per COMMIT_INTERVAL_S at most (at 1,000
             # msg/s a commit per poll batch is ~100 OffsetCommit requests a second).
-            if uncommitted and clock() - last_commit >= COMMIT_INTERVAL_S:
+            if pacer.due():
                 consumer.commit_async()
-                uncommitted = False
-                last_commit = clock()
 
     def final_commit(self) -> None:
         self._consumer.commit()

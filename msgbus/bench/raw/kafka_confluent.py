@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +31,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 from msgbus.backends.kafka.subscription import COMMIT_INTERVAL_S
 from msgbus.bench.interface import Done, Handler
-from msgbus.bench.raw.common import PollingReceiver, dumps, endpoints
+from msgbus.bench.raw.common import CommitPacer, PollingReceiver, dumps, endpoints
 
 __all__ = [
     "BATCH_SIZE",
@@ -132,10 +131,8 @@ class ConfluentReceiver(PollingReceiver):
         consumer = self._consumer
         handler = self._handler
         loads = json.loads
-        clock = time.monotonic
         consumer.subscribe(self._topics, on_assign=self._on_assign)
-        uncommitted = False
-        last_commit = clock()
+        pacer = CommitPacer(COMMIT_INTERVAL_S)
         while not self.stopping.is_set():
             # consume(n, t) waits for n messages or t; poll returns on the first one, so a
             # slow trickle is delivered at once and what is already fetched is drained after.
@@ -150,13 +147,11 @@ class ConfluentReceiver(PollingReceiver):
                         raise RuntimeError(f"raw confluent-kafka consumer: {error}")
                     continue
                 handler(loads(message.value()))
-                uncommitted = True
+                pacer.handled()
             # One asynchronous commit per COMMIT_INTERVAL_S at most: a commit per small batch
             # queues OffsetCommits ahead of the group's heartbeats and loses the session.
-            if uncommitted and clock() - last_commit >= COMMIT_INTERVAL_S:
+            if pacer.due():
                 consumer.commit(asynchronous=True)
-                uncommitted = False
-                last_commit = clock()
 
     def final_commit(self) -> None:
         self._consumer.commit(asynchronous=False)
