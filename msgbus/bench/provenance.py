@@ -1,21 +1,34 @@
-"""Where a benchmark's figures come from: the source tree, the machine's load, staleness.
+"""Where a benchmark's figures come from: the source tree, the machine's load and speed,
+staleness.
 
 A result is only as good as the code it measured. :func:`source_state` records the git
 commit of the msgbus checkout that ran (and whether its tree was dirty, and in which files);
-:func:`load_average` the machine's load before and after; :func:`stale_paths` tells, at report
-time, which files under ``msgbus/`` and ``backends/`` changed since the results' commit, so
-the report can say so in its first lines. Every function answers "unknown" (None) instead of
-guessing when there is no git checkout or no ``git``.
+:func:`load_average` the machine's load before and after; :func:`host_speed` how fast the
+machine ran Python at that moment (a virtual machine's host can slow it several-fold for hours
+while its own load average stays low); :func:`stale_paths` tells, at report time, which files
+under ``msgbus/`` and ``backends/`` changed since the results' commit, so the report can say
+so in its first lines. Every function answers "unknown" (None) instead of guessing when there
+is no git checkout or no ``git``.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CODE_PATHS", "find_checkout", "load_average", "source_state", "stale_paths"]
+__all__ = [
+    "CODE_PATHS",
+    "HOST_SPEED_UNIT",
+    "find_checkout",
+    "host_speed",
+    "load_average",
+    "source_state",
+    "stale_paths",
+]
 
 CODE_PATHS = ("msgbus", "backends")
 """The folders whose changes make earlier results stale (the library and its backends)."""
@@ -92,3 +105,27 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+HOST_SPEED_UNIT = "M loop steps/s"
+"""The unit of :func:`host_speed`: millions of steps of its fixed Python loop per second."""
+
+_SPEED_ROUND_STEPS = 200_000
+
+
+def host_speed(rounds: int = 5) -> float:
+    """How fast this machine runs single-threaded Python now, in :data:`HOST_SPEED_UNIT`.
+
+    Times a fixed pure-Python loop ``rounds`` times (about 40 ms each on a 5-unit host) and
+    returns the median rate, so one preempted round does not set the figure. The score compares
+    moments of one machine (before and after a run, run against run); it is no cross-machine
+    rating. Measured in the benchmark's own process, between runs, when no workload is running.
+    """
+    times = []
+    for _ in range(max(1, rounds)):
+        started = time.perf_counter()
+        total = 0
+        for step in range(_SPEED_ROUND_STEPS):
+            total += step
+        times.append(time.perf_counter() - started)
+    return round(_SPEED_ROUND_STEPS / statistics.median(times) / 1e6, 2)

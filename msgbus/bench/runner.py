@@ -796,7 +796,12 @@ class Runner:
         """Run everything; return the :class:`Summary`. Ctrl-C stops cleanly (summary
         ``interrupted``); finished results stay written."""
         from msgbus.bench.environment import manifest
-        from msgbus.bench.provenance import load_average, source_state
+        from msgbus.bench.provenance import (
+            HOST_SPEED_UNIT,
+            host_speed,
+            load_average,
+            source_state,
+        )
 
         self.output.mkdir(parents=True, exist_ok=True)
         plans = {t.name: self._plan(t) for t in self.targets}
@@ -811,6 +816,7 @@ class Runner:
             "source": source_state(),
             "started_at": _now(),
             "load_before": load_average(),
+            "host_speed_before": host_speed(rounds=15),
         }
         info: dict[str, Any] = {"targets": {}, "started_at": _now(), **self.manifest_extra}
         info["source"] = invocation["source"]
@@ -829,7 +835,10 @@ class Runner:
             self._prior_kafka_note = previous.get("kafka_note")
         self._info = info
         self._manifest = manifest
-        self._say(f"msgbus bench: {total} runs on {len(self.targets)} target(s)")
+        self._say(
+            f"msgbus bench: {total} runs on {len(self.targets)} target(s); host speed "
+            f"{invocation['host_speed_before']} {HOST_SPEED_UNIT} (compare it with a quiet run's)"
+        )
         order = interleave(
             [plans[t.name] for t in self.targets], [name for name, _ in self.workloads]
         )
@@ -894,6 +903,7 @@ class Runner:
                 target.close()
         invocation["finished_at"] = _now()
         invocation["load_after"] = load_average()
+        invocation["host_speed_after"] = host_speed(rounds=15)
         info["finished_at"] = _now()
         info["elapsed_seconds"] = round(time.monotonic() - started, 1)
         info["interrupted"] = self.summary.interrupted
@@ -1014,6 +1024,9 @@ class Runner:
             if self.stream.isatty():
                 print(f"\r   {text}\033[K", end="", file=self.stream, flush=True)
 
+        from msgbus.bench.provenance import host_speed
+
+        speed = host_speed()
         try:
             result = run_once(p.target, p.workload, p.step, p.client, on_tick=tick)
         except (RunError, ValueError, OSError) as exc:
@@ -1033,6 +1046,7 @@ class Runner:
         if self.stream.isatty():
             print(file=self.stream)
         result["repeat"] = p.repeat
+        result["host_speed"] = speed
         folder = self.output / "runs" / p.workload
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{p.step.index:02d}-{p.target.name}-{p.client}-r{p.repeat}"

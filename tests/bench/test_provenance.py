@@ -13,9 +13,11 @@ pytest.importorskip("hdrh")
 pytest.importorskip("matplotlib")
 
 from msgbus.bench.cli import main
-from msgbus.bench.provenance import find_checkout, source_state, stale_paths
+from msgbus.bench.provenance import find_checkout, host_speed, source_state, stale_paths
 from msgbus.bench.render import to_markdown
 from msgbus.bench.report import ReportData, staleness
+from msgbus.bench.report.data import Cell
+from msgbus.bench.report.manifest import host_speed_warning, manifest_blocks
 
 
 def _git(root: Path, *args: str) -> str:
@@ -109,7 +111,57 @@ def test_a_run_records_its_source_and_load(tmp_path: Path) -> None:
     (invocation,) = manifest["invocations"]
     assert set(invocation["source"]) == {"commit", "dirty", "dirty_paths", "checkout"}
     assert invocation["load_before"] is not None and invocation["load_after"] is not None
+    assert invocation["host_speed_before"] > 0 and invocation["host_speed_after"] > 0
     assert invocation["finished_at"] >= invocation["started_at"]
+    runs = list((results / "runs" / "tiny").glob("*.json"))
+    assert runs and all(json.loads(r.read_text())["host_speed"] > 0 for r in runs)
+
+
+def test_host_speed_is_a_rate_that_falls_when_the_cpu_is_shared() -> None:
+    """Three threads spinning beside the calibration (one GIL) leave it about a quarter of
+    the interpreter: its score must fall to well under half the unshared score (the margin
+    covers a noisy host)."""
+    import threading
+
+    alone = max(host_speed(rounds=3) for _ in range(3))
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(1000))
+
+    spinners = [threading.Thread(target=spin) for _ in range(3)]
+    for t in spinners:
+        t.start()
+    try:
+        shared = host_speed(rounds=3)
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+    assert alone > 0 and shared < alone / 2
+
+
+def _timed_runs(speeds: list[float]) -> ReportData:
+    cell = Cell("max-rate", "max-rate", 0, "max", "memory", "memory", "msgbus", False)
+    cell.runs = [{"workload": "max-rate", "host_speed": v} for v in speeds]
+    invocation = {"command": "msgbus bench run", "host_speed_before": 8.0}
+    return ReportData({"invocations": [{**invocation, "host_speed_after": 7.5}]}, {"k": cell})
+
+
+def test_report_warns_about_runs_on_a_slowed_host() -> None:
+    steady = _timed_runs([8.0, 7.1, 9.0, 8.4])
+    assert host_speed_warning(steady) == []
+    environment = to_markdown(manifest_blocks(steady))
+    assert "| host speed | median 8.20 (range 7.10–9.00) M loop steps/s" in environment
+    assert "host speed 8.0 before, 7.5 after" in environment
+    slowed = to_markdown(host_speed_warning(_timed_runs([8.0, 7.9, 8.2, 3.0, 2.5])))
+    assert "2 of 5 runs started with the host over 1.5× slower" in slowed
+    assert "workloads: max-rate" in slowed
+    drifted = _timed_runs([8.0, 8.0])
+    drifted.manifest["invocations"][0]["host_speed_after"] = 4.0
+    assert "started at 8.0 and ended at 4.0" in to_markdown(host_speed_warning(drifted))
+    assert "not recorded" in to_markdown(manifest_blocks(ReportData({}, {})))
 
 
 def test_targets_alternate_within_each_repeat_and_rotate(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """``msgbus bench report``: turn a results folder into ``report.md`` and ``report.html``.
 
-The report opens with the question, any staleness warning, how to read it and the
+The report opens with the question, any staleness or host-speed warning, how to read it and the
 environment; then one section per workload (:mod:`.sections`, :mod:`.scaling`): its table
 (each row one representative repeat, min–max of the repeats beside), the broker-vs-client
 table with a generated bottleneck sentence (:mod:`.bottleneck`), and its charts; then
@@ -24,7 +24,12 @@ from msgbus.bench.render import (
 )
 from msgbus.bench.report.bottleneck import RULES
 from msgbus.bench.report.data import MIN_P999_SAMPLES, Cell, ReportData, load_results
-from msgbus.bench.report.manifest import correctness, manifest_blocks, staleness
+from msgbus.bench.report.manifest import (
+    correctness,
+    host_speed_warning,
+    manifest_blocks,
+    staleness,
+)
 from msgbus.bench.report.replication import availability_cells, replication_blocks
 from msgbus.bench.report.sections import SECTIONS, section_latency, section_resources
 from msgbus.bench.report.tables import TANSU_NOTE
@@ -73,6 +78,7 @@ def build_report(data: ReportData) -> list[Block]:
         )
     )
     blocks += staleness(data)
+    blocks += host_speed_warning(data)
     if data.any_tansu():
         blocks.append(Para("**tansu.** " + TANSU_NOTE))
     blocks += [Heading(2, "How to read it"), Bullets(list(HOW_TO_READ))]

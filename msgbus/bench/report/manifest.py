@@ -1,5 +1,6 @@
 """The report's framing blocks: the environment and every command that wrote the results
-(with commit, dirty tree and load), the staleness warning, and the correctness tally.
+(with commit, dirty tree, load and host speed), the staleness and host-speed warnings, and the
+correctness tally.
 
 Provenance is read from ``manifest.json`` (see :mod:`msgbus.bench.provenance`); a manifest
 that lacks a field renders it as unknown, never as a crash.
@@ -7,15 +8,21 @@ that lacks a field renders it as unknown, never as a crash.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
 
 from msgbus.bench import charts
+from msgbus.bench.provenance import HOST_SPEED_UNIT
 from msgbus.bench.render import Block, Bullets, Chart, Heading, Para, Table
 from msgbus.bench.report.data import NA, ReportData
 from msgbus.bench.report.tables import TANSU_NOTE
 
-__all__ = ["correctness", "manifest_blocks", "staleness"]
+__all__ = ["SLOW_HOST_FACTOR", "correctness", "host_speed_warning", "manifest_blocks", "staleness"]
+
+SLOW_HOST_FACTOR = 1.5
+"""A run whose host-speed score is this many times below the median of the results ran on a
+slowed host (the score's own noise on a busy host is about ±30 %)."""
 
 
 def manifest_blocks(data: ReportData) -> list[Block]:
@@ -39,6 +46,7 @@ def manifest_blocks(data: ReportData) -> list[Block]:
         ],
         ["packages", ", ".join(f"{k} {v or 'absent'}" for k, v in m.get("packages", {}).items())],
         *_invocation_rows(m),
+        *_host_speed_rows(data),
         ["repeats", str(m.get("repeats", "?"))],
         ["started / finished", f"{m.get('started_at', '?')} / {m.get('finished_at', '?')}"],
         *([["tansu note", m["kafka_note"]]] if m.get("kafka_note") else []),
@@ -147,9 +155,80 @@ def _invocation_rows(m: dict[str, Any]) -> list[list[str]]:
         load = ""
         if before or after:
             load = f"; load average {_load(before)} before, {_load(after)} after"
+        speed_before, speed_after = inv.get("host_speed_before"), inv.get("host_speed_after")
+        if speed_before or speed_after:
+            load += (
+                f"; host speed {speed_before or '?'} before, {speed_after or '?'} after "
+                f"({HOST_SPEED_UNIT})"
+            )
         label = "command" if len(invocations) == 1 else f"command {number}"
         rows.append([label, f"`{inv.get('command') or '?'}` {where}{load}"])
     return rows
+
+
+def _run_speeds(data: ReportData) -> list[tuple[float, dict[str, Any]]]:
+    """(host speed, run) for every run that recorded one."""
+    return [
+        (float(r["host_speed"]), r)
+        for c in data.cells.values()
+        for r in c.runs
+        if isinstance(r.get("host_speed"), (int, float)) and r["host_speed"] > 0
+    ]
+
+
+def _host_speed_rows(data: ReportData) -> list[list[str]]:
+    speeds = sorted(v for v, _ in _run_speeds(data))
+    if not speeds:
+        return [["host speed", "not recorded (results older than the host-speed check)"]]
+    return [
+        [
+            "host speed",
+            f"median {statistics.median(speeds):.2f} (range {speeds[0]:.2f}–{speeds[-1]:.2f}) "
+            f"{HOST_SPEED_UNIT}, timed before each of {len(speeds)} runs; compare it with "
+            "other results from this machine, not across machines",
+        ]
+    ]
+
+
+def host_speed_warning(data: ReportData) -> list[Block]:
+    """A warning when some runs started on a host more than :data:`SLOW_HOST_FACTOR` times
+    slower than the median run (or a command ended that much slower than it started): their
+    figures measure a slowed machine, not the brokers. Empty when no run recorded its speed."""
+    timed = _run_speeds(data)
+    if len(timed) < 2:
+        return []
+    median = statistics.median(v for v, _ in timed)
+    slow = [r for v, r in timed if v * SLOW_HOST_FACTOR < median]
+    drifts = [
+        inv
+        for inv in data.manifest.get("invocations", [])
+        if (b := inv.get("host_speed_before")) and (a := inv.get("host_speed_after"))
+        and max(a, b) > SLOW_HOST_FACTOR * min(a, b)
+    ]  # fmt: skip
+    if not slow and not drifts:
+        return []
+    notes = []
+    if slow:
+        workloads = ", ".join(sorted({str(r.get("workload")) for r in slow}))
+        notes.append(
+            f"{len(slow)} of {len(timed)} runs started with the host over "
+            f"{SLOW_HOST_FACTOR:g}× slower than the median run ({median:.2f} {HOST_SPEED_UNIT}; "
+            f"workloads: {workloads})"
+        )
+    for inv in drifts:
+        notes.append(
+            f"`{inv.get('command') or '?'}` started at {inv['host_speed_before']} and ended at "
+            f"{inv['host_speed_after']} {HOST_SPEED_UNIT}"
+        )
+    return [
+        Para(
+            "**The host's speed changed during these runs.** A fixed Python loop timed before "
+            "every run (see Environment) shows it: "
+            + "; ".join(notes)
+            + ". Figures from a slowed host measure the host: compare brokers within a repeat "
+            "(they are interleaved) and re-run on a quiet host before quoting absolute figures."
+        )
+    ]
 
 
 def _load(values: list[float] | None) -> str:
