@@ -832,6 +832,7 @@ class Runner:
             prior = previous.get("summary", {})
             self._prior_summary = prior
             self._prior_workloads = previous.get("workloads", [])
+            self._prior_repeats = previous.get("repeats_per_workload") or {}
             self._prior_kafka_note = previous.get("kafka_note")
         self._info = info
         self._manifest = manifest
@@ -1005,6 +1006,7 @@ class Runner:
     _last_kept_up = True
     _prior_summary: dict[str, Any] = {}
     _prior_workloads: list[str] = []
+    _prior_repeats: dict[str, int] = {}
     _prior_kafka_note: str | None = None
     _info: dict[str, Any] = {}
     _manifest: Callable[..., Any] | None = None
@@ -1075,7 +1077,7 @@ class Runner:
             for name, steps in self.workloads
         }
         data = manifest(self.targets, names, self.repeats or max(repeats.values(), default=0))
-        data["repeats_per_workload"] = repeats
+        data["repeats_per_workload"] = {**self._prior_repeats, **repeats}
         data["kafka_note"] = data.get("kafka_note") or self._prior_kafka_note
         data.update(info)
         (self.output / "manifest.json").write_text(json.dumps(data, indent=1), encoding="utf-8")

@@ -115,6 +115,13 @@ def test_a_run_records_its_source_and_load(tmp_path: Path) -> None:
     assert invocation["finished_at"] >= invocation["started_at"]
     runs = list((results / "runs" / "tiny").glob("*.json"))
     assert runs and all(json.loads(r.read_text())["host_speed"] > 0 for r in runs)
+    # a second command writing into the folder keeps what the first recorded
+    second = tmp_path / "second.toml"
+    second.write_text(workload.read_text().replace('"tiny"', '"second"') + "repeats = 2\n")
+    assert main(["run", str(second), "--url", "memory://", "--output", str(results)]) == 0
+    manifest = json.loads((results / "manifest.json").read_text())
+    assert len(manifest["invocations"]) == 2
+    assert manifest["repeats_per_workload"] == {"tiny": 3, "second": 2}
 
 
 def test_host_speed_is_a_rate_that_falls_when_the_cpu_is_shared() -> None:

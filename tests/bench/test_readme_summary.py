@@ -51,3 +51,15 @@ def test_rewrite_refuses_a_readme_without_markers(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no <!-- msgbus-bench-summary:begin -->"):
         rewrite(readme, "x\n")
     assert readme.read_text() == "# no markers\n"
+
+
+def test_summary_gives_the_range_of_repeats_per_workload(committed: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    folder = tmp_path / "results"
+    shutil.copytree(committed, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["repeats_per_workload"] = {"latency": 5, "fan-out": 3, "max-rate": 5}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert "3–5 repeats per workload." in summary(folder)

@@ -49,7 +49,7 @@ def manifest_blocks(data: ReportData) -> list[Block]:
         *_host_speed_rows(data),
         ["repeats", str(m.get("repeats", "?"))],
         ["started / finished", f"{m.get('started_at', '?')} / {m.get('finished_at', '?')}"],
-        *([["tansu note", m["kafka_note"]]] if m.get("kafka_note") else []),
+        *([["Kafka note", m["kafka_note"]]] if m.get("kafka_note") else []),
     ]
     out.append(Table(["", ""], rows))
     trows = []
