@@ -363,8 +363,9 @@ class KafkaPythonBackend(KafkaBackend):
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self._close_subscriptions():
             return
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            self._flush(timeout)
+            self._flush(remaining)  # what is left of ``timeout`` after the subscriptions
         except TimeoutError:
             log.error("Kafka backend closed with publishes not yet confirmed")
         remaining = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
