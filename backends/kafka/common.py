@@ -377,6 +377,32 @@ class KafkaBackend(Backend):
         with self._lock:
             self._subscriptions.discard(sub)
 
+    def close(self, timeout: float | None = None) -> None:
+        """Flush publishes (up to ``timeout``), close subscriptions, producer and clients.
+
+        Idempotent. Unsettled deliveries of the subscriptions go back to their groups; a
+        publish not confirmed within ``timeout`` fails with a msgbus error (never left
+        pending), and the whole close keeps to ``timeout``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._close_subscriptions():
+            return
+        try:
+            self._flush(_left(deadline))  # what is left of ``timeout`` after the subscriptions
+        except TimeoutError:
+            log.error("Kafka backend closed with publishes not yet confirmed")
+        self._close_clients(deadline)
+
+    @abstractmethod
+    def _flush(self, timeout: float | None) -> None:
+        """Wait until every publish so far is confirmed or failed; TimeoutError after
+        ``timeout`` seconds (None: no limit)."""
+
+    @abstractmethod
+    def _close_clients(self, deadline: float | None) -> None:
+        """Close the producer and the helper clients by ``deadline`` (a ``time.monotonic``
+        instant; None: no limit), failing every publish still unconfirmed."""
+
     def _close_subscriptions(self) -> bool:
         """Mark closed and close every subscription; False if already closed."""
         with self._lock:
@@ -392,6 +418,11 @@ class KafkaBackend(Backend):
     @abstractmethod
     def _translate(self, exc: BaseException, where: str) -> MsgBusError:
         """The driver's exception as a msgbus error (``where`` prefixes the text)."""
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (never below 0), None when there is none."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def driver_class(driver: str) -> type[KafkaBackend]:

@@ -497,19 +497,7 @@ class ConfluentKafkaBackend(KafkaBackend):
 
     # ------------------------------------------------------------------ closing
 
-    def close(self, timeout: float | None = None) -> None:
-        """Flush publishes (up to ``timeout``), close subscriptions, producer and clients.
-
-        Idempotent. Unsettled deliveries of the subscriptions go back to their groups.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._close_subscriptions():
-            return
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            self._flush(remaining)
-        except TimeoutError:
-            log.error("Kafka backend closed with publishes not yet confirmed")
+    def _close_clients(self, deadline: float | None) -> None:
         self._polling = False
         self._poller.join(POLL_MS / 1000 + 5)
         # what librdkafka still holds (the flush ran out of time, or a publish raced the close)

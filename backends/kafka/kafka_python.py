@@ -355,19 +355,7 @@ class KafkaPythonBackend(KafkaBackend):
 
     # ------------------------------------------------------------------ closing
 
-    def close(self, timeout: float | None = None) -> None:
-        """Flush publishes (up to ``timeout``), close subscriptions, producer and clients.
-
-        Idempotent. Unsettled deliveries of the subscriptions go back to their groups.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self._close_subscriptions():
-            return
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            self._flush(remaining)  # what is left of ``timeout`` after the subscriptions
-        except TimeoutError:
-            log.error("Kafka backend closed with publishes not yet confirmed")
+    def _close_clients(self, deadline: float | None) -> None:
         remaining = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
         try:
             self._producer.close(timeout=remaining if deadline is not None else None)
