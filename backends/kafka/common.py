@@ -53,6 +53,7 @@ __all__ = [
     "bootstrap_servers",
     "driver_class",
     "record_headers",
+    "time_left",
     "topic_configs",
     "wire_headers",
 ]
@@ -388,7 +389,7 @@ class KafkaBackend(Backend):
         if not self._close_subscriptions():
             return
         try:
-            self._flush(_left(deadline))  # what is left of ``timeout`` after the subscriptions
+            self._flush(time_left(deadline))  # what is left of ``timeout`` after the subscriptions
         except TimeoutError:
             log.error("Kafka backend closed with publishes not yet confirmed")
         self._close_clients(deadline)
@@ -420,7 +421,7 @@ class KafkaBackend(Backend):
         """The driver's exception as a msgbus error (``where`` prefixes the text)."""
 
 
-def _left(deadline: float | None) -> float | None:
+def time_left(deadline: float | None) -> float | None:
     """Seconds until ``deadline`` (never below 0), None when there is none."""
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 

@@ -47,6 +47,7 @@ from .common import (
     KafkaSubscriptionBase,
     PartitionState,
     bootstrap_servers,
+    time_left,
     topic_configs,
 )
 
@@ -356,9 +357,8 @@ class KafkaPythonBackend(KafkaBackend):
     # ------------------------------------------------------------------ closing
 
     def _close_clients(self, deadline: float | None) -> None:
-        remaining = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            self._producer.close(timeout=remaining if deadline is not None else None)
+            self._producer.close(timeout=time_left(deadline))
         except Exception as exc:  # closing must not raise driver errors
             log.warning("closing the Kafka producer: %s", exc)
         # kafka-python leaves the futures of records it never got an answer for pending when
